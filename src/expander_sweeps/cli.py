@@ -1,0 +1,219 @@
+"""Command line: launch, report, validate, schema.
+
+User errors (a bad spec, missing data, no study yet) print what is wrong and how to fix it,
+and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .spec import SpecError, SweepSpec, json_schema, load_spec
+
+console = Console()
+err_console = Console(stderr=True)
+
+USER_ERROR = 2
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(USER_ERROR)
+
+
+def _quiet_libraries() -> None:
+    """Our own lines say what happens; the libraries' INFO chatter (table creation, trial logs) would bury them."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _load(path: str, overrides: tuple[str, ...]) -> SweepSpec:
+    try:
+        return load_spec(path, overrides)
+    except SpecError as err:
+        _fail(str(err))
+        raise  # unreachable: _fail exits
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a spec field, e.g. --set data.root=../data --set training.epochs=2 (repeatable).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="expander-sweeps")
+def main() -> None:
+    """Sweeps over pruned RNN/LSTM layers: accuracy, noise, and the Ramanujan bounds of each layer."""
+
+
+class _ConsoleEvents:
+    """Draws sweep progress with rich: a bar over trials, one over the current training phase."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.trials_task = None
+        self.phase_task = None
+
+    def sweep_started(self, spec, to_run, done, data, device) -> None:
+        if to_run == 0:
+            console.print(f"[green]All {done} trials of '{spec.name}' are finished; nothing to run.[/]")
+            return
+        console.print(f"[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished) on {device}")
+        console.print(f"  data: {data}", soft_wrap=True)
+        console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}; "
+                      f"masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
+        self.trials_task = self.progress.add_task("trials", total=to_run)
+
+    def trial_started(self, number, plan) -> None:
+        self.progress.update(self.trials_task, description=f"trial {number}: {plan.label()}")
+
+    def phase_started(self, phase, epochs, batches) -> None:
+        if self.phase_task is not None:
+            self.progress.remove_task(self.phase_task)
+        self.phase_task = self.progress.add_task(f"  {phase} ({epochs} epochs)", total=max(1, epochs * batches))
+
+    def batch_done(self) -> None:
+        self.progress.advance(self.phase_task)
+
+    def epoch_done(self, stats) -> None:
+        self.progress.update(self.phase_task, description=(
+            f"  {stats.phase} epoch {stats.epoch}/{stats.epochs} loss {stats.loss:.3f} "
+            f"train acc {100 * stats.train_accuracy:.1f}%"))
+
+    def trial_finished(self, number, plan, result) -> None:
+        m = result.metrics
+        accs = "  ".join(
+            f"{'clean' if k == 'acc/clean' else k.removeprefix('acc/')} {100 * v:.1f}%"
+            for k, v in m.items() if k.startswith("acc/")
+        )
+        bounds = []
+        for layer in plan.pruned_layers:
+            dr, ds = m.get(f"{layer}/binary/delta_r"), m.get(f"{layer}/binary/delta_s")
+            if dr is not None:
+                bounds.append(f"{layer} ΔR {_signed(dr)} ΔS {_signed(ds)}")
+        dense = "dense trained" if result.dense_trained else "dense cached"
+        self.progress.console.print(
+            f"trial {number:>3} | {plan.label()} | {accs} | {'; '.join(bounds) or 'dense'} | "
+            f"{dense}, {result.seconds:.1f}s", highlight=False, soft_wrap=True)
+        self.progress.advance(self.trials_task)
+
+    def trial_failed(self, number, plan, error) -> None:
+        self.progress.console.print(
+            f"[red]trial {number} failed[/] ({plan.label() if plan else ''}): {type(error).__name__}: {error}; "
+            "it is recorded as FAIL and rerun at the next launch", highlight=False)
+        self.progress.advance(self.trials_task)
+
+    def warn(self, message) -> None:
+        self.progress.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def _signed(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "+inf" if math.isinf(value) else f"{value:+.3f}"
+
+
+def _print_report(rep) -> None:
+    if rep.crossings.empty:
+        console.print("No finished trials: the report is empty.")
+        return
+    table = Table(title="Remaining edges where each bound first turns negative", title_justify="left")
+    for column in ("pruned", "graph", "weighting", "bound", "crossing"):
+        table.add_column(column)
+    for _, row in rep.crossings.iterrows():
+        table.add_row(row["pruned"], row["graph"], row["weighting"], row["bound"], row["where"])
+    console.print(table)
+    console.print(f"report: {rep.files['markdown']}")
+    for key, path in rep.files.items():
+        if key.startswith("figure"):
+            console.print(f"figure: {path}")
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
+def launch(spec_path: str, overrides: tuple[str, ...], no_report: bool) -> None:
+    """Run the sweep SPEC (relaunching continues it), then write its report."""
+    from .data import DataError
+    from .report import write_report
+    from .sweep import launch_study
+
+    spec = _load(spec_path, overrides)
+    _quiet_libraries()
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        try:
+            result = launch_study(spec, _ConsoleEvents(progress))
+        except DataError as err:
+            _fail(str(err))
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished trials are in the study; "
+                              "launch the same spec again to continue.")
+            sys.exit(130)
+    elapsed = time.perf_counter() - started
+    console.print(f"ran {result.ran} trial(s) in {elapsed:.1f}s ({result.failed} failed); "
+                  f"study: {spec.storage_url}")
+    if not no_report:
+        _print_report(write_report(spec, result.study))
+    if result.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+def report(spec_path: str, overrides: tuple[str, ...]) -> None:
+    """Write the crossing table and figures of SPEC's study (any time, from the study alone)."""
+    from .report import write_report
+    from .sweep import open_study
+
+    spec = _load(spec_path, overrides)
+    _quiet_libraries()
+    try:
+        study = open_study(spec, create=False)
+    except KeyError:
+        _fail(f"no study named '{spec.name}' in {spec.storage_url}; run `expander-sweeps launch {spec_path}` first")
+    _print_report(write_report(spec, study))
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
+    """Check SPEC and print it with every default filled in."""
+    import yaml
+
+    spec = _load(spec_path, overrides)
+    console.print(f"[green]{spec_path} is valid.[/]", highlight=False)
+    console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of spec files (for editor completion)."""
+    text = json_schema()
+    if output:
+        Path(output).write_text(text + "\n")
+        console.print(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

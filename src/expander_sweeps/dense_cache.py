@@ -1,0 +1,89 @@
+"""Dense models trained once per distinct training configuration, cached on disk.
+
+The key hashes everything that decides the dense weights: the data (dataset, sequence
+layout, split, limits), the model, the training hyperparameters and seed, and the training
+noise. Not in the key: the data folder (the same files anywhere give the same data), the
+fine-tuning epochs, masks and test noise (they act after the dense model), and the device.
+
+A file lock makes concurrent trials (threads, processes, machines sharing the folder) wait
+for the one that trains instead of training the same model twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .spec import SweepSpec
+
+__all__ = ["dense_key", "DenseCache", "CacheResult"]
+
+
+def dense_key(spec: SweepSpec, train_variance: float) -> tuple[str, dict]:
+    """A short hash of the training configuration and the configuration itself (stored beside it)."""
+    config = {
+        "data": spec.data.model_dump(exclude={"root", "download"}),
+        "model": spec.model.model_dump(),
+        "training": spec.training.model_dump(include={"lr", "batch_size", "epochs", "seed"}),
+        "train_noise": {
+            "fraction": spec.noise.fraction if train_variance > 0 else 0.0,
+            "variance": train_variance,
+        },
+        "format": 1,  # bump when the checkpoint layout changes
+    }
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return digest, config
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    state_dict: dict[str, torch.Tensor]
+    path: Path
+    trained: bool  # True when this call trained the model, False on a cache hit
+    metadata: dict
+
+
+class DenseCache:
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"dense-{key}.pt"
+
+    def get_or_train(
+        self, key: str, config: dict, train: Callable[[], tuple[dict[str, torch.Tensor], dict]]
+    ) -> CacheResult:
+        """Load the dense model of `key`, or train it with `train()` -> (state_dict, metadata) and store it."""
+        path = self.path(key)
+        if path.exists():  # fast path: no lock needed to read a finished file
+            return self._load(path, trained=False)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():  # another trial trained it while we waited
+                return self._load(path, trained=False)
+            state_dict, metadata = train()
+            payload = {
+                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+                "config": config,
+                "metadata": metadata,
+            }
+            # Write then rename: a crash mid-write leaves no half file that looks finished.
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+            (self.folder / f"dense-{key}.json").write_text(
+                json.dumps({"config": config, "metadata": metadata}, indent=2)
+            )
+            return CacheResult(payload["state_dict"], path, True, metadata)
+
+    @staticmethod
+    def _load(path: Path, trained: bool) -> CacheResult:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return CacheResult(payload["state_dict"], path, trained, payload.get("metadata", {}))

@@ -1,0 +1,76 @@
+"""Recurrent sequence classifiers: a recurrent stack, then a dense output layer on the last step.
+
+The paper's names for the three matrices map onto PyTorch's parameters:
+W_xh -> recurrent.weight_ih_l0, W_hh -> recurrent.weight_hh_l0, W_hy -> readout.weight.
+Deeper layers are W_xh_l1, W_hh_l1, ... For an LSTM (GRU) the gate blocks are stacked:
+4H x I (3H x I), in PyTorch's gate order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .spec import ModelSpec
+
+__all__ = ["SequenceClassifier", "build_model", "GATES"]
+
+# Gate order of PyTorch's stacked weight matrices.
+GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+
+
+class SequenceClassifier(nn.Module):
+    def __init__(self, spec: ModelSpec, input_size: int, num_classes: int):
+        super().__init__()
+        self.cell = spec.cell
+        if spec.cell == "rnn":
+            self.recurrent = nn.RNN(input_size, spec.hidden, spec.layers,
+                                    nonlinearity=spec.nonlinearity, batch_first=True)
+        elif spec.cell == "lstm":
+            self.recurrent = nn.LSTM(input_size, spec.hidden, spec.layers, batch_first=True)
+        else:
+            self.recurrent = nn.GRU(input_size, spec.hidden, spec.layers, batch_first=True)
+        self.readout = nn.Linear(spec.hidden, num_classes)
+        if spec.init == "kaiming_uniform":
+            self._kaiming_uniform()
+        # "pytorch_default" keeps what the constructors drew: U(+-1/sqrt(H)) for the recurrent
+        # layer, U(+-1/sqrt(fan_in)) for the readout.
+
+    def _kaiming_uniform(self) -> None:
+        for name, param in self.named_parameters():
+            if "weight" in name:
+                # a=0, leaky_relu gain sqrt(2): bound sqrt(6 / fan_in), the paper's Table 1.
+                nn.init.kaiming_uniform_(param)
+            else:
+                nn.init.zeros_(param)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs, _ = self.recurrent(x)  # (N, k, H): fixed length, no packing, cuDNN's fast path
+        return self.readout(outputs[:, -1])
+
+    def matrices(self) -> dict[str, nn.Parameter]:
+        """The paper's names for the weight matrices, in order W_xh, W_hh, (deeper layers), W_hy."""
+        named = {}
+        for layer in range(self.recurrent.num_layers):
+            suffix = "" if layer == 0 else f"_l{layer}"
+            named[f"W_xh{suffix}"] = getattr(self.recurrent, f"weight_ih_l{layer}")
+            named[f"W_hh{suffix}"] = getattr(self.recurrent, f"weight_hh_l{layer}")
+        named["W_hy"] = self.readout.weight
+        return named
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(spec: ModelSpec, input_size: int, num_classes: int, seed: int) -> SequenceClassifier:
+    """A freshly initialised model; the seed alone decides the initial weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SequenceClassifier(spec, input_size, num_classes)
+
+
+def kaiming_bound(fan_in: int) -> float:
+    """Bound of the Kaiming-uniform init used here: sqrt(6 / fan_in)."""
+    return math.sqrt(6.0 / fan_in)

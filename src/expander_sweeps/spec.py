@@ -1,0 +1,448 @@
+"""The sweep spec: Pydantic models of the YAML file, loading with precise errors, JSON Schema.
+
+Every field is documented where it is declared, so `expander-sweeps schema` (editor
+completion) and the error messages come from the same text.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SpecError",
+    "SweepSpec",
+    "load_spec",
+    "spec_from_dict",
+    "json_schema",
+    "PRUNABLE_LAYERS",
+]
+
+# Matrices that masks may prune. W_hy (the dense output layer) is never pruned.
+PRUNABLE_LAYERS = ("W_xh", "W_hh")
+
+
+class SpecError(ValueError):
+    """An invalid spec. The message names every bad field, its YAML line and what is allowed."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `hiden: 64` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RangeSpec(_Strict):
+    """A continuous range of remaining fractions for non-grid samplers."""
+
+    low: float = Field(gt=0.0, le=1.0, description="Smallest remaining fraction (0 < low <= 1).")
+    high: float = Field(gt=0.0, le=1.0, description="Largest remaining fraction (<= 1; 1 = dense).")
+    log: bool = Field(True, description="Sample on a log scale (dense detail near small fractions).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if self.low > self.high:
+            raise ValueError(f"low must be <= high, but got low={self.low}, high={self.high}")
+        return self
+
+
+class StudySpec(_Strict):
+    sampler: Literal["grid", "tpe", "random", "nsga2", "qmc"] = Field(
+        "grid",
+        description="Optuna sampler. `grid` runs every point of the search space once "
+        "(the paper's protocol); the others draw `n_trials` points.",
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL. Default: sqlite:///<run_dir>/optuna.db. "
+        "Use postgresql://... to share one study between workers.",
+    )
+    seed: int = Field(0, description="Seed of the sampler.")
+    n_trials: int | None = Field(
+        None,
+        ge=1,
+        description="Trials to run in total (finished ones count). Default for `grid`: the "
+        "whole grid; required for the other samplers.",
+    )
+    objectives: list[Literal["accuracy", "remaining_edges"]] = Field(
+        default_factory=lambda: ["accuracy"],
+        min_length=1,
+        description="What the study optimises: `accuracy` (clean test accuracy, maximised) "
+        "and optionally `remaining_edges` (mean remaining fraction of the pruned layers, "
+        "minimised) for a multi-objective study.",
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"objectives must be distinct, but got {value}")
+        return value
+
+
+class DataSpec(_Strict):
+    dataset: Literal["mnist"] = Field("mnist", description="Dataset. `mnist`: sequential MNIST.")
+    root: str = Field(
+        "~/.cache/expander-sweeps/mnist",
+        description="Folder with the IDX files (plain or .gz; also torchvision's MNIST/raw "
+        "layout). A folder with only the 10k test pair works too (see `split`).",
+    )
+    download: bool = Field(
+        True,
+        description="Download the dataset with torchvision when `root` lacks it (needs a network).",
+    )
+    sequence: Literal["rows", "pixels"] = Field(
+        "rows",
+        description="`rows`: each image is k = 28 steps of 28 pixels. `pixels`: k = 784 steps of "
+        "one pixel (the harder classic variant).",
+    )
+    split: Literal["pooled", "official"] = Field(
+        "pooled",
+        description="`pooled`: pool every image found and make a seeded stratified split with "
+        "`test_fraction` held out (the paper evaluates on a 20% test split). `official`: "
+        "MNIST's own 60k/10k split (needs both files pairs).",
+    )
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out share for `pooled`.")
+    split_seed: int = Field(0, description="Seed of the stratified split.")
+    limit_train: int | None = Field(
+        None, ge=10, description="Use only this many training examples (stratified); for quick runs."
+    )
+    limit_test: int | None = Field(
+        None, ge=10, description="Use only this many test examples (stratified); for quick runs."
+    )
+
+
+class ModelSpec(_Strict):
+    cell: Literal["rnn", "lstm", "gru"] = Field("rnn", description="Recurrent cell.")
+    hidden: int = Field(128, ge=1, le=65536, description="Hidden size H of the recurrent layer.")
+    layers: int = Field(1, ge=1, le=8, description="Stacked recurrent layers (the paper: 1).")
+    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="RNN nonlinearity.")
+    init: Literal["kaiming_uniform", "pytorch_default"] = Field(
+        "kaiming_uniform",
+        description="Weight init. `kaiming_uniform`: U(+-sqrt(6/fan_in)), biases 0 (the paper). "
+        "`pytorch_default`: U(+-1/sqrt(H)). It moves where the bounds cross: printed with "
+        "every result.",
+    )
+
+
+class TrainingSpec(_Strict):
+    lr: float = Field(0.001, gt=0.0, description="Adam learning rate.")
+    batch_size: int = Field(128, ge=1, description="Mini-batch size.")
+    epochs: int = Field(20, ge=0, description="Epochs of dense training before the one-shot mask.")
+    finetune_epochs: int = Field(
+        20, ge=0, description="Epochs of training after masking, with the mask held ('pruning epochs')."
+    )
+    seed: int = Field(0, description="Seed of initialisation, batch order and training noise.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto`: CUDA when available, else CPU."
+    )
+    eval_batch_size: int = Field(2048, ge=1, description="Batch size of evaluation passes.")
+
+
+class MaskSpec(_Strict):
+    method: Literal["magnitude", "random"] = Field(
+        "magnitude",
+        description="`magnitude`: keep the largest |w| of each layer (one-shot, layer-wise). "
+        "`random`: a uniformly random mask at the same density (a control).",
+    )
+    layers: list[Literal["W_xh", "W_hh"]] = Field(
+        default_factory=lambda: ["W_xh", "W_hh"],
+        min_length=1,
+        description="Layers to prune. W_hy (output) always stays dense.",
+    )
+    schedule: Literal["each", "tied", "independent"] = Field(
+        "each",
+        description="`each`: one layer pruned per trial, the others dense (one paper panel per "
+        "layer). `tied`: all `layers` pruned to the same fraction. `independent`: each layer "
+        "its own fraction (the grid is their product).",
+    )
+    remaining: list[float] | RangeSpec = Field(
+        default_factory=lambda: [1.0, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01],
+        description="Remaining-edge fractions to try (1 = dense): a list (grid or categorical), "
+        "or {low, high, log} for non-grid samplers.",
+    )
+    seed: int = Field(0, description="Seed of random masks.")
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"layers must be distinct, but got {value}")
+        return value
+
+    @field_validator("remaining")
+    @classmethod
+    def _fractions(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("remaining must list at least one fraction")
+            bad = [v for v in value if not (0.0 < v <= 1.0) or math.isnan(v)]
+            if bad:
+                raise ValueError(
+                    f"remaining fractions must lie in (0, 1] (1 = dense), but got {bad}; "
+                    "write 5% as 0.05"
+                )
+            if len(set(value)) != len(value):
+                raise ValueError(f"remaining fractions must be distinct, but got {value}")
+        return value
+
+
+class NoiseSpec(_Strict):
+    fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="p: share of input values (pixels) that receive noise."
+    )
+    variances: list[float] = Field(
+        default_factory=lambda: [0.15, 0.30, 0.45, 0.60],
+        description="sigma as the paper writes it: the VARIANCE of the zero-mean Gaussian noise "
+        "(standard deviation = sqrt(variance)), on inputs scaled to [0, 1]. Clean data is "
+        "always evaluated too; 0 may be listed and means clean.",
+    )
+    at_training: bool = Field(
+        False,
+        description="False: noise only at test time, every trial evaluated at every variance. "
+        "True: the training noise variance becomes a study dimension (dense and fine-tuning "
+        "see it), and each trial is still tested at every variance.",
+    )
+    seed: int = Field(0, description="Seed of the test-time noise (the same noisy test set in every trial).")
+
+    @field_validator("variances")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if v < 0 or math.isnan(v)]
+        if bad:
+            raise ValueError(f"variances must be >= 0, but got {bad}")
+        return sorted(set(value))
+
+    @property
+    def test_variances(self) -> list[float]:
+        """Variances evaluated on every trial, clean (0) first."""
+        return sorted({0.0, *self.variances})
+
+
+class SpectralSpec(_Strict):
+    graphs: list[Literal["layer", "step"]] = Field(
+        default_factory=lambda: ["layer", "step"],
+        min_length=1,
+        description="Graphs whose spectra are computed. `layer`: each pruned matrix as a "
+        "bipartite graph. `step`: one step of the unrolled network, [M_xh | M_hh] feeding h_t.",
+    )
+    weighted: bool = Field(
+        True, description="Also compute spectra of the weighted graph |W| on the mask (Figure 4)."
+    )
+    remove_isolated: bool = Field(
+        True,
+        description="Drop all-zero rows and columns (isolated vertices) before the spectra, as is "
+        "customary; their count is recorded either way.",
+    )
+
+
+class MlflowSpec(_Strict):
+    enabled: bool = Field(True, description="Log one MLflow run per trial.")
+    uri: str | None = Field(
+        None,
+        description="Tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db "
+        "with artifacts in <run_dir>/mlartifacts.",
+    )
+    experiment: str | None = Field(None, description="Experiment name. Default: the sweep name.")
+
+
+class TrackingSpec(_Strict):
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow tracking.")
+
+
+class ReportSpec(_Strict):
+    bounds: list[Literal["delta_r", "delta_s", "biregular"]] = Field(
+        default_factory=lambda: ["delta_r", "delta_s", "biregular"],
+        min_length=1,
+        description="Bounds whose zero crossing is reported.",
+    )
+    figure_bounds: list[Literal["delta_r", "delta_s", "biregular"]] = Field(
+        default_factory=lambda: ["delta_r", "delta_s"],
+        description="Bounds drawn on the right axis of each layer's figure.",
+    )
+    figure_weighting: Literal["binary", "weighted"] = Field(
+        "binary", description="Which graph of each layer the figures draw: the 0/1 mask or |W| on it."
+    )
+
+
+class SweepSpec(_Strict):
+    """One sweep: what to train, how to mask it, what to measure, where to record it."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Name of the sweep: the Optuna study, the MLflow experiment, the run folder.",
+    )
+    run_dir: str | None = Field(
+        None, description="Folder for the study, caches, masks, checkpoints, report. Default: runs/<name>."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Folder of the dense-model cache. Default: <run_dir>/cache. Point several "
+        "sweeps at one folder to share dense models.",
+    )
+    study: StudySpec = Field(default_factory=StudySpec, description="The Optuna study.")
+    data: DataSpec = Field(default_factory=DataSpec, description="The dataset.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training and fine-tuning.")
+    masks: MaskSpec = Field(default_factory=MaskSpec, description="One-shot masks and the search over them.")
+    noise: NoiseSpec = Field(default_factory=NoiseSpec, description="Gaussian input noise.")
+    spectral: SpectralSpec = Field(default_factory=SpectralSpec, description="Spectra of pruned layers.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Experiment trackers.")
+    report: ReportSpec = Field(default_factory=ReportSpec, description="The crossing report.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        if self.study.sampler == "grid" and isinstance(self.masks.remaining, RangeSpec):
+            raise ValueError(
+                "masks.remaining is a range {low, high}, but study.sampler 'grid' needs a list "
+                "of fractions; list them or choose another sampler"
+            )
+        if self.study.sampler != "grid" and self.study.n_trials is None:
+            raise ValueError(
+                f"study.n_trials is required with sampler '{self.study.sampler}' "
+                "(only 'grid' knows its own size)"
+            )
+        if self.noise.at_training and not self.noise.variances:
+            raise ValueError("noise.at_training needs at least one value in noise.variances")
+        return self
+
+    # Derived paths: one place decides the layout of a run folder.
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir if self.run_dir else Path("runs") / self.name).expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else self.run_path / "cache"
+
+    @property
+    def storage_url(self) -> str:
+        return self.study.storage or f"sqlite:///{(self.run_path / 'optuna.db').resolve()}"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `a.b.c=value` to the raw mapping; the value is parsed as YAML (0.1, [1, 2], true)."""
+    if "=" not in assignment:
+        raise SpecError(f"--set expects KEY=VALUE (for example data.root=/data), but got {assignment!r}")
+    key, _, text = assignment.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise SpecError(f"--set has an empty key in {assignment!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise SpecError(f"--set {key}: the value {text!r} is not valid YAML ({err})") from None
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise SpecError(f"--set {key}: '{where}' is a value ({child!r}), not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based YAML line of the deepest node along a Pydantic error location."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _allowed(error: dict) -> str:
+    ctx = error.get("ctx") or {}
+    if "expected" in ctx:
+        return f"; allowed: {ctx['expected']}"
+    return ""
+
+
+def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, overridden: set[str]) -> str:
+    lines = [f"{source}: the spec is invalid ({err.error_count()} problem(s)):"]
+    for error in err.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # Pydantic adds the union member's name for list|RangeSpec; it is noise to a user.
+        loc = tuple(p for p in loc if p not in ("list[float]", "RangeSpec"))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        dotted = ".".join(str(p) for p in loc if isinstance(p, str))
+        if any(dotted == o or dotted.startswith(o + ".") for o in overridden):
+            where = "from --set"
+        else:
+            line = _line_of(root, loc)
+            where = f"line {line}" if line else "not in the file (default)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `expander-sweeps schema` lists every key)"
+        got = error.get("input")
+        got_text = "" if error["type"] in ("missing",) or isinstance(got, dict) else f", got {got!r}"
+        lines.append(f"  - {path} ({where}): {message}{got_text}{_allowed(error)}")
+    return "\n".join(lines)
+
+
+def spec_from_dict(raw: dict, source: str = "<spec>", root_node: yaml.Node | None = None,
+                   overridden: set[str] | None = None) -> SweepSpec:
+    """Validate a plain mapping; raise SpecError with one line per problem."""
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source, root_node, overridden or set())) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read a YAML spec safely, apply `a.b=value` overrides, validate. Raises SpecError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the spec must be a mapping of keys (name:, study:, ...), but got a {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    overridden = {a.partition("=")[0].strip() for a in overrides}
+    return spec_from_dict(raw, str(path), root_node, overridden)
+
+
+def json_schema() -> str:
+    """The JSON Schema of a spec file, for editors (yaml-language-server) and docs."""
+    schema = SweepSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "expander-sweeps sweep spec"
+    return json.dumps(schema, indent=2)

@@ -1,0 +1,269 @@
+"""The Optuna study: its storage, sampler, search space, and the loop that runs trials.
+
+The study is the source of truth. A trial's results are written to it (user attributes)
+before any tracker sees them, so a tracker that is down loses nothing.
+
+Grid sweeps (the paper's protocol) are enumerated here, not by Optuna's GridSampler: every
+grid point without a finished trial is enqueued, so relaunching a spec runs exactly the
+points that are missing (failed and interrupted trials included) and never reruns a
+finished one. Other samplers draw points until the study holds `n_trials` finished trials.
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .spec import RangeSpec, SweepSpec
+from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
+from .tracking import FanOut, build_trackers
+
+__all__ = ["SweepEvents", "LaunchResult", "open_study", "grid_plans", "launch_study", "plan_of_trial"]
+
+# A RUNNING trial whose heartbeat is older than this belongs to a dead process: it is marked
+# failed (and so rerun) at the next launch.
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120
+
+# Heartbeats are marked experimental in Optuna; they are what makes crash recovery work here.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class SweepEvents:
+    """What a sweep reports as it runs; the CLI draws progress from it. Every method is a no-op here."""
+
+    def sweep_started(self, spec: SweepSpec, to_run: int, done: int, data: str, device: str) -> None: ...
+
+    def trial_started(self, number: int, plan: TrialPlan) -> None: ...
+
+    def phase_started(self, phase: str, epochs: int, batches: int) -> None: ...
+
+    def batch_done(self) -> None: ...
+
+    def epoch_done(self, stats: Any) -> None: ...
+
+    def trial_finished(self, number: int, plan: TrialPlan, result: TrialResult) -> None: ...
+
+    def trial_failed(self, number: int, plan: TrialPlan | None, error: BaseException) -> None: ...
+
+    def warn(self, message: str) -> None: ...
+
+
+@dataclass
+class LaunchResult:
+    study: optuna.Study
+    ran: int
+    failed: int
+
+
+def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
+    """Open (or create) the spec's study in its storage."""
+    url = spec.storage_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(
+        url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+    )
+    directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
+    if not create:
+        return optuna.load_study(study_name=spec.name, storage=storage)
+    return optuna.create_study(
+        study_name=spec.name, storage=storage, sampler=_sampler(spec),
+        directions=directions, load_if_exists=True,
+    )
+
+
+def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    seed = spec.study.seed
+    match spec.study.sampler:
+        case "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        case "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        case "qmc":
+            return optuna.samplers.QMCSampler(seed=seed)
+        case _:
+            # Grid trials are all enqueued with fixed parameters; the sampler is never asked.
+            return optuna.samplers.RandomSampler(seed=seed)
+
+
+# ----------------------------------------------------------------------------- search space
+# Optuna parameter names: `layer` + `remaining` (schedule each), `remaining` (tied),
+# `remaining_W_xh`, `remaining_W_hh` (independent), `train_noise_variance` (noise at training).
+
+
+def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec) -> float:
+    space = spec.masks.remaining
+    if isinstance(space, RangeSpec):
+        return trial.suggest_float(name, space.low, space.high, log=space.log)
+    return trial.suggest_categorical(name, list(space))
+
+
+def suggest_plan(trial: optuna.Trial, spec: SweepSpec) -> TrialPlan:
+    layers = spec.masks.layers
+    if spec.masks.schedule == "each":
+        pruned = trial.suggest_categorical("layer", list(layers))
+        fraction = _suggest_fraction(trial, "remaining", spec)
+        remaining = {name: (fraction if name == pruned else 1.0) for name in layers}
+    elif spec.masks.schedule == "tied":
+        fraction = _suggest_fraction(trial, "remaining", spec)
+        remaining = dict.fromkeys(layers, fraction)
+    else:
+        remaining = {name: _suggest_fraction(trial, f"remaining_{name}", spec) for name in layers}
+    variance = 0.0
+    if spec.noise.at_training:
+        variance = trial.suggest_categorical("train_noise_variance", list(spec.noise.variances))
+    return TrialPlan(remaining, variance)
+
+
+def _params_of(plan: TrialPlan, spec: SweepSpec) -> dict[str, Any]:
+    """The Optuna parameters that make `suggest_plan` return `plan`."""
+    layers = spec.masks.layers
+    if spec.masks.schedule == "each":
+        pruned = plan.pruned_layers or [layers[0]]  # the dense point is shared by every layer
+        params: dict[str, Any] = {"layer": pruned[0], "remaining": plan.remaining[pruned[0]]}
+    elif spec.masks.schedule == "tied":
+        params = {"remaining": plan.remaining[layers[0]]}
+    else:
+        params = {f"remaining_{n}": plan.remaining[n] for n in layers}
+    if spec.noise.at_training:
+        params["train_noise_variance"] = plan.train_variance
+    return params
+
+
+def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
+    """Every distinct trial of a grid sweep, densest first."""
+    fractions = sorted(spec.masks.remaining, reverse=True)
+    layers = spec.masks.layers
+    if spec.masks.schedule == "each":
+        remainings = [{n: (f if n == pruned else 1.0) for n in layers} for pruned in layers for f in fractions]
+    elif spec.masks.schedule == "tied":
+        remainings = [dict.fromkeys(layers, f) for f in fractions]
+    else:
+        remainings = [dict(zip(layers, combo, strict=True))
+                      for combo in itertools.product(fractions, repeat=len(layers))]
+    variances = list(spec.noise.variances) if spec.noise.at_training else [0.0]
+    plans, seen = [], set()
+    for variance in variances:
+        for remaining in remainings:
+            key = (tuple(remaining.items()), variance)
+            if key not in seen:  # with `each`, the all-dense point appears once per layer
+                seen.add(key)
+                plans.append(TrialPlan(remaining, variance))
+    return plans
+
+
+def plan_of_trial(trial: optuna.trial.FrozenTrial, spec: SweepSpec) -> TrialPlan:
+    """Rebuild a finished trial's plan from its user attributes."""
+    remaining = {n: float(trial.user_attrs[f"remaining_{n}"]) for n in spec.masks.layers}
+    return TrialPlan(remaining, float(trial.user_attrs.get("train_noise_variance", 0.0)))
+
+
+def _enqueue_missing(study: optuna.Study, spec: SweepSpec) -> int:
+    """Enqueue grid points that have no finished or waiting trial; return how many will run."""
+    taken = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING)):
+        taken.add(tuple(sorted(t.params.items())) if t.state == TrialState.COMPLETE
+                  else tuple(sorted(t.system_attrs.get("fixed_params", {}).items())))
+    for plan in grid_plans(spec):
+        params = _params_of(plan, spec)
+        if tuple(sorted(params.items())) not in taken:
+            study.enqueue_trial(params)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _record(trial: optuna.Trial, result: TrialResult) -> None:
+    """Store everything on the trial first: the study is the source of truth."""
+    storage, trial_id = trial.study._storage, trial._trial_id
+    for key, value in {**result.params, **result.metrics}.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    storage.set_trial_user_attr(trial_id, "files", result.files)
+    storage.set_trial_user_attr(trial_id, "dense_trained", result.dense_trained)
+    storage.set_trial_user_attr(trial_id, "seconds", round(result.seconds, 3))
+
+
+def _objective_values(spec: SweepSpec, result: TrialResult, plan: TrialPlan) -> list[float]:
+    values = []
+    for objective in spec.study.objectives:
+        if objective == "accuracy":
+            values.append(result.metrics["acc/clean"])
+        else:
+            values.append(sum(plan.remaining.values()) / len(plan.remaining))
+    return values
+
+
+def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None) -> LaunchResult:
+    """Run every trial the study still lacks, recording each in the study, then in the trackers."""
+    events = events or SweepEvents()
+    study = open_study(spec)
+    optuna.storages.fail_stale_trials(study)  # trials of a crashed process: failed, so rerun below
+    if spec.study.sampler == "grid":
+        to_run = _enqueue_missing(study, spec)
+    else:
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        to_run = max(0, spec.study.n_trials - done)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if to_run == 0:
+        events.sweep_started(spec, 0, done, "", "")
+        return LaunchResult(study, 0, 0)
+
+    ctx = context or SweepContext(spec)
+    events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
+    trackers: FanOut = build_trackers(spec, events.warn)
+    trackers.start_sweep(spec.name, spec.model_dump(mode="json"))
+    hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=None)
+    failed = 0
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        plan = suggest_plan(trial, spec)
+        events.trial_started(trial.number, plan)
+        trackers.start_trial(trial.number, trial_params(spec, plan))
+
+        def on_epoch(stats) -> None:
+            events.epoch_done(stats)
+            trackers.log_metrics({f"{stats.phase}/loss": stats.loss,
+                                  f"{stats.phase}/train_accuracy": stats.train_accuracy}, step=stats.epoch)
+
+        hooks.on_epoch = on_epoch
+        try:
+            result = run_trial(ctx, plan, spec.run_path / "trials" / f"{trial.number:05d}", hooks)
+        except Exception as err:
+            trial.set_user_attr("error", describe_failure(err))
+            trackers.end_trial("FAILED")
+            events.trial_failed(trial.number, plan, err)
+            raise
+        except KeyboardInterrupt:
+            trackers.end_trial("KILLED")
+            raise
+        _record(trial, result)
+        trackers.log_metrics(result.metrics)
+        for path in result.files.values():
+            trackers.log_artifact(path, "trial")
+        trackers.end_trial("FINISHED")
+        events.trial_finished(trial.number, plan, result)
+        return _objective_values(spec, result, plan)
+
+    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        nonlocal failed
+        if frozen.state == TrialState.FAIL:
+            failed += 1
+
+    try:
+        # catch=(Exception,): a failing trial is recorded as FAIL (rerun at the next launch)
+        # and the sweep goes on; KeyboardInterrupt still stops it, the trial marked FAIL too.
+        study.optimize(objective, n_trials=to_run, catch=(Exception,), callbacks=[after_trial],
+                       gc_after_trial=False, show_progress_bar=False)
+    finally:
+        trackers.end_sweep()
+    return LaunchResult(study, to_run, failed)
+
+
+def describe_failure(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(error), error)).strip()

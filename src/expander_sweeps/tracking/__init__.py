@@ -1,0 +1,13 @@
+"""Experiment trackers behind one small protocol; the Optuna study stays the source of truth.
+
+Backends import their SDK in their own constructor, so a missing SDK only matters when the
+spec enables that tracker. `FanOut` sends each call to every backend and isolates failures:
+a tracker that fails is reported once, with the reason, and the trial goes on.
+"""
+
+from __future__ import annotations
+
+from .base import FanOut, Tracker, TrackerUnavailable
+from .factory import build_trackers
+
+__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "build_trackers"]

@@ -1,0 +1,226 @@
+"""One trial end to end: dense model (cached), one-shot masks, spectra, fine-tuning, accuracy.
+
+Results come back as flat, human-readable names (the same names land in the Optuna study,
+in MLflow and in the report):
+    acc/clean, acc/var_0.15, ...        test accuracy, clean and per noise variance
+    dense/acc/clean, ...                the dense model before masking
+    masked/acc/clean                    right after masking, before fine-tuning
+    W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import spectral
+from .data import SequenceDataset, load_dataset, noisy_test_sets
+from .dense_cache import DenseCache, dense_key
+from .masks import MaskHolder, magnitude_mask, random_mask
+from .models import SequenceClassifier, build_model
+from .spec import SweepSpec
+from .train import EpochStats, accuracy, fit, resolve_device
+
+__all__ = ["TrialPlan", "TrialHooks", "TrialResult", "SweepContext", "run_trial", "accuracy_key"]
+
+
+def accuracy_key(variance: float) -> str:
+    return "acc/clean" if variance == 0 else f"acc/var_{variance:g}"
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What one trial does: the remaining fraction of each maskable layer, and the training noise."""
+
+    remaining: dict[str, float]  # every layer in spec.masks.layers; 1.0 = left dense
+    train_variance: float = 0.0
+
+    @property
+    def pruned_layers(self) -> list[str]:
+        return [name for name, r in self.remaining.items() if r < 1.0]
+
+    def label(self) -> str:
+        parts = [f"{name} {100 * r:g}%" for name, r in self.remaining.items()]
+        noise = f", train noise var {self.train_variance:g}" if self.train_variance else ""
+        return ", ".join(parts) + noise
+
+
+@dataclass
+class TrialHooks:
+    """Callbacks for progress and tracking; every one is optional."""
+
+    on_phase: Callable[[str, int, int], None] | None = None  # (phase, epochs, batches per epoch)
+    on_batch: Callable[[], None] | None = None
+    on_epoch: Callable[[EpochStats], None] | None = None
+
+
+@dataclass
+class TrialResult:
+    params: dict[str, str | float | int]
+    metrics: dict[str, float]
+    spectra: dict[str, dict[str, float | int]]  # "W_xh/binary" -> LayerSpectrum fields
+    files: dict[str, str]
+    dense_trained: bool  # False when the dense model came from the cache
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+class SweepContext:
+    """What every trial of a sweep shares: the spec, the device, the data on it, the dense cache."""
+
+    def __init__(self, spec: SweepSpec, dataset: SequenceDataset | None = None):
+        self.spec = spec
+        self.device = resolve_device(spec.training.device)
+        dataset = dataset or load_dataset(spec.data)
+        self.description = dataset.description
+        self.num_classes = dataset.num_classes
+        self.features = dataset.features
+        self.seq_len = dataset.seq_len
+        # Data moves to the device once, here; training slices it there.
+        self.x_train = dataset.x_train.to(self.device)
+        self.y_train = dataset.y_train.to(self.device)
+        self.y_test = dataset.y_test.to(self.device)
+        self.x_test_by_variance = noisy_test_sets(dataset.x_test.to(self.device), spec.noise)
+        self.dense_cache = DenseCache(spec.cache_path)
+
+    def new_model(self) -> SequenceClassifier:
+        return build_model(self.spec.model, self.features, self.num_classes, self.spec.training.seed).to(self.device)
+
+    def test_accuracies(self, model: torch.nn.Module, prefix: str = "") -> dict[str, float]:
+        batch = self.spec.training.eval_batch_size
+        return {
+            prefix + accuracy_key(variance): accuracy(model, x, self.y_test, batch)
+            for variance, x in self.x_test_by_variance.items()
+        }
+
+    def train_phase(self, model, phase: str, epochs: int, seed: int, hooks: TrialHooks,
+             masks: MaskHolder | None, train_variance: float) -> list[EpochStats]:
+        t = self.spec.training
+        if hooks.on_phase:
+            hooks.on_phase(phase, epochs, -(-len(self.x_train) // t.batch_size))
+        return fit(model, self.x_train, self.y_train, phase=phase, epochs=epochs,
+                   batch_size=t.batch_size, lr=t.lr, seed=seed, masks=masks,
+                   noise_fraction=self.spec.noise.fraction, noise_variance=train_variance,
+                   on_epoch=hooks.on_epoch, on_batch=hooks.on_batch)
+
+    def dense_model(self, train_variance: float, hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
+        """The trained dense model for this training noise: from the cache, or trained now."""
+        key, config = dense_key(self.spec, train_variance)
+
+        def train() -> tuple[dict, dict]:
+            model = self.new_model()
+            history = self.train_phase(model, "dense", self.spec.training.epochs, self.spec.training.seed,
+                                hooks, None, train_variance)
+            metadata = {"accuracy": self.test_accuracies(model), "history": [vars(s) for s in history]}
+            return model.state_dict(), metadata
+
+        cached = self.dense_cache.get_or_train(key, config, train)
+        model = self.new_model()
+        model.load_state_dict(cached.state_dict)
+        return model, cached.trained, cached.metadata
+
+
+def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> dict[str, torch.Tensor]:
+    matrices = model.matrices()
+    masks = {}
+    for index, (name, remaining) in enumerate(plan.remaining.items()):
+        weight = matrices[name]
+        if spec.masks.method == "magnitude":
+            masks[name] = magnitude_mask(weight, remaining)
+        else:
+            generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index)
+            masks[name] = random_mask(weight.shape, remaining, generator)
+    return {name: m.to(weight.device) for name, m in masks.items()}
+
+
+def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Spectra of every requested graph, binary and (optionally) weighted, keyed "graph/weighting"."""
+    remove = spec.spectral.remove_isolated
+    graphs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if "layer" in spec.spectral.graphs:
+        for name in masks:
+            graphs[name] = (masks[name], np.abs(weights[name]) * masks[name])
+    if "step" in spec.spectral.graphs and {"W_xh", "W_hh"} <= masks.keys():
+        graphs["step"] = (
+            spectral.step_biadjacency(masks["W_xh"], masks["W_hh"]),
+            spectral.step_biadjacency(np.abs(weights["W_xh"]) * masks["W_xh"],
+                                      np.abs(weights["W_hh"]) * masks["W_hh"]),
+        )
+    result = {}
+    for graph, (binary, weighted) in graphs.items():
+        result[f"{graph}/binary"] = spectral.layer_spectrum(binary, remove).as_dict()
+        if spec.spectral.weighted:
+            result[f"{graph}/weighted"] = spectral.layer_spectrum(weighted, remove).as_dict()
+    return result
+
+
+def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | int]:
+    """Flat, human-readable parameters of a trial (MLflow params, report columns)."""
+    params: dict[str, str | float | int] = {f"remaining_{n}": r for n, r in plan.remaining.items()}
+    params.update(
+        pruned_layers="+".join(plan.pruned_layers) or "none",
+        mask_method=spec.masks.method,
+        schedule=spec.masks.schedule,
+        cell=spec.model.cell,
+        hidden=spec.model.hidden,
+        init=spec.model.init,
+        sequence=spec.data.sequence,
+        noise_p=spec.noise.fraction,
+        train_noise_variance=plan.train_variance,
+        epochs=spec.training.epochs,
+        finetune_epochs=spec.training.finetune_epochs,
+        lr=spec.training.lr,
+        batch_size=spec.training.batch_size,
+        seed=spec.training.seed,
+    )
+    return params
+
+
+def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialHooks | None = None) -> TrialResult:
+    """Dense model -> masks -> spectra -> fine-tune with masks held -> accuracy at every noise level."""
+    hooks = hooks or TrialHooks()
+    spec = ctx.spec
+    started = time.perf_counter()
+    model, dense_trained, dense_meta = ctx.dense_model(plan.train_variance, hooks)
+    metrics = {f"dense/{k}": v for k, v in dense_meta.get("accuracy", {}).items()}
+
+    masks = _masks_for(spec, model, plan)
+    holder = MaskHolder(model.matrices(), masks)  # zeroes the masked weights now
+    metrics.update(ctx.test_accuracies(model, prefix="masked/"))
+
+    masks_np = {n: m.cpu().numpy().astype(np.uint8) for n, m in masks.items()}
+    weights_np = {n: model.matrices()[n].detach().cpu().numpy() for n in masks}
+    spectra = _spectra(spec, masks_np, weights_np)
+    for graph, values in spectra.items():
+        for quantity, value in values.items():
+            metrics[f"{graph}/{quantity}"] = float(value)
+
+    history = ctx.train_phase(model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
+                       hooks, holder, plan.train_variance)
+    metrics.update(ctx.test_accuracies(model))
+
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "masks": str(trial_dir / "masks.npz"),
+        "checkpoint": str(trial_dir / "model.pt"),
+        "spectra": str(trial_dir / "spectra.json"),
+    }
+    np.savez_compressed(files["masks"], **masks_np)
+    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "spec": spec.model_dump(), "remaining": plan.remaining}, files["checkpoint"])
+    Path(files["spectra"]).write_text(json.dumps(spectra, indent=2))
+    return TrialResult(
+        params=trial_params(spec, plan),
+        metrics=metrics,
+        spectra=spectra,
+        files=files,
+        dense_trained=dense_trained,
+        seconds=time.perf_counter() - started,
+        history=[vars(s) for s in history],
+    )
