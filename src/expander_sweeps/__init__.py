@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 def launch(spec: SweepSpec, events=None):
     """Run the trials the study lacks, then write the report. Returns the sweep's LaunchResult."""
-    from .report import write_report
+    from .reporting import write_report
     from .sweep import launch_study
 
     result = launch_study(spec, events)
@@ -27,6 +27,6 @@ def launch(spec: SweepSpec, events=None):
 
 def report(spec: SweepSpec):
     """Write the crossing report of a sweep from its study; returns the Report."""
-    from .report import write_report
+    from .reporting import write_report
 
     return write_report(spec)

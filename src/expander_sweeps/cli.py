@@ -149,7 +149,7 @@ def _print_report(rep) -> None:
 def launch(spec_path: str, overrides: tuple[str, ...], no_report: bool) -> None:
     """Run the sweep SPEC (relaunching continues it), then write its report."""
     from .data import DataError
-    from .report import write_report
+    from .reporting import write_report
     from .sweep import launch_study
 
     spec = _load(spec_path, overrides)
@@ -179,7 +179,7 @@ def launch(spec_path: str, overrides: tuple[str, ...], no_report: bool) -> None:
 @set_option
 def report(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Write the crossing table and figures of SPEC's study (any time, from the study alone)."""
-    from .report import write_report
+    from .reporting import write_report
     from .sweep import open_study
 
     spec = _load(spec_path, overrides)

@@ -374,13 +374,6 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _allowed(error: dict) -> str:
-    ctx = error.get("ctx") or {}
-    if "expected" in ctx:
-        return f"; allowed: {ctx['expected']}"
-    return ""
-
-
 def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, overridden: set[str]) -> str:
     lines = [f"{source}: the spec is invalid ({err.error_count()} problem(s)):"]
     for error in err.errors():
@@ -391,15 +384,22 @@ def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, ov
         dotted = ".".join(str(p) for p in loc if isinstance(p, str))
         if any(dotted == o or dotted.startswith(o + ".") for o in overridden):
             where = "from --set"
+        elif error["type"] == "missing":
+            parent = _line_of(root, loc[:-1]) if len(loc) > 1 else None
+            where = f"missing from the section at line {parent}" if parent else "missing at the top level"
         else:
             line = _line_of(root, loc)
             where = f"line {line}" if line else "not in the file (default)"
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "this field is required; add it"
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; `expander-sweeps schema` lists every key)"
         got = error.get("input")
-        got_text = "" if error["type"] in ("missing",) or isinstance(got, dict) else f", got {got!r}"
-        lines.append(f"  - {path} ({where}): {message}{got_text}{_allowed(error)}")
+        # Our own validators already say "but got ..."; Pydantic's built-in messages do not.
+        quiet = error["type"] in ("missing", "value_error") or isinstance(got, dict)
+        got_text = "" if quiet else f"; got {got!r}"
+        lines.append(f"  - {path} ({where}): {message}{got_text}")
     return "\n".join(lines)
 
 

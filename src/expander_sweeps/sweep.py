@@ -11,6 +11,7 @@ finished one. Other samplers draw points until the study holds `n_trials` finish
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import traceback
 import warnings
@@ -22,8 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 from .spec import RangeSpec, SweepSpec
-from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 from .tracking import FanOut, build_trackers
+from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 
 __all__ = ["SweepEvents", "LaunchResult", "open_study", "grid_plans", "launch_study", "plan_of_trial"]
 
@@ -32,8 +33,13 @@ __all__ = ["SweepEvents", "LaunchResult", "open_study", "grid_plans", "launch_st
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 
-# Heartbeats are marked experimental in Optuna; they are what makes crash recovery work here.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+@contextlib.contextmanager
+def _heartbeats_allowed():
+    """Heartbeats are marked experimental in Optuna; they are what makes crash recovery work here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 class SweepEvents:
@@ -68,9 +74,10 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
     url = spec.storage_url
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
-    )
+    with _heartbeats_allowed():
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+        )
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
@@ -203,7 +210,8 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     """Run every trial the study still lacks, recording each in the study, then in the trackers."""
     events = events or SweepEvents()
     study = open_study(spec)
-    optuna.storages.fail_stale_trials(study)  # trials of a crashed process: failed, so rerun below
+    with _heartbeats_allowed():
+        optuna.storages.fail_stale_trials(study)  # trials of a crashed process: failed, so rerun below
     if spec.study.sampler == "grid":
         to_run = _enqueue_missing(study, spec)
     else:

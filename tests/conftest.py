@@ -1,0 +1,49 @@
+"""Shared fixtures: the real data in ../shared/data, and tiny specs written as real YAML files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EXPANDER_SWEEPS_SHARED_DATA", REPO.parent / "shared" / "data"))
+MNIST_DIR = SHARED_DATA / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"the real MNIST test set is not at {MNIST_DIR} (set EXPANDER_SWEEPS_SHARED_DATA)")
+    return MNIST_DIR
+
+
+def tiny_spec_dict(run_dir: Path, mnist: Path, **sections) -> dict:
+    """A sweep small enough for seconds on a CPU, on the real MNIST files."""
+    spec = {
+        "name": "tiny",
+        "run_dir": str(run_dir),
+        "data": {"root": str(mnist), "download": False, "limit_train": 600, "limit_test": 300},
+        "model": {"cell": "rnn", "hidden": 16},
+        "training": {"epochs": 2, "finetune_epochs": 1, "batch_size": 64},
+        "masks": {"remaining": [1.0, 0.3, 0.05]},
+        "noise": {"variances": [0.3]},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    def write(data: dict | str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,148 @@
+"""The real CLI, end to end, on the real MNIST files: launch, relaunch, report, validate, schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import tiny_spec_dict
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    # The installed console script, as a user runs it (it sits beside this interpreter).
+    script = Path(sys.executable).parent / "expander-sweeps"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "expander_sweeps.cli"]
+    return subprocess.run([*command, *map(str, args)],
+                          capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, mnist_dir):
+    """One tiny sweep, launched once for the tests of this module."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("sweep")
+    spec_path = folder / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict(folder / "run", mnist_dir)))
+    result = run_cli("launch", spec_path)
+    return spec_path, folder / "run", result
+
+
+def _study(run_dir) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+
+
+def test_launch_runs_every_grid_point_and_writes_the_report(launched):
+    spec_path, run_dir, result = launched
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    # Grid: 2 layers x [1.0, 0.3, 0.05], the all-dense point shared: 5 distinct trials.
+    assert "ran 5 trial(s)" in result.stdout
+    assert result.stdout.count("| dense cached") == 4 and result.stdout.count("| dense trained") == 1
+    report = run_dir / "report"
+    for name in ("report.md", "crossings.csv", "crossings.json", "trials.csv",
+                 "figure_W_xh.png", "figure_W_hh.png"):
+        assert (report / name).stat().st_size > 0, name
+    assert (report / "figure_W_xh.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    crossings = json.loads((report / "crossings.json").read_text())
+    assert crossings["init"] == "kaiming_uniform"
+    graphs = {(c["pruned"], c["graph"], c["weighting"], c["bound"]) for c in crossings["crossings"]}
+    assert ("W_xh (W_hh dense)", "W_xh", "binary", "Delta_R") in graphs
+    assert ("W_hh (W_xh dense)", "W_hh", "weighted", "Delta_S") in graphs
+    assert "Remaining edges where each bound first turns negative" in result.stdout
+
+
+def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched):
+    _, run_dir, _ = launched
+    trials = _study(run_dir).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 5
+    assert sum(t.user_attrs["dense_trained"] for t in trials) == 1
+    for t in trials:
+        attrs = t.user_attrs
+        for key in ("acc/clean", "acc/var_0.3", "dense/acc/clean", "W_xh/binary/lambda_2",
+                    "W_hh/weighted/delta_s", "step/binary/delta_r", "remaining_W_xh"):
+            assert key in attrs, key
+        masks = np.load(attrs["files"]["masks"])
+        for layer in ("W_xh", "W_hh"):
+            kept = masks[layer].mean()
+            assert kept == pytest.approx(attrs[f"remaining_{layer}"], abs=1 / masks[layer].size)
+    dense = [t for t in trials if t.user_attrs["remaining_W_xh"] == 1.0 and t.user_attrs["remaining_W_hh"] == 1.0]
+    assert len(dense) == 1 and dense[0].user_attrs["W_xh/binary/delta_r"] == float("inf")
+
+
+def test_mlflow_has_one_run_per_trial_with_params_metrics_and_masks(launched):
+    from mlflow.tracking import MlflowClient
+
+    _, run_dir, _ = launched
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 5
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"remaining_W_xh", "remaining_W_hh", "cell", "init", "noise_p"} <= set(run.data.params)
+        assert 0.0 <= run.data.metrics["acc/clean"] <= 1.0
+        history = client.get_metric_history(run.info.run_id, "finetune/loss")
+        assert [m.step for m in history] == [1]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+        assert {"trial/masks.npz", "trial/spectra.json", "trial/model.pt"} <= artifacts
+    assert (run_dir / "mlartifacts").is_dir()
+
+
+def test_relaunch_reruns_no_trial(launched):
+    spec_path, run_dir, _ = launched
+    again = run_cli("launch", spec_path)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to run" in again.stdout
+    assert len(_study(run_dir).trials) == 5
+
+
+def test_report_command_rebuilds_from_the_study(launched):
+    spec_path, run_dir, _ = launched
+    (run_dir / "report" / "crossings.csv").unlink()
+    result = run_cli("report", spec_path)
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "report" / "crossings.csv").exists()
+
+
+def test_report_before_launch_says_what_to_do(tmp_path, write_spec, mnist_dir):
+    spec = write_spec(tiny_spec_dict(tmp_path / "never", mnist_dir))
+    result = run_cli("report", spec)
+    assert result.returncode == 2
+    assert "run `expander-sweeps launch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_invalid_spec_exits_2_with_field_and_line(write_spec):
+    spec = write_spec("name: bad\ntraining:\n  epochs: -1\n")
+    result = run_cli("validate", spec)
+    assert result.returncode == 2
+    assert "training.epochs (line 3)" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("launch", spec, "--set", "model.cell=transformer")
+    assert result.returncode == 2 and "model.cell (from --set)" in result.stderr
+
+
+def test_missing_data_exits_2_with_a_hint(tmp_path, write_spec, mnist_dir):
+    spec = write_spec(tiny_spec_dict(tmp_path / "run", mnist_dir))
+    result = run_cli("launch", spec, "--set", f"data.root={tmp_path / 'nowhere'}")
+    assert result.returncode == 2
+    assert "no MNIST IDX files" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_validate_prints_defaults_and_schema_is_json(tmp_path):
+    result = run_cli("validate", "sweeps/quickstart.yaml")
+    assert result.returncode == 0 and "finetune_epochs: 5" in result.stdout
+    out = tmp_path / "schema.json"
+    assert run_cli("schema", "-o", out).returncode == 0
+    assert json.loads(out.read_text())["title"] == "expander-sweeps sweep spec"

@@ -1,0 +1,37 @@
+"""CUDA paths: run where a GPU is, skipped with the reason elsewhere."""
+
+import pytest
+import torch
+
+from expander_sweeps.masks import MaskHolder, magnitude_mask
+from expander_sweeps.models import build_model
+from expander_sweeps.spec import ModelSpec
+from expander_sweeps.train import fit, resolve_device
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+def test_auto_device_falls_back_to_cpu_and_cuda_request_is_explained():
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_mask_held_on_cuda_with_cudnn(cell):
+    device = torch.device("cuda")
+    x = torch.rand(512, 28, 28, device=device)
+    y = torch.randint(0, 10, (512,), device=device)
+    model = build_model(ModelSpec(cell=cell, hidden=64), 28, 10, seed=0).to(device)
+    fit(model, x, y, phase="dense", epochs=1, batch_size=128, lr=1e-3, seed=0)
+    params = model.matrices()
+    masks = {"W_xh": magnitude_mask(params["W_xh"], 0.2), "W_hh": magnitude_mask(params["W_hh"], 0.05)}
+    holder = MaskHolder(params, masks)
+    fit(model, x, y, phase="finetune", epochs=2, batch_size=128, lr=1e-3, seed=1, masks=holder)
+    for name, mask in masks.items():
+        assert torch.count_nonzero(params[name].detach()[~mask]) == 0

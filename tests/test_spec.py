@@ -1,0 +1,91 @@
+import json
+
+import pytest
+
+from expander_sweeps.spec import SpecError, load_spec
+
+
+def _error(path, overrides=()) -> str:
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides)
+    return str(info.value)
+
+
+def test_shipped_specs_are_valid():
+    quick = load_spec("sweeps/quickstart.yaml")
+    full = load_spec("sweeps/mnist_noise.yaml")
+    assert full.training.epochs == 20 and full.training.finetune_epochs == 20
+    assert full.training.lr == 0.001 and full.training.batch_size == 128
+    assert full.model.init == "kaiming_uniform"
+    assert max(full.masks.remaining) == 1.0 and min(full.masks.remaining) == 0.01
+    assert full.noise.fraction == 0.2 and full.noise.variances == [0.15, 0.3, 0.45, 0.6]
+    assert quick.name == "quickstart"
+
+
+def test_unknown_key_names_path_and_line(write_spec):
+    path = write_spec("name: x\nmodel:\n  cell: rnn\n  hiden: 64\n")
+    message = _error(path)
+    assert "model.hiden (line 4)" in message
+    assert "unknown key" in message
+
+
+def test_bad_enum_value_lists_what_is_allowed(write_spec):
+    path = write_spec("name: x\nmodel:\n  cell: transformer\n")
+    message = _error(path)
+    assert "model.cell (line 3)" in message
+    assert "'transformer'" in message
+    assert "'rnn'" in message and "'lstm'" in message
+
+
+def test_out_of_range_fraction_in_a_list(write_spec):
+    path = write_spec("name: x\nmasks:\n  remaining:\n    - 1.0\n    - 5\n")
+    message = _error(path)
+    assert "masks.remaining (line 3)" in message
+    assert "(0, 1]" in message and "[5" in message
+
+
+def test_wrong_type_and_several_errors_at_once(write_spec):
+    path = write_spec("name: x\ntraining:\n  epochs: many\n  lr: -1\n")
+    message = _error(path)
+    assert "2 problem(s)" in message
+    assert "training.epochs (line 3)" in message and "'many'" in message
+    assert "training.lr (line 4)" in message and "greater than 0" in message
+
+
+def test_missing_name_and_yaml_syntax_error(write_spec):
+    assert "name (missing at the top level): this field is required" in _error(write_spec("model:\n  cell: rnn\n", "a.yaml"))
+    message = _error(write_spec("name: x\nmodel: [unclosed\n", "b.yaml"))
+    assert "not valid YAML at line" in message
+
+
+def test_not_a_mapping_and_missing_file(write_spec, tmp_path):
+    assert "must be a mapping" in _error(write_spec("- a\n- b\n"))
+    assert "no such spec file" in _error(tmp_path / "nope.yaml")
+
+
+def test_cross_field_rule_grid_needs_a_list(write_spec):
+    path = write_spec("name: x\nmasks:\n  remaining: {low: 0.01, high: 1.0}\n")
+    assert "needs a list of fractions" in _error(path)
+    ok = load_spec(path, ["study.sampler=tpe", "study.n_trials=5"])
+    assert ok.masks.remaining.low == 0.01
+
+
+def test_set_overrides_parse_yaml_values_and_report_their_source(write_spec):
+    path = write_spec("name: x\n")
+    spec = load_spec(path, ["training.epochs=3", "masks.remaining=[1.0, 0.5]", "data.root=/d"])
+    assert spec.training.epochs == 3 and spec.masks.remaining == [1.0, 0.5]
+    assert spec.data.root == "/d"
+    message = _error(path, ["model.hidden=-4"])
+    assert "model.hidden (from --set)" in message and "-4" in message
+    assert "KEY=VALUE" in _error(path, ["model.hidden"])
+    assert "is a value" in _error(path, ["name.first=3"])
+
+
+def test_schema_is_json_with_descriptions():
+    from expander_sweeps.spec import json_schema
+
+    schema = json.loads(json_schema())
+    assert schema["additionalProperties"] is False
+    assert "name" in schema["required"]
+    noise = schema["$defs"]["NoiseSpec"]["properties"]["variances"]
+    assert "VARIANCE" in noise["description"]
