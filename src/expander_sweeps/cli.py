@@ -126,20 +126,37 @@ def _signed(value: float | None) -> str:
     return "+inf" if math.isinf(value) else f"{value:+.3f}"
 
 
+def _short(row) -> str:
+    """A crossing in a few characters, for the terminal table (the report files have the long form)."""
+    if row["status"] == "crossed":
+        return f"{row['crossing_pct']:.2f}%"
+    if row["status"] == "never":
+        return f"never (to {row['lower_pct']:g}%)"
+    if row["status"] == "negative_at_start":
+        return f"< 0 at {row['lower_pct']:g}%"
+    return "no data"
+
+
 def _print_report(rep) -> None:
     if rep.crossings.empty:
         console.print("No finished trials: the report is empty.")
         return
-    table = Table(title="Remaining edges where each bound first turns negative", title_justify="left")
-    for column in ("pruned", "graph", "weighting", "bound", "crossing"):
-        table.add_column(column)
-    for _, row in rep.crossings.iterrows():
-        table.add_row(row["pruned"], row["graph"], row["weighting"], row["bound"], row["where"])
+    bounds = list(dict.fromkeys(rep.crossings["bound"]))
+    table = Table(title="Remaining edges where each bound first turns negative", title_justify="left",
+                  caption="swept: the pruned layer, others dense unless tied; step: [W_xh | W_hh] -> h_t",
+                  caption_justify="left")
+    for column in ["swept", "graph", "weights", *bounds]:
+        table.add_column(column, no_wrap=column in bounds)
+    groups = rep.crossings.groupby(["pruned", "train_noise_variance", "graph", "weighting"], sort=False)
+    for (pruned, variance, graph, weighting), rows in groups:
+        cells = {row["bound"]: _short(row) for _, row in rows.iterrows()}
+        label = (pruned if "tied" in pruned else pruned.split(" (")[0]) + (f", train var {variance:g}" if variance else "")
+        table.add_row(label, graph.split(" ")[0], weighting, *(cells.get(b, "") for b in bounds))
     console.print(table)
-    console.print(f"report: {rep.files['markdown']}")
+    console.print(f"report: {rep.files['markdown']}", soft_wrap=True)
     for key, path in rep.files.items():
         if key.startswith("figure"):
-            console.print(f"figure: {path}")
+            console.print(f"figure: {path}", soft_wrap=True)
 
 
 @main.command()
@@ -167,7 +184,7 @@ def launch(spec_path: str, overrides: tuple[str, ...], no_report: bool) -> None:
             sys.exit(130)
     elapsed = time.perf_counter() - started
     console.print(f"ran {result.ran} trial(s) in {elapsed:.1f}s ({result.failed} failed); "
-                  f"study: {spec.storage_url}")
+                  f"study: {spec.storage_url}", soft_wrap=True)
     if not no_report:
         _print_report(write_report(spec, result.study))
     if result.failed:
