@@ -13,7 +13,8 @@ from expander_sweeps.data import (
     read_idx,
     stratified_split,
 )
-from expander_sweeps.spec import DataSpec, NoiseSpec
+from expander_sweeps.spec import MnistDataSpec as DataSpec
+from expander_sweeps.spec import NoiseSpec
 
 
 def _write_idx(path, array: np.ndarray, compress: bool) -> None:

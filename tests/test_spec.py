@@ -13,6 +13,8 @@ def _error(path, overrides=()) -> str:
 
 def test_shipped_specs_are_valid():
     quick = load_spec("sweeps/quickstart.yaml")
+    assert load_spec("sweeps/speech_noise.yaml").data.seq_len == 400
+    assert load_spec("sweeps/fsdd_quick.yaml").model.cell == "lstm"
     full = load_spec("sweeps/mnist_noise.yaml")
     assert full.training.epochs == 20 and full.training.finetune_epochs == 20
     assert full.training.lr == 0.001 and full.training.batch_size == 128
@@ -89,3 +91,14 @@ def test_schema_is_json_with_descriptions():
     assert "name" in schema["required"]
     noise = schema["$defs"]["NoiseSpec"]["properties"]["variances"]
     assert "VARIANCE" in noise["description"]
+
+
+def test_data_section_errors_name_the_dataset_field(write_spec):
+    message = _error(write_spec("name: x\ndata:\n  dataset: speech\n", "a.yaml"))
+    assert "data.dataset (line 3): unknown dataset 'speech'; allowed: mnist, speech_commands, fsdd" in message
+    message = _error(write_spec("name: x\ndata:\n  dataset: fsdd\n  sequence: rows\n", "b.yaml"))
+    assert "data.root (missing from the section at line 2)" in message
+    assert "data.sequence (line 4): unknown key" in message
+    spec = load_spec(write_spec("name: x\ndata:\n  dataset: fsdd\n  root: /r\n", "c.yaml"))
+    assert spec.data.seq_len == 400 and spec.data.align == "end"
+    assert load_spec(write_spec("name: x\ndata:\n  root: /m\n", "d.yaml")).data.dataset == "mnist"

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .spec import SpecError, SweepSpec, json_schema, load_spec
+from .spec import SpecError, SweepSpec, json_schema, load_spec, redact_url
 
 console = Console()
 err_console = Console(stderr=True)
@@ -35,7 +35,8 @@ def _quiet_libraries() -> None:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported by our own line, their traceback stored on the trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -62,8 +63,9 @@ def main() -> None:
 class _ConsoleEvents:
     """Draws sweep progress with rich: a bar over trials, one over the current training phase."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, label: str = ""):
         self.progress = progress
+        self.label = label  # a worker's prefix, so that interleaved lines say whose they are
         self.trials_task = None
         self.phase_task = None
 
@@ -71,7 +73,8 @@ class _ConsoleEvents:
         if to_run == 0:
             console.print(f"[green]All {done} trials of '{spec.name}' are finished; nothing to run.[/]")
             return
-        console.print(f"[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished) on {device}")
+        console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished) "
+                      f"on {device}", soft_wrap=True)
         console.print(f"  data: {data}", soft_wrap=True)
         console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}; "
                       f"masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
@@ -106,14 +109,16 @@ class _ConsoleEvents:
                 bounds.append(f"{layer} ΔR {_signed(dr)} ΔS {_signed(ds)}")
         dense = "dense trained" if result.dense_trained else "dense cached"
         self.progress.console.print(
-            f"trial {number:>3} | {plan.label()} | {accs} | {'; '.join(bounds) or 'dense'} | "
+            f"{self.label}trial {number:>3} | {plan.label()} | {accs} | {'; '.join(bounds) or 'dense'} | "
             f"{dense}, {result.seconds:.1f}s", highlight=False, soft_wrap=True)
         self.progress.advance(self.trials_task)
 
     def trial_failed(self, number, plan, error) -> None:
         self.progress.console.print(
-            f"[red]trial {number} failed[/] ({plan.label() if plan else ''}): {type(error).__name__}: {error}; "
-            "it is recorded as FAIL and rerun at the next launch", highlight=False)
+            f"{self.label}[red]trial {number} failed[/]{f' ({plan.label()})' if plan else ''}: "
+            f"{type(error).__name__}: {error}; "
+            "recorded as FAIL with its traceback (trial user attribute 'traceback'); "
+            "rerun at the next launch", highlight=False, soft_wrap=True)
         self.progress.advance(self.trials_task)
 
     def warn(self, message) -> None:
@@ -159,36 +164,82 @@ def _print_report(rep) -> None:
             console.print(f"figure: {path}", soft_wrap=True)
 
 
-@main.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@set_option
-@click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
-def launch(spec_path: str, overrides: tuple[str, ...], no_report: bool) -> None:
-    """Run the sweep SPEC (relaunching continues it), then write its report."""
+def _run_here(spec: SweepSpec, label: str = ""):
+    """Run trials of the study in this process, with progress; user errors exit 2."""
     from .data import DataError
-    from .reporting import write_report
-    from .sweep import launch_study
+    from .sweep import StorageError, launch_study
 
-    spec = _load(spec_path, overrides)
     _quiet_libraries()
-    started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         try:
-            result = launch_study(spec, _ConsoleEvents(progress))
-        except DataError as err:
+            return launch_study(spec, _ConsoleEvents(progress, label))
+        except (DataError, StorageError) as err:
             _fail(str(err))
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished trials are in the study; "
-                              "launch the same spec again to continue.")
+            err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current one "
+                              "is marked failed; launch the same spec again to continue.")
             sys.exit(130)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for the trials. Default: one per visible GPU, or 1 on a CPU.")
+@click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
+def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_report: bool) -> None:
+    """Run the sweep SPEC (relaunching continues it), then write its report."""
+    from .reporting import write_report
+    from .sweep import open_study
+    from .workers import default_workers
+
+    spec = _load(spec_path, overrides)
+    workers = workers or default_workers()
+    started = time.perf_counter()
+    if workers == 1:
+        result = _run_here(spec)
+        ran, failed, study = result.ran, result.failed, result.study
+    else:
+        from .workers import run_workers
+
+        _quiet_libraries()
+        codes = run_workers(spec_path, overrides, workers, console)
+        if any(code == USER_ERROR for code in codes):
+            sys.exit(USER_ERROR)
+        study = open_study(spec, create=False)
+        ran, failed = None, _failed_count(study)
     elapsed = time.perf_counter() - started
-    console.print(f"ran {result.ran} trial(s) in {elapsed:.1f}s ({result.failed} failed); "
-                  f"study: {spec.storage_url}", soft_wrap=True)
+    ran_text = f"ran {ran} trial(s)" if ran is not None else f"{workers} workers finished"
+    console.print(f"{ran_text} in {elapsed:.1f}s ({failed} failed); study: {redact_url(spec.storage_url)}", soft_wrap=True)
     if not no_report:
-        _print_report(write_report(spec, result.study))
-    if result.failed:
+        _print_report(write_report(spec, study))
+    if failed:
         sys.exit(1)
+
+
+def _failed_count(study) -> int:
+    """Grid points whose last attempt failed (retried ones that later completed do not count)."""
+    from optuna.trial import TrialState
+
+    completed = {tuple(sorted(t.params.items())) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    failed = {tuple(sorted(t.params.items())) for t in study.get_trials(states=(TrialState.FAIL,))}
+    return len(failed - completed)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+def worker(spec_path: str, overrides: tuple[str, ...]) -> None:
+    """Join SPEC's study and take trials until it is done (start one per GPU, on any machine)."""
+    import os
+
+    spec = _load(spec_path, overrides)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    console.print(f"worker {os.getpid()} on {spec.training.device}"
+                  + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""), highlight=False)
+    result = _run_here(spec, label=f"[{os.getpid()}] ")
+    console.print(f"worker {os.getpid()}: ran {result.ran} trial(s), {result.failed} failed", highlight=False)
 
 
 @main.command()
@@ -197,14 +248,16 @@ def launch(spec_path: str, overrides: tuple[str, ...], no_report: bool) -> None:
 def report(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Write the crossing table and figures of SPEC's study (any time, from the study alone)."""
     from .reporting import write_report
-    from .sweep import open_study
+    from .sweep import StorageError, open_study
 
     spec = _load(spec_path, overrides)
     _quiet_libraries()
     try:
         study = open_study(spec, create=False)
+    except StorageError as err:
+        _fail(str(err))
     except KeyError:
-        _fail(f"no study named '{spec.name}' in {spec.storage_url}; run `expander-sweeps launch {spec_path}` first")
+        _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; run `expander-sweeps launch {spec_path}` first")
     _print_report(write_report(spec, study))
 
 

@@ -1,9 +1,10 @@
 """Dense models trained once per distinct training configuration, cached on disk.
 
-The key hashes everything that decides the dense weights: the data (dataset, sequence
-layout, split, limits), the model, the training hyperparameters and seed, and the training
-noise. Not in the key: the data folder (the same files anywhere give the same data), the
-fine-tuning epochs, masks and test noise (they act after the dense model), and the device.
+The key hashes everything that decides the dense weights: a hash of the training tensors
+themselves (so another folder with other files never reuses a model), the data settings,
+the model, the training hyperparameters and seed, and the training noise. Not in the key:
+the data folder's path, the fine-tuning epochs, masks and test noise (they act after the
+dense model), and the device.
 
 A file lock makes concurrent trials (threads, processes, machines sharing the folder) wait
 for the one that trains instead of training the same model twice.
@@ -26,9 +27,10 @@ from .spec import SweepSpec
 __all__ = ["dense_key", "DenseCache", "CacheResult"]
 
 
-def dense_key(spec: SweepSpec, train_variance: float) -> tuple[str, dict]:
+def dense_key(spec: SweepSpec, train_variance: float, data_fingerprint: str = "") -> tuple[str, dict]:
     """A short hash of the training configuration and the configuration itself (stored beside it)."""
     config = {
+        "data_fingerprint": data_fingerprint,
         "data": spec.data.model_dump(exclude={"root", "download"}),
         "model": spec.model.model_dump(),
         "training": spec.training.model_dump(include={"lr", "batch_size", "epochs", "seed"}),

@@ -23,6 +23,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from .models import GATES  # noqa: E402
 from .spec import SweepSpec  # noqa: E402
 from .spectral import find_crossing  # noqa: E402
 from .trial import accuracy_key  # noqa: E402
@@ -51,6 +52,7 @@ class Report:
     trials: pd.DataFrame
     markdown: str
     files: dict[str, Path] = field(default_factory=dict)
+    failed: list[dict] = field(default_factory=list)  # trials whose point never completed, and why
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -61,6 +63,19 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float, str, bool))})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def failed_trials(study: optuna.Study) -> list[dict]:
+    """Failed trials whose grid point never completed since, with the reason stored on them."""
+    completed = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if tuple(sorted(t.params.items())) in completed:
+            continue  # retried and completed later
+        # Every failure path of a live worker stores an error; only a dead worker leaves none.
+        reason = t.user_attrs.get("error", "its worker stopped sending heartbeats (killed or lost)")
+        rows.append({"trial": t.number, "params": t.params, "reason": reason})
+    return rows
 
 
 def _panels(frame: pd.DataFrame, spec: SweepSpec) -> list[Panel]:
@@ -88,9 +103,10 @@ def _panels(frame: pd.DataFrame, spec: SweepSpec) -> list[Panel]:
 
 
 def _panel_graphs(panel: Panel, spec: SweepSpec) -> list[str]:
-    if panel.pruned.endswith("(tied)"):
-        return [*spec.masks.layers, "step"]
-    return [panel.layer, "step"]
+    """The graphs a panel reports: its layer(s), their gate blocks (LSTM/GRU), the step graph."""
+    layers = spec.masks.layers if panel.pruned.endswith("(tied)") else [panel.layer]
+    gates = GATES[spec.model.cell] if len(GATES[spec.model.cell]) > 1 else ()
+    return [g for layer in layers for g in (layer, *(f"{layer}.{gate}" for gate in gates))] + ["step"]
 
 
 def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
@@ -177,13 +193,25 @@ def _figure(panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, path: Path) 
     plt.close(fig)
 
 
-def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, figures: list[Path]) -> str:
+def _failed_markdown(failed: list[dict]) -> list[str]:
+    if not failed:
+        return []
+    lines = ["## Failed trials", "", "They are rerun at the next launch.", "", "| trial | parameters | reason |",
+             "| --- | --- | --- |"]
+    for row in failed:
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        lines.append(f"| {row['trial']} | {params} | {row['reason'].replace('|', '/')} |")
+    return lines + [""]
+
+
+def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, figures: list[Path],
+              failed: list[dict]) -> str:
     lines = [
         f"# Crossing report: {spec.name}",
         "",
         f"- network: {spec.model.cell.upper()}, H = {spec.model.hidden}, {spec.model.layers} layer(s), "
         f"init **{spec.model.init}**",
-        f"- data: {spec.data.dataset} ({spec.data.sequence}), split {spec.data.split}",
+        f"- data: {spec.data.summary}",
         f"- training: {spec.training.epochs} dense + {spec.training.finetune_epochs} fine-tuning epochs, "
         f"lr {spec.training.lr:g}, batch {spec.training.batch_size}, seed {spec.training.seed}",
         f"- masks: {spec.masks.method}, schedule {spec.masks.schedule}, layers {', '.join(spec.masks.layers)}"
@@ -214,6 +242,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, fig
             dr, ds = row.get(f"{panel.layer}/binary/delta_r"), row.get(f"{panel.layer}/binary/delta_s")
             lines.append(f"| {100 * row[f'remaining_{panel.layer}']:g}% | {accs} | {dr:.3f} | {ds:.3f} |")
         lines.append("")
+    lines += _failed_markdown(failed)
     if figures:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
@@ -226,19 +255,21 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
 
         study = open_study(spec, create=False)
     frame = trials_frame(study)
+    failed = failed_trials(study)
     out = spec.run_path / "report"
     out.mkdir(parents=True, exist_ok=True)
     if frame.empty:
-        markdown = f"# Crossing report: {spec.name}\n\nNo finished trials yet.\n"
+        markdown = "\n".join([f"# Crossing report: {spec.name}", "", "No finished trials yet.", "",
+                              *_failed_markdown(failed)])
         (out / "report.md").write_text(markdown)
-        return Report(pd.DataFrame(), frame, markdown, {"markdown": out / "report.md"})
+        return Report(pd.DataFrame(), frame, markdown, {"markdown": out / "report.md"}, failed)
     crossings = crossing_rows(frame, spec)
     figures = []
     for panel in _panels(frame, spec):
         path = out / f"figure_{panel.slug}.png"
         _figure(panel, spec, crossings, path)
         figures.append(path)
-    markdown = _markdown(spec, frame, crossings, figures)
+    markdown = _markdown(spec, frame, crossings, figures, failed)
     files = {
         "markdown": out / "report.md",
         "crossings_csv": out / "crossings.csv",
@@ -256,8 +287,9 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         "schedule": spec.masks.schedule,
         "finished_trials": len(frame),
         "crossings": crossings.astype(object).where(crossings.notna(), None).to_dict(orient="records"),
+        "failed_trials": failed,
     }, indent=2))
     frame.sort_values("trial").to_csv(files["trials_csv"], index=False)
     for i, path in enumerate(figures):
         files[f"figure_{i}"] = path
-    return Report(crossings, frame, markdown, files)
+    return Report(crossings, frame, markdown, files, failed)

@@ -10,10 +10,19 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "SpecError",
@@ -22,6 +31,9 @@ __all__ = [
     "spec_from_dict",
     "json_schema",
     "PRUNABLE_LAYERS",
+    "MnistDataSpec",
+    "AudioDataSpec",
+    "redact_url",
 ]
 
 # Matrices that masks may prune. W_hy (the dense output layer) is never pruned.
@@ -69,6 +81,18 @@ class StudySpec(_Strict):
         description="Trials to run in total (finished ones count). Default for `grid`: the "
         "whole grid; required for the other samplers.",
     )
+    heartbeat_seconds: int = Field(
+        30, ge=1, description="A running trial records a heartbeat this often (seconds)."
+    )
+    grace_seconds: int = Field(
+        120,
+        ge=2,
+        description="A RUNNING trial without a heartbeat for this long belongs to a dead worker: "
+        "it is failed and retried (see `retries`).",
+    )
+    retries: int = Field(
+        2, ge=0, description="How many times a trial whose worker died is retried by another worker."
+    )
     objectives: list[Literal["accuracy", "remaining_edges"]] = Field(
         default_factory=lambda: ["accuracy"],
         min_length=1,
@@ -84,9 +108,29 @@ class StudySpec(_Strict):
             raise ValueError(f"objectives must be distinct, but got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> StudySpec:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError(
+                f"grace_seconds must exceed heartbeat_seconds, but got grace_seconds={self.grace_seconds}, "
+                f"heartbeat_seconds={self.heartbeat_seconds}"
+            )
+        return self
 
-class DataSpec(_Strict):
-    dataset: Literal["mnist"] = Field("mnist", description="Dataset. `mnist`: sequential MNIST.")
+
+class _SplitFields(_Strict):
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out share for a `pooled` split.")
+    split_seed: int = Field(0, description="Seed of the stratified split and of the `limit_*` subsets.")
+    limit_train: int | None = Field(
+        None, ge=10, description="Use only this many training examples (stratified); for quick runs."
+    )
+    limit_test: int | None = Field(
+        None, ge=10, description="Use only this many test examples (stratified); for quick runs."
+    )
+
+
+class MnistDataSpec(_SplitFields):
+    dataset: Literal["mnist"] = Field("mnist", description="`mnist`: sequential MNIST.")
     root: str = Field(
         "~/.cache/expander-sweeps/mnist",
         description="Folder with the IDX files (plain or .gz; also torchvision's MNIST/raw "
@@ -105,16 +149,80 @@ class DataSpec(_Strict):
         "pooled",
         description="`pooled`: pool every image found and make a seeded stratified split with "
         "`test_fraction` held out (the paper evaluates on a 20% test split). `official`: "
-        "MNIST's own 60k/10k split (needs both files pairs).",
+        "MNIST's own 60k/10k split (needs both file pairs).",
     )
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out share for `pooled`.")
-    split_seed: int = Field(0, description="Seed of the stratified split.")
-    limit_train: int | None = Field(
-        None, ge=10, description="Use only this many training examples (stratified); for quick runs."
+
+    @property
+    def input_kind(self) -> str:
+        return self.sequence
+
+    @property
+    def summary(self) -> str:
+        return f"mnist ({self.sequence}, k={28 if self.sequence == 'rows' else 784}), split {self.split}"
+
+
+class AudioDataSpec(_SplitFields):
+    dataset: Literal["speech_commands", "fsdd"] = Field(
+        description="`speech_commands`: Google Speech Commands v0.02 (35 words; torchaudio "
+        "downloads it). `fsdd`: a Free Spoken Digit Dataset folder (`{digit}_{speaker}_{index}.wav`)."
     )
-    limit_test: int | None = Field(
-        None, ge=10, description="Use only this many test examples (stratified); for quick runs."
+    root: str = Field(
+        description="Speech Commands: the folder holding SpeechCommands/speech_commands_v0.02 (or "
+        "that folder itself). FSDD: the folder holding the WAV files (or its `recordings/`)."
     )
+    download: bool = Field(True, description="Speech Commands only: download when `root` lacks it.")
+    features: Literal["mfcc", "logmel", "waveform"] = Field(
+        "mfcc",
+        description="Per-step features. `waveform`: the raw clip cut into k frames of "
+        "sample_rate * clip_seconds / k samples. `mfcc` / `logmel`: torchaudio transforms with "
+        "the hop chosen to give k frames.",
+    )
+    seq_len: int = Field(400, ge=1, le=16000, description="k: steps per clip (the paper: 400).")
+    n_features: int = Field(
+        40, ge=1, le=256, description="MFCC coefficients or mel bands per step (ignored for `waveform`)."
+    )
+    sample_rate: int = Field(16000, ge=1000, description="Clips are resampled to this rate (Hz).")
+    clip_seconds: float = Field(1.0, gt=0.0, le=10.0, description="Window length; clips are padded or cropped to it.")
+    align: Literal["end", "start", "center"] = Field(
+        "end",
+        description="Where a clip shorter than the window sits. `end` (zeros before the word) "
+        "suits a classifier that reads the last hidden state: a word followed by hundreds of "
+        "padding frames is forgotten by an LSTM. Longer clips are cropped on the same side.",
+    )
+    split: Literal["official", "pooled"] = Field(
+        "official",
+        description="`official`: Speech Commands' testing_list.txt (validation_list.txt clips "
+        "are left out of training); FSDD's indices 0-4 of every digit and speaker as test. "
+        "`pooled`: a seeded stratified split with `test_fraction` held out.",
+    )
+    words: list[str] | None = Field(
+        None, description="Speech Commands only: keep these words (default: all 35)."
+    )
+
+    @property
+    def input_kind(self) -> str:
+        return self.features
+
+    @property
+    def summary(self) -> str:
+        size = "" if self.features == "waveform" else f" x {self.n_features}"
+        return (f"{self.dataset} ({self.features}, k={self.seq_len}{size}, {self.sample_rate} Hz, "
+                f"aligned {self.align}), split {self.split}")
+
+
+DATASETS = ("mnist", "speech_commands", "fsdd")
+
+
+def _data_kind(value: Any) -> str | None:
+    """Which model validates the data section; `dataset` may be left out and means mnist."""
+    kind = value.get("dataset", "mnist") if isinstance(value, dict) else getattr(value, "dataset", None)
+    return {"mnist": "mnist", "speech_commands": "audio", "fsdd": "audio"}.get(kind, kind)
+
+
+DataSpec = Annotated[
+    Annotated[MnistDataSpec, Tag("mnist")] | Annotated[AudioDataSpec, Tag("audio")],
+    Discriminator(_data_kind),
+]
 
 
 class ModelSpec(_Strict):
@@ -239,6 +347,11 @@ class SpectralSpec(_Strict):
         description="Drop all-zero rows and columns (isolated vertices) before the spectra, as is "
         "customary; their count is recorded either way.",
     )
+    gates: bool = Field(
+        True,
+        description="For LSTM/GRU, also the graph of each gate block of the stacked matrices "
+        "(W_xh.i, W_xh.f, W_xh.g, W_xh.o for an LSTM), besides the stacked 4H x I graph.",
+    )
 
 
 class MlflowSpec(_Strict):
@@ -288,7 +401,7 @@ class SweepSpec(_Strict):
         "sweeps at one folder to share dense models.",
     )
     study: StudySpec = Field(default_factory=StudySpec, description="The Optuna study.")
-    data: DataSpec = Field(default_factory=DataSpec, description="The dataset.")
+    data: DataSpec = Field(default_factory=MnistDataSpec, description="The dataset: MNIST or audio.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training and fine-tuning.")
     masks: MaskSpec = Field(default_factory=MaskSpec, description="One-shot masks and the search over them.")
@@ -378,8 +491,10 @@ def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, ov
     lines = [f"{source}: the spec is invalid ({err.error_count()} problem(s)):"]
     for error in err.errors():
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # Pydantic adds the union member's name for list|RangeSpec; it is noise to a user.
-        loc = tuple(p for p in loc if p not in ("list[float]", "RangeSpec"))
+        # Pydantic puts union members' names in the location (list[float] | RangeSpec, and the
+        # data section's tag: "data.mnist.root"); they are noise to a user.
+        loc = tuple(p for i, p in enumerate(loc) if p not in ("list[float]", "RangeSpec")
+                    and not (i == 1 and loc[0] == "data" and p in ("mnist", "audio")))
         path = ".".join(str(p) for p in loc) or "(top level)"
         dotted = ".".join(str(p) for p in loc if isinstance(p, str))
         if any(dotted == o or dotted.startswith(o + ".") for o in overridden):
@@ -393,6 +508,12 @@ def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, ov
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "this field is required; add it"
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and loc == ("data",):
+            loc, path = ("data", "dataset"), "data.dataset"
+            got = (error.get("input") or {}).get("dataset") if isinstance(error.get("input"), dict) else None
+            message = f"unknown dataset {got!r}; allowed: {', '.join(DATASETS)}"
+            line = _line_of(root, loc)
+            where = f"line {line}" if line else where
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; `expander-sweeps schema` lists every key)"
         got = error.get("input")
@@ -438,6 +559,16 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         _apply_override(raw, assignment)
     overridden = {a.partition("=")[0].strip() for a in overrides}
     return spec_from_dict(raw, str(path), root_node, overridden)
+
+
+def redact_url(url: str) -> str:
+    """A database or server URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in credentials else ''}@{host}"
 
 
 def json_schema() -> str:

@@ -12,7 +12,13 @@ finished one. Other samplers draw points until the study holds `n_trials` finish
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import os
+import signal
+import socket
+import threading
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -20,19 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
+from filelock import FileLock
 from optuna.trial import TrialState
 
-from .spec import RangeSpec, SweepSpec
+from .spec import RangeSpec, SweepSpec, redact_url
 from .tracking import FanOut, build_trackers
 from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 
-__all__ = ["SweepEvents", "LaunchResult", "open_study", "grid_plans", "launch_study", "plan_of_trial"]
-
-# A RUNNING trial whose heartbeat is older than this belongs to a dead process: it is marked
-# failed (and so rerun) at the next launch.
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 120
-
+__all__ = ["SweepEvents", "LaunchResult", "StorageError", "open_study", "grid_plans", "launch_study",
+           "plan_of_trial"]
 
 @contextlib.contextmanager
 def _heartbeats_allowed():
@@ -70,14 +73,30 @@ class LaunchResult:
 
 
 def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
-    """Open (or create) the spec's study in its storage."""
+    """Open (or create) the spec's study in its storage (any SQLAlchemy URL)."""
     url = spec.storage_url
+    engine_kwargs = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    with _heartbeats_allowed():
-        storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
-        )
+        # Several local workers write to one SQLite file: wait for the lock instead of failing.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        with _heartbeats_allowed():
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=spec.study.heartbeat_seconds,
+                grace_period=spec.study.grace_seconds,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=spec.study.retries
+                ),
+            )
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        raise StorageError(
+            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {err}. "
+            "Check study.storage (a SQLAlchemy URL such as postgresql+psycopg://user@host/db), "
+            "that the server is reachable and the database exists"
+        ) from None
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
@@ -85,6 +104,10 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
         study_name=spec.name, storage=storage, sampler=_sampler(spec),
         directions=directions, load_if_exists=True,
     )
+
+
+class StorageError(RuntimeError):
+    """The study's storage cannot be opened; the message says which URL and what to check."""
 
 
 def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -110,6 +133,10 @@ def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec) -> float:
     space = spec.masks.remaining
     if isinstance(space, RangeSpec):
         return trial.suggest_float(name, space.low, space.high, log=space.log)
+    if spec.study.sampler == "grid":
+        # Grid points arrive as fixed parameters. A fixed (0, 1] float distribution, unlike a
+        # categorical one, lets a later launch add fractions to the grid of an existing study.
+        return trial.suggest_float(name, 0.0, 1.0)
     return trial.suggest_categorical(name, list(space))
 
 
@@ -125,7 +152,9 @@ def suggest_plan(trial: optuna.Trial, spec: SweepSpec) -> TrialPlan:
     else:
         remaining = {name: _suggest_fraction(trial, f"remaining_{name}", spec) for name in layers}
     variance = 0.0
-    if spec.noise.at_training:
+    if spec.noise.at_training and spec.study.sampler == "grid":
+        variance = trial.suggest_float("train_noise_variance", 0.0, max(1.0, *spec.noise.variances))
+    elif spec.noise.at_training:
         variance = trial.suggest_categorical("train_noise_variance", list(spec.noise.variances))
     return TrialPlan(remaining, variance)
 
@@ -206,19 +235,112 @@ def _objective_values(spec: SweepSpec, result: TrialResult, plan: TrialPlan) -> 
     return values
 
 
+def _claim_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Take one WAITING trial for this process. The storage's conditional update makes the claim
+    atomic: of several workers reaching for the same trial, exactly one gets it."""
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def _next_trial(study: optuna.Study, spec: SweepSpec) -> optuna.Trial | None:
+    if spec.study.sampler == "grid":
+        return _claim_waiting(study)
+    started = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    if len(started) >= spec.study.n_trials:
+        return None
+    return study.ask()  # pops a retried (WAITING) trial first, else samples a new one
+
+
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, trial_id: int, interval: float):
+    """Record a heartbeat now and every `interval` seconds while the trial runs: a worker that
+    dies (SIGKILL, power loss) stops beating, and the others fail and retry its trial."""
+    storage = study._storage
+    storage.record_heartbeat(trial_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a missed beat is retried at the next interval
+                pass
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _enqueue_lock(study: optuna.Study, spec: SweepSpec):
+    """One process at a time enqueues the grid, so that several workers starting together do
+    not enqueue the same points twice."""
+    url = spec.storage_url
+    if url.startswith("sqlite:///"):
+        with FileLock(url.removeprefix("sqlite:///") + ".enqueue.lock"):
+            yield
+    elif url.startswith("postgresql"):
+        key = int(hashlib.sha256(f"expander-sweeps:{spec.name}".encode()).hexdigest()[:15], 16)
+        with study._storage.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    else:  # other databases: start one worker first, then the rest
+        yield
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (docker stop, a scheduler) ends the current trial cleanly, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _to_run(study: optuna.Study, spec: SweepSpec) -> int:
+    if spec.study.sampler == "grid":
+        return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    started = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    return max(0, spec.study.n_trials - len(started))
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with _heartbeats_allowed():
+        optuna.storages.fail_stale_trials(study)  # and re-enqueue them, up to study.retries times
+
+
 def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None) -> LaunchResult:
-    """Run every trial the study still lacks, recording each in the study, then in the trackers."""
+    """Run trials until the study has every one it needs, recording each in the study, then in
+    the trackers. Any number of processes may run this on the same study at once."""
     events = events or SweepEvents()
     study = open_study(spec)
-    with _heartbeats_allowed():
-        optuna.storages.fail_stale_trials(study)  # trials of a crashed process: failed, so rerun below
+    _fail_stale(study)
     if spec.study.sampler == "grid":
-        to_run = _enqueue_missing(study, spec)
-    else:
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        to_run = max(0, spec.study.n_trials - done)
+        with _enqueue_lock(study, spec):
+            _enqueue_missing(study, spec)
+    to_run = _to_run(study, spec)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if to_run == 0:
+    if to_run == 0 and not _running(study):
         events.sweep_started(spec, 0, done, "", "")
         return LaunchResult(study, 0, 0)
 
@@ -227,50 +349,75 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     trackers: FanOut = build_trackers(spec, events.warn)
     trackers.start_sweep(spec.name, spec.model_dump(mode="json"))
     hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=None)
-    failed = 0
+    ran = failed = 0
 
-    def objective(trial: optuna.Trial) -> list[float]:
-        plan = suggest_plan(trial, spec)
-        events.trial_started(trial.number, plan)
-        trackers.start_trial(trial.number, trial_params(spec, plan))
-
-        def on_epoch(stats) -> None:
-            events.epoch_done(stats)
-            trackers.log_metrics({f"{stats.phase}/loss": stats.loss,
-                                  f"{stats.phase}/train_accuracy": stats.train_accuracy}, step=stats.epoch)
-
-        hooks.on_epoch = on_epoch
+    def run_one(trial: optuna.Trial) -> bool:
+        """One trial, told to the study as COMPLETE or FAIL (with the reason). True if it completed."""
+        plan = None
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
+            plan = suggest_plan(trial, spec)
+            events.trial_started(trial.number, plan)
+            trackers.start_trial(trial.number, trial_params(spec, plan))
+
+            def on_epoch(stats) -> None:
+                events.epoch_done(stats)
+                trackers.log_metrics({f"{stats.phase}/loss": stats.loss,
+                                      f"{stats.phase}/train_accuracy": stats.train_accuracy}, step=stats.epoch)
+
+            hooks.on_epoch = on_epoch
             result = run_trial(ctx, plan, spec.run_path / "trials" / f"{trial.number:05d}", hooks)
         except Exception as err:
             trial.set_user_attr("error", describe_failure(err))
+            trial.set_user_attr("traceback", "".join(traceback.format_exception(err)))
+            study.tell(trial, state=TrialState.FAIL)
             trackers.end_trial("FAILED")
             events.trial_failed(trial.number, plan, err)
-            raise
+            return False
         except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); rerun at the next launch")
+            study.tell(trial, state=TrialState.FAIL)
             trackers.end_trial("KILLED")
             raise
         _record(trial, result)
+        study.tell(trial, _objective_values(spec, result, plan))
         trackers.log_metrics(result.metrics)
         for path in result.files.values():
             trackers.log_artifact(path, "trial")
         trackers.end_trial("FINISHED")
         events.trial_finished(trial.number, plan, result)
-        return _objective_values(spec, result, plan)
+        return True
 
-    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        nonlocal failed
-        if frozen.state == TrialState.FAIL:
-            failed += 1
-
+    idle_since = None
     try:
-        # catch=(Exception,): a failing trial is recorded as FAIL (rerun at the next launch)
-        # and the sweep goes on; KeyboardInterrupt still stops it, the trial marked FAIL too.
-        study.optimize(objective, n_trials=to_run, catch=(Exception,), callbacks=[after_trial],
-                       gc_after_trial=False, show_progress_bar=False)
+        with _terminate_as_interrupt():
+            while True:
+                _fail_stale(study)
+                trial = _next_trial(study, spec)
+                if trial is None:
+                    # Trials still RUNNING elsewhere may belong to a dead worker: wait until they
+                    # finish, or go stale and come back as WAITING, before calling the study done.
+                    if not _running(study) or spec.study.sampler != "grid":
+                        break
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > spec.study.grace_seconds + 2 * spec.study.heartbeat_seconds:
+                        events.warn(f"trials {[t.number for t in _running(study)]} are still RUNNING "
+                                    "elsewhere; leaving them to their workers")
+                        break
+                    time.sleep(min(1.0, spec.study.heartbeat_seconds))
+                    continue
+                idle_since = None
+                with _heartbeat(study, trial._trial_id, spec.study.heartbeat_seconds):
+                    completed = run_one(trial)
+                ran += 1
+                failed += not completed
     finally:
         trackers.end_sweep()
-    return LaunchResult(study, to_run, failed)
+    return LaunchResult(study, ran, failed)
+
+
+def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def describe_failure(error: BaseException) -> str:

@@ -6,6 +6,7 @@ Reporting goes through a callback; this module knows nothing of trackers or Optu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +87,11 @@ def fit(
             if on_batch is not None:
                 on_batch()
         stats = EpochStats(phase, epoch, epochs, loss_sum.item() / len(x), correct.item() / len(x))
+        if not math.isfinite(stats.loss):  # checked once an epoch: a per-batch check would sync
+            raise FloatingPointError(
+                f"the {phase} loss became {stats.loss} in epoch {epoch}; the weights diverged "
+                "(a lower training.lr often helps)"
+            )
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)

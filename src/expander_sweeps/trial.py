@@ -6,6 +6,7 @@ in MLflow and in the report):
     dense/acc/clean, ...                the dense model before masking
     masked/acc/clean                    right after masking, before fine-tuning
     W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting
+    W_xh.i/binary/delta_r, ...          per gate block of a stacked LSTM/GRU matrix
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import spectral
 from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
 from .masks import MaskHolder, magnitude_mask, random_mask
-from .models import SequenceClassifier, build_model
+from .models import GATES, SequenceClassifier, build_model
 from .spec import SweepSpec
 from .train import EpochStats, accuracy, fit, resolve_device
 
@@ -77,7 +78,7 @@ class SweepContext:
     def __init__(self, spec: SweepSpec, dataset: SequenceDataset | None = None):
         self.spec = spec
         self.device = resolve_device(spec.training.device)
-        dataset = dataset or load_dataset(spec.data)
+        dataset = dataset or load_dataset(spec.data, spec.cache_path)
         self.description = dataset.description
         self.num_classes = dataset.num_classes
         self.features = dataset.features
@@ -88,6 +89,7 @@ class SweepContext:
         self.y_test = dataset.y_test.to(self.device)
         self.x_test_by_variance = noisy_test_sets(dataset.x_test.to(self.device), spec.noise)
         self.dense_cache = DenseCache(spec.cache_path)
+        self.data_fingerprint = dataset.fingerprint()
 
     def new_model(self) -> SequenceClassifier:
         return build_model(self.spec.model, self.features, self.num_classes, self.spec.training.seed).to(self.device)
@@ -111,7 +113,7 @@ class SweepContext:
 
     def dense_model(self, train_variance: float, hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
         """The trained dense model for this training noise: from the cache, or trained now."""
-        key, config = dense_key(self.spec, train_variance)
+        key, config = dense_key(self.spec, train_variance, self.data_fingerprint)
 
         def train() -> tuple[dict, dict]:
             model = self.new_model()
@@ -152,6 +154,15 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
             spectral.step_biadjacency(np.abs(weights["W_xh"]) * masks["W_xh"],
                                       np.abs(weights["W_hh"]) * masks["W_hh"]),
         )
+    gates = GATES[spec.model.cell]
+    if spec.spectral.gates and len(gates) > 1:
+        # PyTorch stacks the gate blocks (LSTM: i, f, g, o) as rows; each block is a graph too.
+        for name in [n for n in graphs if n in masks]:
+            binary, weighted = graphs[name]
+            hidden = binary.shape[0] // len(gates)
+            for index, gate in enumerate(gates):
+                rows = slice(index * hidden, (index + 1) * hidden)
+                graphs[f"{name}.{gate}"] = (binary[rows], weighted[rows])
     result = {}
     for graph, (binary, weighted) in graphs.items():
         result[f"{graph}/binary"] = spectral.layer_spectrum(binary, remove).as_dict()
@@ -170,7 +181,8 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
         cell=spec.model.cell,
         hidden=spec.model.hidden,
         init=spec.model.init,
-        sequence=spec.data.sequence,
+        dataset=spec.data.dataset,
+        input=spec.data.input_kind,
         noise_p=spec.noise.fraction,
         train_noise_variance=plan.train_variance,
         epochs=spec.training.epochs,

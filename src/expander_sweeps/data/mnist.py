@@ -1,59 +1,24 @@
-"""Datasets as (N, k, features) float tensors with integer labels, and input noise.
+"""Sequential MNIST from IDX files.
 
-Sequential MNIST comes from IDX files: the four official ones, or any subset holding at least
-one images/labels pair (../shared/data/mnist holds only the 10k test pair). torchvision
-downloads the files where a network is; everything after that reads IDX directly, so a
-local folder and a download take the same path.
+The four official files, or any subset holding at least one images/labels pair
+(../shared/data/mnist holds only the 10k test pair). torchvision downloads the files where a
+network is; everything after that reads IDX directly, so a local folder and a download take
+the same path.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .spec import DataSpec, NoiseSpec
+from ..spec import MnistDataSpec
+from .base import DataError, SequenceDataset, stratified_split, stratified_subset
 
-__all__ = [
-    "SequenceDataset",
-    "DataError",
-    "read_idx",
-    "load_dataset",
-    "stratified_split",
-    "add_noise",
-    "noise_std",
-    "noisy_test_sets",
-]
-
-
-class DataError(RuntimeError):
-    """The dataset cannot be found or read; the message says where it looked and what to do."""
-
-
-@dataclass
-class SequenceDataset:
-    """Train and test tensors, already shaped as sequences: x is (N, k, features), float32 in [0, 1]."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    description: str
-
-    @property
-    def seq_len(self) -> int:
-        return self.x_train.shape[1]
-
-    @property
-    def features(self) -> int:
-        return self.x_train.shape[2]
-
-
+__all__ = ["read_idx", "load_mnist"]
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -116,37 +81,7 @@ def _download_mnist(root: Path) -> None:
             ) from None
 
 
-def _per_class_counts(labels: np.ndarray, total: int) -> dict[int, int]:
-    """Split `total` over the classes in proportion to their sizes, exactly (largest remainder)."""
-    classes, sizes = np.unique(labels, return_counts=True)
-    quotas = sizes * total / len(labels)
-    counts = np.floor(quotas).astype(int)
-    for i in np.argsort(-(quotas - counts), kind="stable")[: total - counts.sum()]:
-        counts[i] += 1
-    return dict(zip(classes.tolist(), counts.tolist(), strict=True))
-
-
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test): round(test_fraction * N) held out, every class in proportion; seeded."""
-    rng = np.random.default_rng(seed)
-    n_test = _per_class_counts(labels, int(round(len(labels) * test_fraction)))
-    train, test = [], []
-    for cls, count in n_test.items():
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        test.append(members[:count])
-        train.append(members[count:])
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
-
-
-def _stratified_subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    """Exactly `size` indices (all when None or larger), every class in proportion; sorted."""
-    if size is None or size >= len(labels):
-        return np.arange(len(labels))
-    _, keep = stratified_split(labels, size / len(labels), seed)
-    return np.sort(keep)
-
-
-def load_dataset(spec: DataSpec) -> SequenceDataset:
+def load_mnist(spec: MnistDataSpec) -> SequenceDataset:
     """Load the dataset the spec names, split it, shape it as sequences."""
     root = Path(spec.root).expanduser()
     parts = _mnist_parts(root) if root.is_dir() else {}
@@ -175,8 +110,8 @@ def load_dataset(spec: DataSpec) -> SequenceDataset:
         train_idx, test_idx = stratified_split(y_all, spec.test_fraction, spec.split_seed)
         x_tr, y_tr, x_te, y_te = x_all[train_idx], y_all[train_idx], x_all[test_idx], y_all[test_idx]
         how = f"pooled {len(y_all)} images ({'+'.join(parts)}), stratified {100 * spec.test_fraction:g}% test, seed {spec.split_seed}"
-    keep_tr = _stratified_subset(y_tr, spec.limit_train, spec.split_seed + 1)
-    keep_te = _stratified_subset(y_te, spec.limit_test, spec.split_seed + 2)
+    keep_tr = stratified_subset(y_tr, spec.limit_train, spec.split_seed + 1)
+    keep_te = stratified_subset(y_te, spec.limit_test, spec.split_seed + 2)
     x_tr, y_tr, x_te, y_te = x_tr[keep_tr], y_tr[keep_tr], x_te[keep_te], y_te[keep_te]
 
     def as_sequences(images: np.ndarray) -> torch.Tensor:
@@ -193,30 +128,3 @@ def load_dataset(spec: DataSpec) -> SequenceDataset:
         description=f"MNIST ({spec.sequence}, k={28 if spec.sequence == 'rows' else 784}): {how}; "
         f"{len(y_tr)} train / {len(y_te)} test",
     )
-
-
-def noise_std(variance: float) -> float:
-    """The paper gives the spread as a variance (sigma); torch.randn needs a standard deviation."""
-    return math.sqrt(variance)
-
-
-def add_noise(x: torch.Tensor, fraction: float, variance: float, generator: torch.Generator) -> torch.Tensor:
-    """A copy of x with zero-mean Gaussian noise of the given VARIANCE on a random `fraction` of its values.
-
-    Each value is chosen independently with probability `fraction`; values are not clipped.
-    The generator must live on x's device.
-    """
-    if variance == 0.0 or fraction == 0.0:
-        return x.clone()
-    chosen = torch.rand(x.shape, generator=generator, device=x.device) < fraction
-    noise = torch.randn(x.shape, generator=generator, device=x.device) * noise_std(variance)
-    return x + noise * chosen
-
-
-def noisy_test_sets(x: torch.Tensor, noise: NoiseSpec) -> dict[float, torch.Tensor]:
-    """The noisy test inputs, one per variance (0 = clean), identical in every trial of a sweep."""
-    sets = {}
-    for index, variance in enumerate(noise.test_variances):
-        generator = torch.Generator(device=x.device).manual_seed(noise.seed * 1000 + index)
-        sets[variance] = add_noise(x, noise.fraction, variance, generator)
-    return sets

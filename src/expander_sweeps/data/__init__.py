@@ -1,0 +1,33 @@
+"""Datasets as (N, k, features) float tensors with integer labels, and input noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec import AudioDataSpec, MnistDataSpec
+from .base import DataError, SequenceDataset, stratified_split, stratified_subset
+from .mnist import load_mnist, read_idx
+from .noise import add_noise, noise_std, noisy_test_sets
+
+__all__ = [
+    "DataError",
+    "SequenceDataset",
+    "load_dataset",
+    "read_idx",
+    "stratified_split",
+    "stratified_subset",
+    "add_noise",
+    "noise_std",
+    "noisy_test_sets",
+]
+
+
+def load_dataset(spec: MnistDataSpec | AudioDataSpec, cache_dir: str | Path | None = None) -> SequenceDataset:
+    """Load, split and shape the dataset the spec names. Audio features are cached in `cache_dir`."""
+    if isinstance(spec, MnistDataSpec):
+        return load_mnist(spec)
+    from .audio import load_audio  # torchaudio is imported only for audio datasets
+
+    if cache_dir is None:
+        raise ValueError("audio datasets need a cache_dir for their features")
+    return load_audio(spec, Path(cache_dir))
