@@ -234,9 +234,11 @@ def worker(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Join SPEC's study and take trials until it is done (start one per GPU, on any machine)."""
     import os
 
+    from .train import resolve_device
+
     spec = _load(spec_path, overrides)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    console.print(f"worker {os.getpid()} on {spec.training.device}"
+    console.print(f"worker {os.getpid()} on {resolve_device(spec.training.device)}"
                   + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""), highlight=False)
     result = _run_here(spec, label=f"[{os.getpid()}] ")
     console.print(f"worker {os.getpid()}: ran {result.ran} trial(s), {result.failed} failed", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -71,8 +72,9 @@ class StudySpec(_Strict):
     )
     storage: str | None = Field(
         None,
-        description="Optuna storage URL. Default: sqlite:///<run_dir>/optuna.db. "
-        "Use postgresql://... to share one study between workers.",
+        description="Optuna storage, any SQLAlchemy URL. Default: $EXPANDER_SWEEPS_STORAGE, else "
+        "sqlite:///<run_dir>/optuna.db. Use postgresql+psycopg://user@host/db to share one study "
+        "between workers on several machines.",
     )
     seed: int = Field(0, description="Seed of the sampler.")
     n_trials: int | None = Field(
@@ -437,7 +439,10 @@ class SweepSpec(_Strict):
 
     @property
     def storage_url(self) -> str:
-        return self.study.storage or f"sqlite:///{(self.run_path / 'optuna.db').resolve()}"
+        """study.storage, else $EXPANDER_SWEEPS_STORAGE (how docker/ hands workers the shared
+        study without writing a password into a spec), else SQLite in the run folder."""
+        return (self.study.storage or os.environ.get("EXPANDER_SWEEPS_STORAGE")
+                or f"sqlite:///{(self.run_path / 'optuna.db').resolve()}")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -202,17 +202,18 @@ def plan_of_trial(trial: optuna.trial.FrozenTrial, spec: SweepSpec) -> TrialPlan
     return TrialPlan(remaining, float(trial.user_attrs.get("train_noise_variance", 0.0)))
 
 
-def _enqueue_missing(study: optuna.Study, spec: SweepSpec) -> int:
-    """Enqueue grid points that have no finished or waiting trial; return how many will run."""
+def _enqueue_missing(study: optuna.Study, spec: SweepSpec) -> None:
+    """Enqueue the grid points that no trial holds: finished, running (here or in another
+    worker; a dead worker's trial comes back through the heartbeat retry) or waiting."""
     taken = set()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING)):
-        taken.add(tuple(sorted(t.params.items())) if t.state == TrialState.COMPLETE
-                  else tuple(sorted(t.system_attrs.get("fixed_params", {}).items())))
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=states):
+        # An enqueued trial carries its point in fixed_params until its parameters are suggested.
+        taken.add(tuple(sorted({**t.system_attrs.get("fixed_params", {}), **t.params}.items())))
     for plan in grid_plans(spec):
         params = _params_of(plan, spec)
         if tuple(sorted(params.items())) not in taken:
             study.enqueue_trial(params)
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _record(trial: optuna.Trial, result: TrialResult) -> None:
@@ -239,6 +240,10 @@ def _claim_waiting(study: optuna.Study) -> optuna.Trial | None:
     """Take one WAITING trial for this process. The storage's conditional update makes the claim
     atomic: of several workers reaching for the same trial, exactly one gets it."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
+        # never a RUNNING one without a heartbeat (which no one would ever find stale).
+        with contextlib.suppress(Exception):  # two workers racing to insert the same heartbeat row
+            study._storage.record_heartbeat(frozen._trial_id)
         try:
             if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(study, frozen._trial_id)
@@ -290,12 +295,18 @@ def _enqueue_lock(study: optuna.Study, spec: SweepSpec):
             yield
     elif url.startswith("postgresql"):
         key = int(hashlib.sha256(f"expander-sweeps:{spec.name}".encode()).hexdigest()[:15], 16)
-        with study._storage.engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        # A session-level advisory lock, on a connection of its own, released on exit (or when
+        # the connection drops, if this process dies while holding it).
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        finally:
+            engine.dispose()
     else:  # other databases: start one worker first, then the rest
         yield
 

@@ -1,0 +1,174 @@
+"""Scale-out and faults: workers on a real PostgreSQL study, SIGKILL, a killed launch, NaN."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+import expander_sweeps
+from conftest import tiny_spec_dict
+from expander_sweeps import trial as trial_module
+from expander_sweeps.spec import spec_from_dict
+
+pytestmark = pytest.mark.slow
+
+PG_ADMIN = os.environ.get("EXPANDER_SWEEPS_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+CLI = [str(Path(sys.executable).parent / "expander-sweeps")]
+
+
+@pytest.fixture
+def postgres_url():
+    """A database of this test's own on the PostgreSQL server at 127.0.0.1, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        pytest.skip(f"no PostgreSQL server at {PG_ADMIN}: {err}")
+    name = f"es_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        for url in [u for u in _STORAGES if u.endswith(f"/{name}")]:
+            _STORAGES.pop(url).engine.dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _grid_spec(tmp_path, mnist_dir, storage: str | None, fractions, **sections) -> Path:
+    spec = tiny_spec_dict(
+        tmp_path / "run", mnist_dir,
+        study={"storage": storage, "heartbeat_seconds": 1, "grace_seconds": 4, "retries": 2},
+        data={"limit_train": 1500, "limit_test": 200},
+        model={"cell": "rnn", "hidden": 32},
+        training={"epochs": 1, "finetune_epochs": 8, "batch_size": 32},  # trials of ~1 s: long enough to kill one
+        masks={"schedule": "tied", "remaining": fractions},
+        tracking={"mlflow": {"enabled": False}},
+        **sections,
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def _trials(study_name: str, url: str, states=None):
+    """The study's trials, or none while no worker has created the study yet."""
+    storage = _STORAGES.setdefault(url, optuna.storages.RDBStorage(url))
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage).get_trials(states=states)
+    except KeyError:
+        return []
+
+
+def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_dir, postgres_url):
+    fractions = [round(1.0 - i * 0.08, 2) for i in range(12)]  # 12 grid points, 1.0 .. 0.12
+    spec = _grid_spec(tmp_path, mnist_dir, postgres_url, fractions)
+    started = time.monotonic()
+    workers = [subprocess.Popen([*CLI, "worker", str(spec)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    victim = workers[0]
+
+    def victim_mid_trial():
+        # Once the dense model exists (a trial completed), catch the victim inside a trial.
+        trials = _trials("tiny", postgres_url)
+        if not any(t.state == TrialState.COMPLETE for t in trials):
+            return None
+        return next((t for t in trials if t.state == TrialState.RUNNING
+                     and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
+
+    try:
+        killed = _wait_for(victim_mid_trial, 180, "the victim worker to be inside a trial")
+    except AssertionError:
+        for w in workers:
+            w.kill()
+        raise AssertionError("\n".join(w.communicate()[0][-3000:] for w in workers)) from None
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    outputs = [w.communicate(timeout=300)[0] for w in workers[1:]]
+    assert all(w.returncode == 0 for w in workers[1:]), outputs
+    elapsed = time.monotonic() - started
+
+    trials = _trials("tiny", postgres_url)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 12, "\n".join(
+        f"{t.number} {t.state.name} {t.params} {t.system_attrs.get('failed_trial')} {t.user_attrs.get('worker')}"
+        for t in trials) + "\n" + "\n".join(outputs)
+    assert sorted(t.params["remaining"] for t in complete) == sorted(fractions)  # 12 distinct points
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    dead = next(t for t in trials if t.number == killed.number)
+    assert dead.state == TrialState.FAIL
+    retry = [t for t in complete if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params
+    assert not retry[0].user_attrs["worker"].endswith(f":{victim.pid}")
+    print(f"3 workers, 12 points, trial {killed.number} killed and retried as trial "
+          f"{retry[0].number}; {elapsed:.1f}s")
+
+
+def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
+    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.8, 0.6, 0.4, 0.2, 0.1])
+    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
+    launch = subprocess.Popen([*CLI, "launch", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: (tmp_path / "run" / "optuna.db").exists() and len(_trials("tiny", storage, (TrialState.COMPLETE,))) >= 2, 180, "two finished trials")
+    launch.send_signal(signal.SIGKILL)
+    launch.wait()
+    before = {t.number: t.params for t in _trials("tiny", storage, (TrialState.COMPLETE,))}
+
+    again = subprocess.run([*CLI, "launch", str(spec)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = _trials("tiny", storage)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert sorted(t.params["remaining"] for t in complete) == [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
+    for number in before:  # finished trials were kept, not rerun
+        assert next(t for t in trials if t.number == number).state == TrialState.COMPLETE
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
+                                         tracking={"mlflow": {"enabled": False}}))
+    real_fit = trial_module.fit
+    calls = {"finetune": 0}
+
+    def fit_with_a_nan_in_the_second_finetuning(model, *args, **kwargs):  # fault injection
+        if kwargs.get("phase") == "finetune":
+            calls["finetune"] += 1
+            if calls["finetune"] == 2:
+                with __import__("torch").no_grad():
+                    model.matrices()["W_hy"][0, 0] = math.nan
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(trial_module, "fit", fit_with_a_nan_in_the_second_finetuning)
+    result = expander_sweeps.launch(spec)
+    assert (result.ran, result.failed) == (5, 1)
+    failed = [t for t in result.study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "loss became nan" in failed[0].user_attrs["error"]
+    assert len(result.study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    report = expander_sweeps.report(spec)
+    assert [row["trial"] for row in report.failed] == [failed[0].number]
+    assert "## Failed trials" in report.markdown and "loss became nan" in report.markdown
