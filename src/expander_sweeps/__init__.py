@@ -16,12 +16,16 @@ __version__ = "0.1.0"
 
 
 def launch(spec: SweepSpec, events=None):
-    """Run the trials the study lacks, then write the report. Returns the sweep's LaunchResult."""
+    """Run the trials the study lacks, write the report, publish it to the trackers.
+    Returns the sweep's LaunchResult (the study, trials run and failed)."""
+    import warnings
+
     from .reporting import write_report
     from .sweep import launch_study
+    from .syncing import publish_report
 
     result = launch_study(spec, events)
-    write_report(spec, result.study)
+    publish_report(spec, result.study, write_report(spec, result.study), warnings.warn)
     return result
 
 

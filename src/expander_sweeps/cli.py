@@ -213,9 +213,25 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
     ran_text = f"ran {ran} trial(s)" if ran is not None else f"{workers} workers finished"
     console.print(f"{ran_text} in {elapsed:.1f}s ({failed} failed); study: {redact_url(spec.storage_url)}", soft_wrap=True)
     if not no_report:
-        _print_report(write_report(spec, study))
+        rep = write_report(spec, study)
+        _print_report(rep)
+        _publish(spec, study, rep)
     if failed:
         sys.exit(1)
+
+
+def _publish(spec: SweepSpec, study, rep) -> None:
+    """The report onto the trackers, the registry aliases, and how to upload offline W&B runs."""
+    from .syncing import publish_report
+
+    aliases = publish_report(spec, study, rep, lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False))
+    if aliases:
+        console.print("model registry aliases: " + ", ".join(f"{a} -> v{v}" for a, v in aliases.items()))
+    if spec.tracking.wandb.enabled:
+        from .tracking.wandb_backend import sync_command, wandb_mode
+
+        if wandb_mode(spec) == "offline":
+            console.print(f"W&B runs are offline; upload them with: {sync_command(spec)}", soft_wrap=True)
 
 
 def _failed_count(study) -> int:
@@ -261,6 +277,36 @@ def report(spec_path: str, overrides: tuple[str, ...]) -> None:
     except KeyError:
         _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; run `expander-sweeps launch {spec_path}` first")
     _print_report(write_report(spec, study))
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
+    """Push every finished trial of SPEC that a tracker lacks (after a tracker was down); idempotent."""
+    from .reporting import write_report
+    from .sweep import StorageError, open_study
+    from .syncing import sync_trackers
+
+    spec = _load(spec_path, overrides)
+    _quiet_libraries()
+    warnings_seen = []
+
+    def warn(message: str) -> None:
+        warnings_seen.append(message)
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    try:
+        pushed = sync_trackers(spec, warn, lambda m: console.print(m, highlight=False))
+        study = open_study(spec, create=False)
+    except StorageError as err:
+        _fail(str(err))
+    except KeyError:
+        _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; nothing to sync")
+    _publish(spec, study, write_report(spec, study))
+    console.print("synced: " + (", ".join(f"{k} +{v}" for k, v in pushed.items()) or "no tracker is enabled"))
+    if warnings_seen:
+        sys.exit(1)
 
 
 @main.command()

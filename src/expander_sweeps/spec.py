@@ -364,10 +364,28 @@ class MlflowSpec(_Strict):
         "with artifacts in <run_dir>/mlartifacts.",
     )
     experiment: str | None = Field(None, description="Experiment name. Default: the sweep name.")
+    log_models: bool = Field(
+        True, description="Log each trial's pruned checkpoint and register it as a model version."
+    )
+    registered_model: str | None = Field(
+        None, description="Registry name of the pruned checkpoints. Default: <sweep name>-pruned."
+    )
+
+
+class WandbSpec(_Strict):
+    enabled: bool = Field(False, description="Log one Weights & Biases run per trial.")
+    project: str | None = Field(None, description="W&B project. Default: the sweep name.")
+    entity: str | None = Field(None, description="W&B entity (user or team). Default: yours.")
+    mode: Literal["auto", "offline", "online"] = Field(
+        "auto",
+        description="`auto`: online when WANDB_API_KEY is set (or WANDB_MODE says so), else "
+        "offline, with the `wandb sync` command printed at the end.",
+    )
 
 
 class TrackingSpec(_Strict):
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow tracking.")
+    wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases tracking.")
 
 
 class ReportSpec(_Strict):

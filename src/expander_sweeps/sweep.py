@@ -31,7 +31,7 @@ from filelock import FileLock
 from optuna.trial import TrialState
 
 from .spec import RangeSpec, SweepSpec, redact_url
-from .tracking import FanOut, build_trackers
+from .tracking import FanOut, TrialRecord, build_trackers
 from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 
 __all__ = ["SweepEvents", "LaunchResult", "StorageError", "open_study", "grid_plans", "launch_study",
@@ -216,11 +216,35 @@ def _enqueue_missing(study: optuna.Study, spec: SweepSpec) -> None:
             study.enqueue_trial(params)
 
 
+def tracker_config(spec: SweepSpec) -> dict:
+    """The spec as trackers record it: URLs without their passwords."""
+    config = spec.model_dump(mode="json")
+    if config["study"]["storage"]:
+        config["study"]["storage"] = redact_url(config["study"]["storage"])
+    if config["tracking"]["mlflow"]["uri"]:
+        config["tracking"]["mlflow"]["uri"] = redact_url(config["tracking"]["mlflow"]["uri"])
+    return config
+
+
+class StudyState:
+    """The sweep's shared state for trackers, in the study's user attributes (every worker sees it)."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def get(self, key: str):
+        return self._study.user_attrs.get(key)
+
+    def set(self, key: str, value) -> None:
+        self._study.set_user_attr(key, value)
+
+
 def _record(trial: optuna.Trial, result: TrialResult) -> None:
     """Store everything on the trial first: the study is the source of truth."""
     storage, trial_id = trial.study._storage, trial._trial_id
     for key, value in {**result.params, **result.metrics}.items():
         storage.set_trial_user_attr(trial_id, key, value)
+    storage.set_trial_user_attr(trial_id, "param_names", sorted(result.params))
     storage.set_trial_user_attr(trial_id, "files", result.files)
     storage.set_trial_user_attr(trial_id, "dense_trained", result.dense_trained)
     storage.set_trial_user_attr(trial_id, "seconds", round(result.seconds, 3))
@@ -286,9 +310,9 @@ def _heartbeat(study: optuna.Study, trial_id: int, interval: float):
 
 
 @contextlib.contextmanager
-def _enqueue_lock(study: optuna.Study, spec: SweepSpec):
-    """One process at a time enqueues the grid, so that several workers starting together do
-    not enqueue the same points twice."""
+def _sweep_lock(study: optuna.Study, spec: SweepSpec):
+    """One process at a time enqueues the grid and sets up the trackers' shared state, so that
+    several workers starting together neither enqueue a point twice nor make two parent runs."""
     url = spec.storage_url
     if url.startswith("sqlite:///"):
         with FileLock(url.removeprefix("sqlite:///") + ".enqueue.lock"):
@@ -347,7 +371,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     study = open_study(spec)
     _fail_stale(study)
     if spec.study.sampler == "grid":
-        with _enqueue_lock(study, spec):
+        with _sweep_lock(study, spec):
             _enqueue_missing(study, spec)
     to_run = _to_run(study, spec)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -358,7 +382,8 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     ctx = context or SweepContext(spec)
     events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
     trackers: FanOut = build_trackers(spec, events.warn)
-    trackers.start_sweep(spec.name, spec.model_dump(mode="json"))
+    with _sweep_lock(study, spec):
+        trackers.start_sweep(spec.name, tracker_config(spec), StudyState(study))
     hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=None)
     ran = failed = 0
 
@@ -392,9 +417,12 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
             raise
         _record(trial, result)
         study.tell(trial, _objective_values(spec, result, plan))
+        # The study has it all now; the trackers get it on their own thread.
         trackers.log_metrics(result.metrics)
-        for path in result.files.values():
-            trackers.log_artifact(path, "trial")
+        for key, path in result.files.items():
+            if key != "example":
+                trackers.log_artifact(path, "trial")
+        trackers.log_model(TrialRecord(trial.number, result.params, result.metrics, files=result.files))
         trackers.end_trial("FINISHED")
         events.trial_finished(trial.number, plan, result)
         return True
@@ -424,6 +452,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
                 failed += not completed
     finally:
         trackers.end_sweep()
+        trackers.close()  # wait for the trackers' queue to drain
     return LaunchResult(study, ran, failed)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # imsave only; no figure, no display needed
 import numpy as np
 import torch
 
@@ -222,11 +223,22 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         "masks": str(trial_dir / "masks.npz"),
         "checkpoint": str(trial_dir / "model.pt"),
         "spectra": str(trial_dir / "spectra.json"),
+        "history": str(trial_dir / "history.json"),
+        "example": str(trial_dir / "example.npy"),
     }
     np.savez_compressed(files["masks"], **masks_np)
+    for name, mask in masks_np.items():
+        # A picture of each mask (rows = outputs, black = kept edge), for trackers and eyes.
+        files[f"mask_picture_{name}"] = str(trial_dir / f"mask_{name}.png")
+        plt.imsave(files[f"mask_picture_{name}"], mask, cmap="gray_r", vmin=0, vmax=1)
     torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "spec": spec.model_dump(), "remaining": plan.remaining}, files["checkpoint"])
+                "model": spec.model.model_dump(), "input_size": ctx.features,
+                "num_classes": ctx.num_classes, "remaining": plan.remaining}, files["checkpoint"])
     Path(files["spectra"]).write_text(json.dumps(spectra, indent=2))
+    dense_history = dense_meta.get("history", []) if dense_trained else []
+    Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))
+    # A real test input of shape (1, k, features): what a logged model is checked against.
+    np.save(files["example"], ctx.x_test_by_variance[0.0][:1].cpu().numpy())
     return TrialResult(
         params=trial_params(spec, plan),
         metrics=metrics,

@@ -7,7 +7,8 @@ a tracker that fails is reported once, with the reason, and the trial goes on.
 
 from __future__ import annotations
 
-from .base import FanOut, Tracker, TrackerUnavailable
-from .factory import build_trackers
+from .base import FanOut, SweepState, Tracker, TrackerUnavailable, TrialRecord
+from .factory import build_trackers, enabled_trackers
 
-__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "build_trackers"]
+__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord", "build_trackers",
+           "enabled_trackers"]

@@ -1,22 +1,44 @@
-"""The Tracker protocol and the fan-out over several backends."""
+"""The Tracker protocol, and the fan-out that runs every tracker off the training path."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Tracker", "FanOut", "TrackerUnavailable"]
+__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord"]
 
 
 class TrackerUnavailable(RuntimeError):
     """A tracker cannot start (SDK missing, server unreachable); the message says how to fix it."""
 
 
+class SweepState(Protocol):
+    """Small shared state of a sweep, kept in the study so every worker sees it (MLflow's parent run id)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+
+@dataclass
+class TrialRecord:
+    """Everything a tracker logs for one finished trial; built live or, for `sync`, from the study."""
+
+    number: int
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    history: list[dict] = field(default_factory=list)  # per-epoch {phase, epoch, loss, train_accuracy}
+    files: dict[str, str] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Tracker(Protocol):
     name: str
 
-    def start_sweep(self, sweep: str, config: dict[str, Any]) -> None: ...
+    def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None: ...
 
     def start_trial(self, number: int, params: dict[str, Any]) -> None: ...
 
@@ -24,49 +46,103 @@ class Tracker(Protocol):
 
     def log_artifact(self, path: str, folder: str | None = None) -> None: ...
 
+    def log_model(self, record: TrialRecord) -> None: ...
+
     def end_trial(self, status: str) -> None: ...
 
-    def end_sweep(self) -> None: ...
+    def end_sweep(self, report_files: list[str]) -> None: ...
+
+    def logged_trials(self) -> set[int]: ...
 
 
 class FanOut:
-    """Every call goes to every live backend; a backend that raises is reported once and dropped."""
+    """Sends each call to every live tracker, in order, on a background thread.
+
+    Training never waits for a tracker (a W&B run takes seconds to start, a model upload
+    longer): calls are queued and `close()` waits for the queue to drain. A tracker that
+    raises is reported once, with the reason, and left out of every later call; the results
+    are safe in the study, and `expander-sweeps sync` pushes them later.
+    """
 
     name = "fan-out"
 
-    def __init__(self, trackers: list[Tracker], warn: Callable[[str], None]):
+    def __init__(self, trackers: list[Tracker], warn: Callable[[str], None], background: bool = True):
         self._trackers = list(trackers)
         self._warn = warn
+        self._queue: queue.Queue | None = queue.Queue() if background and trackers else None
+        self._thread = None
+        if self._queue is not None:
+            self._thread = threading.Thread(target=self._drain, name="trackers", daemon=True)
+            self._thread.start()
 
     @property
     def names(self) -> list[str]:
         return [t.name for t in self._trackers]
 
-    def _each(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def _call(self, method: str, args: tuple) -> None:
         for tracker in list(self._trackers):
             try:
-                getattr(tracker, method)(*args, **kwargs)
+                getattr(tracker, method)(*args)
             except Exception as err:  # a tracker must never take a trial down with it
                 self._trackers.remove(tracker)
                 self._warn(
-                    f"tracker '{tracker.name}' failed in {method} ({type(err).__name__}: {err}); "
-                    "it is off for the rest of this run. The results are safe in the Optuna study."
+                    f"tracker '{tracker.name}' failed in {method} ({type(err).__name__}: {err}); it is off "
+                    "for the rest of this run. The results are safe in the Optuna study; "
+                    "`expander-sweeps sync SPEC` pushes them when the tracker is back."
                 )
 
-    def start_sweep(self, sweep: str, config: dict[str, Any]) -> None:
-        self._each("start_sweep", sweep, config)
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._call(*item)
+
+    def _each(self, method: str, *args: Any) -> None:
+        if self._queue is not None:
+            self._queue.put((method, args))
+        else:
+            self._call(method, args)
+
+    def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
+        # Synchronous: the caller holds the study's lock, so that parallel workers agree on one
+        # parent run.
+        self._call("start_sweep", (sweep, config, state))
 
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         self._each("start_trial", number, params)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._each("log_metrics", metrics, step)
+        self._each("log_metrics", dict(metrics), step)
 
     def log_artifact(self, path: str, folder: str | None = None) -> None:
         self._each("log_artifact", path, folder)
 
+    def log_model(self, record: TrialRecord) -> None:
+        self._each("log_model", record)
+
     def end_trial(self, status: str) -> None:
         self._each("end_trial", status)
 
-    def end_sweep(self) -> None:
-        self._each("end_sweep")
+    def end_sweep(self, report_files: list[str] | None = None) -> None:
+        self._each("end_sweep", list(report_files or []))
+
+    def close(self) -> None:
+        """Wait until every queued call has run."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
+        """A whole finished trial: params, per-epoch history, final metrics, files, model."""
+        self.start_trial(record.number, record.params)
+        for entry in record.history:
+            self.log_metrics({f"{entry['phase']}/loss": entry["loss"],
+                              f"{entry['phase']}/train_accuracy": entry["train_accuracy"]}, entry["epoch"])
+        self.log_metrics(record.metrics)
+        for key, path in record.files.items():
+            if key != "example":
+                self.log_artifact(path, "trial")
+        self.log_model(record)
+        self.end_trial(status)

@@ -1,4 +1,13 @@
-"""MLflow backend: one run per trial, in an embedded SQLite store by default."""
+"""MLflow backend: a parent run per sweep, a child run per trial, and the model registry.
+
+Embedded by default: SQLite in the run folder with a local artifact folder. Any tracking
+URI (an `mlflow server`, a remote one) comes from the spec or $MLFLOW_TRACKING_URI.
+
+Checkpoints are logged with `mlflow.pytorch.log_model` in the "pickle" format with an input
+example and a signature: MLflow 3's default "pt2" format runs torch.export on every trial
+(seconds each) and fixes the batch size to the example's, so the loaded model could not
+classify a test set in one call. A pickled model needs this package installed to load.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import SweepSpec
-from .base import TrackerUnavailable
+from .base import SweepState, TrackerUnavailable, TrialRecord
 
-__all__ = ["MlflowTracker", "mlflow_uri"]
+__all__ = ["MlflowTracker", "mlflow_uri", "set_registry_aliases"]
+
+SWEEP_TAG = "expander_sweeps.sweep"
+TRIAL_TAG = "expander_sweeps.trial"
 
 
 def mlflow_uri(spec: SweepSpec) -> str:
@@ -23,32 +35,60 @@ def mlflow_uri(spec: SweepSpec) -> str:
     return f"sqlite:///{(spec.run_path / 'mlflow.db').resolve()}"
 
 
+def registered_model_name(spec: SweepSpec) -> str:
+    return spec.tracking.mlflow.registered_model or f"{spec.name}-pruned"
+
+
+def _client(uri: str):
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise TrackerUnavailable(
+            "the mlflow package is not installed; pip install mlflow, or set tracking.mlflow.enabled=false"
+        ) from None
+    # A server that is down must cost seconds, not the minutes of MLflow's default retries;
+    # the study keeps the results and `sync` pushes them later.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # The embedded store announces its table migrations at INFO on every first use, and the
+    # pickle format (chosen on purpose, see the module's docstring) warns on every model.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _ramanujan_tags(metrics: dict[str, float], layers: list[str]) -> dict[str, str]:
+    """Per pruned layer: 'true' while both bounds of its binary layer graph are positive."""
+    tags = {}
+    for layer in layers:
+        dr, ds = metrics.get(f"{layer}/binary/delta_r"), metrics.get(f"{layer}/binary/delta_s")
+        if dr is not None and ds is not None:
+            tags[f"ramanujan_{layer}"] = str(dr > 0 and ds > 0).lower()
+    return tags
+
+
 class MlflowTracker:
     name = "mlflow"
 
     def __init__(self, spec: SweepSpec):
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise TrackerUnavailable(
-                "the mlflow package is not installed; pip install mlflow, or set tracking.mlflow.enabled=false"
-            ) from None
-        # The embedded store announces its table migrations at INFO on every first use; noise here.
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         self.uri = mlflow_uri(spec)
         if self.uri.startswith("sqlite:///"):
             spec.run_path.mkdir(parents=True, exist_ok=True)
-        self._client = MlflowClient(tracking_uri=self.uri)
+        self._client = _client(self.uri)
+        self._spec = spec
         self._experiment_name = spec.tracking.mlflow.experiment or spec.name
         # Embedded store: artifacts beside the database, not in ./mlruns of whatever folder we run in.
         self._artifact_location = (
             (spec.run_path / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite:") else None
         )
+        self._model_name = registered_model_name(spec)
         self._experiment_id: str | None = None
+        self._parent_id: str | None = None
         self._run_id: str | None = None
-        self._sweep = spec.name
+        self._number: int | None = None
 
-    def start_sweep(self, sweep: str, config: dict[str, Any]) -> None:
+    # ------------------------------------------------------------------ sweep
+    def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
         existing = self._client.get_experiment_by_name(self._experiment_name)
         if existing is not None:
             self._experiment_id = existing.experiment_id
@@ -56,17 +96,44 @@ class MlflowTracker:
             self._experiment_id = self._client.create_experiment(
                 self._experiment_name, artifact_location=self._artifact_location
             )
+        # The parent run id lives in the study, so workers in other processes attach to it.
+        key = f"mlflow_parent_run:{self.uri}:{self._experiment_name}"
+        parent = state.get(key)
+        if parent is not None:
+            try:
+                if self._client.get_run(parent).info.lifecycle_stage == "active":
+                    self._parent_id = parent
+            except Exception:  # deleted, or another server: make a new one
+                self._parent_id = None
+        if self._parent_id is None:
+            from mlflow.entities import Param
 
+            run = self._client.create_run(self._experiment_id, run_name=sweep,
+                                          tags={SWEEP_TAG: sweep, "expander_sweeps.role": "sweep"})
+            self._parent_id = run.info.run_id
+            flat = _flatten(config)
+            self._client.log_batch(self._parent_id, params=[Param(k, _short(v)) for k, v in flat.items()])
+            state.set(key, self._parent_id)
+
+    def end_sweep(self, report_files: list[str]) -> None:
+        if self._run_id is not None:  # a trial interrupted mid-way
+            self.end_trial("KILLED")
+        for path in report_files:
+            if Path(path).exists():
+                self._client.log_artifact(self._parent_id, path, artifact_path="report")
+
+    # ------------------------------------------------------------------ trials
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
+        self._drop_partial(number)
         run = self._client.create_run(
             self._experiment_id,
-            run_name=f"{self._sweep}-trial-{number}",
-            tags={"expander_sweeps.sweep": self._sweep, "expander_sweeps.trial": str(number)},
+            run_name=f"{self._spec.name}-trial-{number}",
+            tags={SWEEP_TAG: self._spec.name, TRIAL_TAG: str(number), "mlflow.parentRunId": self._parent_id},
         )
-        self._run_id = run.info.run_id
-        self._client.log_batch(self._run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._run_id, self._number = run.info.run_id, number
+        self._client.log_batch(self._run_id, params=[Param(k, _short(v)) for k, v in params.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -83,11 +150,155 @@ class MlflowTracker:
         if Path(path).exists():
             self._client.log_artifact(self._run_id, path, artifact_path=folder)
 
+    def log_model(self, record: TrialRecord) -> None:
+        if not self._spec.tracking.mlflow.log_models or "checkpoint" not in record.files:
+            return
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        from ..models import SequenceClassifier
+        from ..spec import ModelSpec
+
+        checkpoint = torch.load(record.files["checkpoint"], map_location="cpu", weights_only=True)
+        model = SequenceClassifier(ModelSpec(**checkpoint["model"]), checkpoint["input_size"],
+                                   checkpoint["num_classes"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.eval()
+        example = np.load(record.files["example"])
+        with torch.no_grad():
+            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+        mlflow.set_tracking_uri(self.uri)
+        torch_version = torch.__version__.split("+")[0]
+        # log_model needs the fluent API's active run; this thread is the only one using it.
+        with mlflow.start_run(run_id=self._run_id):
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=example, signature=signature,
+                serialization_format="pickle", pip_requirements=[f"torch=={torch_version}", "expander-sweeps"],
+            )
+        version = self._client.create_model_version(
+            self._model_name, info.model_uri, run_id=self._run_id,
+            tags=self._version_tags(record),
+        ) if self._ensure_registered_model() else None
+        if version is not None:
+            self._client.set_tag(self._run_id, "expander_sweeps.model_version", version.version)
+
+    def _ensure_registered_model(self) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.get_registered_model(self._model_name)
+        except MlflowException:
+            self._client.create_registered_model(
+                self._model_name, tags={SWEEP_TAG: self._spec.name},
+                description=f"Pruned, fine-tuned checkpoints of the sweep '{self._spec.name}', one version per trial.",
+            )
+        return True
+
+    def _version_tags(self, record: TrialRecord) -> dict[str, str]:
+        m = record.metrics
+        tags = {TRIAL_TAG: str(record.number), SWEEP_TAG: self._spec.name}
+        for key in ("remaining_W_xh", "remaining_W_hh", "pruned_layers", "cell", "hidden", "init",
+                    "mask_method", "noise_p", "train_noise_variance"):
+            if key in record.params:
+                tags[key] = str(record.params[key])
+        for key, value in m.items():
+            if key.startswith("acc/") or key.endswith(("/delta_r", "/delta_s", "/biregular")) and "/binary/" in key:
+                tags[key] = f"{value:.6g}"
+        layers = [k.removeprefix("remaining_") for k in record.params if k.startswith("remaining_")]
+        tags.update(_ramanujan_tags(m, layers))
+        edges = sum(m.get(f"{layer}/binary/edges", 0.0) for layer in layers)
+        tags["remaining_edges"] = str(int(edges))
+        return tags
+
     def end_trial(self, status: str) -> None:
         if self._run_id is not None:
             self._client.set_terminated(self._run_id, status=status)
             self._run_id = None
 
-    def end_sweep(self) -> None:
-        if self._run_id is not None:  # a trial interrupted mid-way
-            self.end_trial("KILLED")
+    # ------------------------------------------------------------------ sync
+    def _trial_runs(self, number: int | None = None) -> list:
+        query = f"tags.`{SWEEP_TAG}` = '{self._spec.name}' and tags.`{TRIAL_TAG}` != ''"
+        if number is not None:
+            query = f"tags.`{SWEEP_TAG}` = '{self._spec.name}' and tags.`{TRIAL_TAG}` = '{number}'"
+        return self._client.search_runs([self._experiment_id], query, max_results=50000)
+
+    def logged_trials(self) -> set[int]:
+        return {int(r.data.tags[TRIAL_TAG]) for r in self._trial_runs() if r.info.status == "FINISHED"}
+
+    def _drop_partial(self, number: int) -> None:
+        """Before (re)logging a trial: remove what a broken earlier attempt left (no duplicates)."""
+        for run in self._trial_runs(number):
+            self._client.delete_run(run.info.run_id)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self._client.search_model_versions(f"name = '{self._model_name}'")
+        except MlflowException:
+            return
+        for version in versions:
+            if version.tags.get(TRIAL_TAG) == str(number) and version.tags.get(SWEEP_TAG) == self._spec.name:
+                self._client.delete_model_version(self._model_name, version.version)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."  # MLflow's param value limit
+
+
+def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
+    """Point `dense`, `best` and `sparsest-ramanujan` at model versions; returns alias -> version.
+
+    `trials` are finished trials' user attributes (with "trial"). `best`: highest clean
+    accuracy. `sparsest-ramanujan`: fewest remaining edges among versions whose every pruned
+    layer keeps both bounds (binary layer graph) positive.
+    """
+    client = _client(mlflow_uri(spec))
+    name = registered_model_name(spec)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return {}
+    by_trial = {int(v.tags[TRIAL_TAG]): v for v in versions
+                if v.tags.get(SWEEP_TAG) == spec.name and TRIAL_TAG in v.tags}
+    rows = [t for t in trials if int(t["trial"]) in by_trial]
+    if not rows:
+        return {}
+    layers = spec.masks.layers
+    chosen = {}
+    dense = [t for t in rows if all(t.get(f"remaining_{layer}") == 1.0 for layer in layers)]
+    if dense:
+        chosen["dense"] = dense[0]
+    chosen["best"] = max(rows, key=lambda t: t["acc/clean"])
+
+    def edges(t: dict) -> float:
+        return sum(t.get(f"{layer}/binary/edges", 0.0) for layer in layers)
+
+    def ramanujan(t: dict) -> bool:
+        pruned = [layer for layer in layers if t.get(f"remaining_{layer}", 1.0) < 1.0]
+        return all(t.get(f"{layer}/binary/delta_r", -1) > 0 and t.get(f"{layer}/binary/delta_s", -1) > 0
+                   for layer in pruned)
+
+    keeping = [t for t in rows if ramanujan(t)]
+    if keeping:
+        chosen["sparsest-ramanujan"] = min(keeping, key=lambda t: (edges(t), -t["acc/clean"]))
+    result = {}
+    for alias, trial in chosen.items():
+        version = by_trial[int(trial["trial"])].version
+        client.set_registered_model_alias(name, alias, version)
+        result[alias] = version
+    return result

@@ -1,0 +1,66 @@
+"""The study -> trackers direction: the report on the sweep's parent run, registry aliases,
+and `sync`, which pushes every finished trial a tracker lacks (twice is the same as once)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from .reporting import Report
+from .spec import SweepSpec
+from .sweep import StudyState, open_study, tracker_config
+from .tracking import TrialRecord, enabled_trackers
+
+__all__ = ["publish_report", "sync_trackers", "trial_record"]
+
+
+def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    """A finished trial as the trackers log it, rebuilt from the study and its files."""
+    attrs = trial.user_attrs
+    params = {name: attrs[name] for name in attrs.get("param_names", []) if name in attrs}
+    metrics = {k: float(v) for k, v in attrs.items() if "/" in k and isinstance(v, (int, float))}
+    files = {k: v for k, v in attrs.get("files", {}).items() if Path(v).exists()}
+    history = json.loads(Path(files["history"]).read_text()) if "history" in files else []
+    return TrialRecord(trial.number, params, metrics, history, files)
+
+
+def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None]) -> dict:
+    """Report files onto the sweep's parent run (MLflow) and a summary run (W&B); registry aliases."""
+    aliases = {}
+    files = [str(p) for p in report.files.values()]
+    for tracker in enabled_trackers(spec, warn):
+        try:
+            tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
+            tracker.end_sweep(files)
+            if tracker.name == "mlflow" and spec.tracking.mlflow.log_models and not report.trials.empty:
+                from .tracking.mlflow_backend import set_registry_aliases
+
+                aliases = set_registry_aliases(spec, report.trials.to_dict(orient="records"))
+        except Exception as err:
+            warn(f"could not publish the report to {tracker.name} ({type(err).__name__}: {err}); "
+                 "`expander-sweeps sync SPEC` retries")
+    return aliases
+
+
+def sync_trackers(spec: SweepSpec, warn: Callable[[str], None], say: Callable[[str], None]) -> dict[str, int]:
+    """Log every finished trial that a tracker lacks; returns tracker -> trials pushed."""
+    from .tracking import FanOut
+
+    study = open_study(spec, create=False)
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pushed = {}
+    for tracker in enabled_trackers(spec, warn):
+        tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
+        missing = [t for t in finished if t.number not in tracker.logged_trials()]
+        say(f"{tracker.name}: {len(finished) - len(missing)} of {len(finished)} trials present, pushing {len(missing)}")
+        single = FanOut([tracker], warn, background=False)
+        for trial in missing:
+            single.log_trial(trial_record(trial))
+            if tracker.name not in single.names:
+                break  # it failed and was reported; stop pushing to it
+        pushed[tracker.name] = len(missing) if tracker.name in single.names else 0
+    return pushed

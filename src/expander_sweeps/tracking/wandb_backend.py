@@ -1,0 +1,129 @@
+"""Weights & Biases backend: one run per trial, grouped by sweep, ready for parallel coordinates.
+
+Config and summary keys are flat scalars with the same names as the MLflow params and
+metrics (`remaining_W_xh`, `acc/clean`, `W_xh/binary/delta_r`, ...), so the
+parallel-coordinates panel picks them up without setup. Offline by default when no API key
+is configured; `wandb sync <run_dir>/wandb/offline-run-*` uploads later. The API key is never
+passed to or logged by this module: wandb reads it from its own environment or netrc.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from ..spec import SweepSpec
+from .base import SweepState, TrackerUnavailable, TrialRecord
+
+__all__ = ["WandbTracker", "wandb_mode", "sync_command"]
+
+_LEDGER = "expander_sweeps_logged.json"  # trials whose offline run finished (for `sync`)
+
+
+def wandb_mode(spec: SweepSpec) -> str:
+    mode = spec.tracking.wandb.mode
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def sync_command(spec: SweepSpec) -> str:
+    return f"wandb sync {spec.run_path / 'wandb'}/offline-run-*"
+
+
+class WandbTracker:
+    name = "wandb"
+
+    def __init__(self, spec: SweepSpec):
+        try:
+            import wandb
+        except ImportError:
+            raise TrackerUnavailable(
+                "the wandb package is not installed; pip install wandb, or set tracking.wandb.enabled=false"
+            ) from None
+        self._wandb = wandb
+        self._spec = spec
+        self._mode = wandb_mode(spec)
+        self._project = spec.tracking.wandb.project or spec.name
+        self._folder = spec.run_path
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._run = None
+        self._number: int | None = None
+
+    def _init(self, **kwargs):
+        return self._wandb.init(
+            project=self._project, entity=self._spec.tracking.wandb.entity, group=self._spec.name,
+            dir=str(self._folder), mode=self._mode, reinit="create_new",
+            settings=self._wandb.Settings(silent=True, console="off", x_disable_stats=True,
+                                          x_disable_meta=True, x_disable_machine_info=True),
+            **kwargs,
+        )
+
+    def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
+        pass  # runs are grouped by the sweep's name; nothing to create up front
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+        self._number = number
+        self._run = self._init(name=f"{self._spec.name}-trial-{number}", job_type="trial",
+                               id=f"{self._spec.name}-trial-{number}", resume="allow",
+                               config={"trial": number, **params})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if step is not None:  # per-epoch history: each phase has its own epoch axis
+            phase = next(iter(metrics)).split("/")[0]
+            self._run.log({**metrics, f"{phase}/epoch": step})
+        else:  # final numbers: flat summary keys (+inf, a dense layer's bound, is left out)
+            self._run.summary.update({k: v for k, v in metrics.items() if math.isfinite(v)})
+
+    def log_artifact(self, path: str, folder: str | None = None) -> None:
+        file = Path(path)
+        if not file.exists():
+            return
+        kind = "model" if file.suffix == ".pt" else ("masks" if file.name.startswith("mask") else "trial-data")
+        name = f"{self._spec.name}-trial-{self._number}-{file.stem}".replace("_", "-")
+        artifact = self._wandb.Artifact(name, type=kind)
+        artifact.add_file(str(file))
+        self._run.log_artifact(artifact)
+
+    def log_model(self, record: TrialRecord) -> None:
+        pass  # the checkpoint goes up as an artifact of type "model" (log_artifact)
+
+    def end_trial(self, status: str) -> None:
+        if self._run is None:
+            return
+        self._run.finish(exit_code=0 if status == "FINISHED" else 1)
+        self._run = None
+        if status == "FINISHED" and self._mode == "offline":
+            ledger = self._folder / "wandb" / _LEDGER
+            done = set(json.loads(ledger.read_text())) if ledger.exists() else set()
+            ledger.write_text(json.dumps(sorted(done | {self._number})))
+
+    def end_sweep(self, report_files: list[str]) -> None:
+        if self._run is not None:
+            self.end_trial("KILLED")
+        crossings = next((p for p in report_files if p.endswith("crossings.csv")), None)
+        if crossings is None:
+            return
+        run = self._init(name=f"{self._spec.name}-summary", job_type="summary")
+        with open(crossings, newline="") as handle:
+            rows = list(csv.reader(handle))
+        run.log({"crossings": self._wandb.Table(columns=rows[0], data=rows[1:])})
+        for path in report_files:
+            if path.endswith(".png"):
+                run.log({f"figure/{Path(path).stem}": self._wandb.Image(path)})
+        run.finish()
+
+    def logged_trials(self) -> set[int]:
+        if self._mode == "offline":
+            ledger = self._folder / "wandb" / _LEDGER
+            return set(json.loads(ledger.read_text())) if ledger.exists() else set()
+        api = self._wandb.Api()
+        path = f"{self._spec.tracking.wandb.entity + '/' if self._spec.tracking.wandb.entity else ''}{self._project}"
+        runs = api.runs(path, filters={"group": self._spec.name, "jobType": "trial", "state": "finished"})
+        return {int(r.config["trial"]) for r in runs if "trial" in r.config}
