@@ -50,9 +50,14 @@ def _client(uri: str):
     # the study keeps the results and `sync` pushes them later.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # Our own lines report progress; MLflow would print a run URL and download bars per trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The embedded store announces its table migrations at INFO on every first use, and the
     # pickle format (chosen on purpose, see the module's docstring) warns on every model.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # Registration and "View run at ..." notes come at INFO after each trial; our own lines say it.
+    for name in ("mlflow", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store.model_registry"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     return MlflowClient(tracking_uri=uri)
 
@@ -153,6 +158,8 @@ class MlflowTracker:
     def log_model(self, record: TrialRecord) -> None:
         if not self._spec.tracking.mlflow.log_models or "checkpoint" not in record.files:
             return
+        import tempfile
+
         import mlflow
         import numpy as np
         import torch
@@ -169,32 +176,37 @@ class MlflowTracker:
         example = np.load(record.files["example"])
         with torch.no_grad():
             signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-        mlflow.set_tracking_uri(self.uri)
         torch_version = torch.__version__.split("+")[0]
-        # log_model needs the fluent API's active run; this thread is the only one using it.
-        with mlflow.start_run(run_id=self._run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="model", input_example=example, signature=signature,
+        # Saved locally, uploaded with the client and registered from runs:/: no fluent active
+        # run, which would be global state shared with the caller's thread.
+        with tempfile.TemporaryDirectory() as folder:
+            mlflow.pytorch.save_model(
+                model, f"{folder}/model", input_example=example, signature=signature,
                 serialization_format="pickle", pip_requirements=[f"torch=={torch_version}", "expander-sweeps"],
             )
+            self._client.log_artifacts(self._run_id, f"{folder}/model", "model")
+        self._ensure_registered_model()
         version = self._client.create_model_version(
-            self._model_name, info.model_uri, run_id=self._run_id,
-            tags=self._version_tags(record),
-        ) if self._ensure_registered_model() else None
-        if version is not None:
-            self._client.set_tag(self._run_id, "expander_sweeps.model_version", version.version)
+            self._model_name, f"runs:/{self._run_id}/model", run_id=self._run_id, tags=self._version_tags(record),
+        )
+        self._client.set_tag(self._run_id, "expander_sweeps.model_version", version.version)
 
-    def _ensure_registered_model(self) -> bool:
+    def _ensure_registered_model(self) -> None:
         from mlflow.exceptions import MlflowException
 
         try:
             self._client.get_registered_model(self._model_name)
+            return
         except MlflowException:
+            pass
+        try:
             self._client.create_registered_model(
                 self._model_name, tags={SWEEP_TAG: self._spec.name},
                 description=f"Pruned, fine-tuned checkpoints of the sweep '{self._spec.name}', one version per trial.",
             )
-        return True
+        except MlflowException as err:  # another worker created it first
+            if "RESOURCE_ALREADY_EXISTS" not in str(err) and "already exists" not in str(err):
+                raise
 
     def _version_tags(self, record: TrialRecord) -> dict[str, str]:
         m = record.metrics

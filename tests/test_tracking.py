@@ -1,0 +1,231 @@
+"""MLflow (a real `mlflow server` on 127.0.0.1) and W&B (real offline run files), end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from conftest import tiny_spec_dict
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` with a SQLite backend and a temporary artifact folder, on 127.0.0.1 only."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> MlflowServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("mlflow server did not start in 120 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its uvicorn/gunicorn workers
+            self.process.wait(timeout=30)
+
+
+def run_cli(*args, env_extra=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", **(env_extra or {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([str(BIN / "expander-sweeps"), *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def _write(tmp_path, mnist_dir, **sections) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / "run", mnist_dir, **sections)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, mnist_dir):
+    """A tiny sweep against a real MLflow server, with W&B offline too."""
+    folder = tmp_path_factory.mktemp("tracked")
+    server = MlflowServer(folder / "server").start()
+    try:
+        spec = _write(folder, mnist_dir, tracking={"mlflow": {"uri": server.uri},
+                                                   "wandb": {"enabled": True, "mode": "offline"}})
+        result = run_cli("launch", spec, env_extra={"WANDB_API_KEY": "do-not-log-this-key-0123456789"})
+        yield server, spec, folder / "run", result
+    finally:
+        server.stop()
+
+
+def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
+    from mlflow.tracking import MlflowClient
+
+    server, _, run_dir, result = tracked
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=server.uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("expander_sweeps.role") == "sweep"]
+    children = [r for r in runs if "expander_sweeps.trial" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 5
+    parent = parents[0]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
+        "report/report.md", "report/crossings.csv", "report/figure_W_xh.png"}
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert {"remaining_W_xh", "remaining_W_hh", "cell", "hidden", "noise_p"} <= set(run.data.params)
+        assert "acc/var_0.3" in run.data.metrics and "W_xh/binary/lambda_2" in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [1]
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
+        assert {"trial/masks.npz", "trial/mask_W_xh.png", "trial/spectra.json", "trial/model.pt"} <= files
+    dense_trainer = [r for r in children if client.get_metric_history(r.info.run_id, "dense/loss")]
+    assert len(dense_trainer) == 1  # the trial that trained the dense model logged its epochs
+
+
+def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from expander_sweeps.data import load_dataset
+    from expander_sweeps.spec import load_spec
+    from expander_sweeps.train import accuracy
+
+    server, spec_path, run_dir, result = tracked
+    client = MlflowClient(tracking_uri=server.uri)
+    versions = client.search_model_versions("name = 'tiny-pruned'")
+    assert len(versions) == 5
+    for version in versions:
+        assert {"remaining_W_xh", "remaining_W_hh", "acc/clean", "ramanujan_W_xh", "ramanujan_W_hh",
+                "W_xh/binary/delta_r"} <= set(version.tags)
+    model = client.get_registered_model("tiny-pruned")
+    assert set(model.aliases) == {"dense", "best", "sparsest-ramanujan"}
+    assert "model registry aliases: dense" in result.stdout
+
+    chosen = client.get_model_version_by_alias("tiny-pruned", "sparsest-ramanujan")
+    assert chosen.tags["ramanujan_W_xh"] == "true" and chosen.tags["ramanujan_W_hh"] == "true"
+    mlflow.set_tracking_uri(server.uri)
+    loaded = mlflow.pytorch.load_model("models:/tiny-pruned@sparsest-ramanujan")
+    spec = load_spec(spec_path)
+    data = load_dataset(spec.data)
+    measured = accuracy(loaded, data.x_test, data.y_test, batch_size=512)
+    study = optuna.load_study(study_name="tiny", storage=spec.storage_url)
+    recorded = next(t for t in study.trials if t.number == int(chosen.tags["expander_sweeps.trial"]))
+    assert measured == recorded.user_attrs["acc/clean"]  # the very same test accuracy
+    assert measured == pytest.approx(float(chosen.tags["acc/clean"]), rel=1e-5)
+
+
+def _inspect(run_dir: Path, summary: bool) -> dict | list:
+    args = [str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)]
+    if summary:
+        args.insert(3, "--summary")
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    return json.loads(out) if summary else [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(tracked):
+    _, _, run_dir, result = tracked
+    assert "wandb sync" in result.stdout
+    runs = sorted((run_dir / "wandb").glob("offline-run-*-tiny-trial-*"))
+    assert len(runs) == 5
+    for folder in runs:
+        state = _inspect(folder, summary=True)
+        assert state["state"] == "finished"
+        assert {"remaining_W_xh", "remaining_W_hh", "cell", "trial"} <= set(state["config"])
+        assert all(not isinstance(v, dict) for v in state["config"].values())  # flat, for parallel coordinates
+        assert {"acc/clean", "acc/var_0.3", "W_xh/binary/lambda_2", "step/binary/d_avg"} <= set(state["summary"])
+        if state["config"]["remaining_W_xh"] < 1:  # +inf (dense) is left out; finite bounds are there
+            assert "W_xh/binary/delta_r" in state["summary"]
+        records = _inspect(folder, summary=False)
+        history = [r["history"] for r in records if r["type"] == "history"]
+        assert any("finetune/loss" in json.dumps(h) for h in history)
+        artifacts = [r for r in records if r["type"] == "artifact"]
+        assert any(a["artifact"]["type"] == "model" for a in artifacts)
+        assert any(a["artifact"]["type"] == "masks" for a in artifacts)
+    summary = next((run_dir / "wandb").glob("offline-run-*"), None)
+    assert summary is not None
+
+
+def test_no_secret_reaches_params_tags_artifacts_or_logs(tracked):
+    server, _, run_dir, result = tracked
+    secret = "do-not-log-this-key-0123456789"
+    assert secret not in result.stdout + result.stderr
+    for folder in (run_dir, server.folder):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+
+
+def test_server_down_mid_sweep_loses_nothing_and_sync_is_idempotent(tmp_path, mnist_dir):
+    from mlflow.tracking import MlflowClient
+
+    server = MlflowServer(tmp_path / "server").start()
+    spec = _write(tmp_path, mnist_dir, masks={"remaining": [1.0, 0.5, 0.2, 0.05]},
+                  training={"epochs": 1, "finetune_epochs": 2, "batch_size": 32},
+                  tracking={"mlflow": {"uri": server.uri}})
+    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
+    launch = subprocess.Popen([str(BIN / "expander-sweeps"), "launch", str(spec)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"})
+
+    def finished() -> int:
+        try:
+            return len(optuna.load_study(study_name="tiny", storage=storage).get_trials(states=(TrialState.COMPLETE,)))
+        except (KeyError, Exception):
+            return 0
+
+    deadline = time.monotonic() + 180
+    while finished() < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    server.stop()  # the tracking server dies in the middle of the sweep
+    output = launch.communicate(timeout=600)[0]
+    assert launch.returncode == 0, output
+    assert "tracker 'mlflow' failed" in output and output.count("tracker 'mlflow' failed") == 1
+    assert finished() == 7  # every trial is in the study
+
+    server.start()  # same database, same port
+    first = run_cli("sync", spec)
+    assert first.returncode == 0, first.stdout + first.stderr
+    client = MlflowClient(tracking_uri=server.uri)
+    experiment = client.get_experiment_by_name("tiny")
+
+    def trial_runs():
+        runs = client.search_runs([experiment.experiment_id], "tags.`expander_sweeps.trial` != ''")
+        return sorted(int(r.data.tags["expander_sweeps.trial"]) for r in runs if r.info.status == "FINISHED")
+
+    assert trial_runs() == list(range(7))
+    versions = len(client.search_model_versions("name = 'tiny-pruned'"))
+    assert versions == 7
+    second = run_cli("sync", spec)
+    assert second.returncode == 0 and "pushing 0" in second.stdout
+    assert trial_runs() == list(range(7))
+    assert len(client.search_model_versions("name = 'tiny-pruned'")) == 7
+    server.stop()
