@@ -229,3 +229,22 @@ def test_server_down_mid_sweep_loses_nothing_and_sync_is_idempotent(tmp_path, mn
     assert trial_runs() == list(range(7))
     assert len(client.search_model_versions("name = 'tiny-pruned'")) == 7
     server.stop()
+
+
+def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
+    spec = _write(tmp_path, mnist_dir, tracking={"mlflow": {"enabled": False}, "wandb": {"mode": "offline"}})
+    exported = run_cli("export", "wandb", spec, "-o", tmp_path / "sweep.yaml")
+    assert exported.returncode == 0, exported.stderr
+    config = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert config["method"] == "grid" and config["metric"] == {"name": "acc/clean", "goal": "maximize"}
+    assert config["parameters"]["remaining"]["values"] == [1.0, 0.3, 0.05]
+    assert config["command"][2:4] == ["agent-trial", str(spec)]
+    # What `wandb agent` runs for one point of the grid:
+    first = run_cli("agent-trial", spec, "--layer=W_hh", "--remaining=0.3")
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = run_cli("agent-trial", spec, "--layer=W_hh", "--remaining=0.3")
+    assert "ran 0" in again.stdout  # the study already has it
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert [(t.params["layer"], t.params["remaining"]) for t in done] == [("W_hh", 0.3)]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*-tiny-trial-0"))

@@ -309,6 +309,63 @@ def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@main.group()
+def export() -> None:
+    """Export the sweep for other tools."""
+
+
+@export.command("wandb")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@set_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None) -> None:
+    """SPEC as a W&B sweep config (`wandb sweep FILE`, then `wandb agent ID`)."""
+    import yaml
+
+    from .tracking.wandb_backend import wandb_sweep_config
+
+    spec = _load(spec_path, overrides)
+    text = yaml.safe_dump(wandb_sweep_config(spec, spec_path), sort_keys=False)
+    if output:
+        Path(output).write_text(text)
+        console.print(f"wrote {output}; next: wandb sweep {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command("agent-trial", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.pass_context
+def agent_trial(ctx: click.Context, spec_path: str) -> None:
+    """Run one point of SPEC given as --name=value arguments (what `wandb agent` passes)."""
+    spec = _load(spec_path, ())
+    point: dict = {}
+    for argument in ctx.args:
+        name, sep, value = argument.removeprefix("--").partition("=")
+        if not sep:
+            _fail(f"agent-trial expects --name=value arguments, but got {argument!r}")
+        point[name] = value if name == "layer" else _number(name, value)
+    if point.get("remaining") == 1.0 and "layer" in point:
+        point["layer"] = spec.masks.layers[0]  # the all-dense point is one trial, whichever layer    if spec.tracking.wandb.enabled is False:
+        spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
+            update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})
+    from .sweep import launch_study
+
+    _quiet_libraries()
+    result = launch_study(spec, point=point)
+    console.print(f"agent trial {point}: ran {result.ran}, failed {result.failed}", highlight=False)
+    if result.failed:
+        sys.exit(1)
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        _fail(f"agent-trial: --{name} must be a number, but got {value!r}")
+        raise
+
+
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @set_option

@@ -12,6 +12,7 @@ finished one. Other samplers draw points until the study holds `n_trials` finish
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -21,7 +22,7 @@ import threading
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ class LaunchResult:
     study: optuna.Study
     ran: int
     failed: int
+    tracker_seconds: dict[str, float] = field(default_factory=dict)  # per tracker and call
 
 
 def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
@@ -202,18 +204,26 @@ def plan_of_trial(trial: optuna.trial.FrozenTrial, spec: SweepSpec) -> TrialPlan
     return TrialPlan(remaining, float(trial.user_attrs.get("train_noise_variance", 0.0)))
 
 
-def _enqueue_missing(study: optuna.Study, spec: SweepSpec) -> None:
-    """Enqueue the grid points that no trial holds: finished, running (here or in another
-    worker; a dead worker's trial comes back through the heartbeat retry) or waiting."""
+def _point_key(params: dict) -> tuple:
+    return tuple(sorted((k, float(v) if isinstance(v, (int, float)) else v) for k, v in params.items()))
+
+
+def _enqueue_points(study: optuna.Study, points: list[dict[str, Any]]) -> None:
+    """Enqueue the points that no trial holds: finished, running (here or in another worker; a
+    dead worker's trial comes back through the heartbeat retry) or waiting."""
     taken = set()
     states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     for t in study.get_trials(deepcopy=False, states=states):
         # An enqueued trial carries its point in fixed_params until its parameters are suggested.
-        taken.add(tuple(sorted({**t.system_attrs.get("fixed_params", {}), **t.params}.items())))
-    for plan in grid_plans(spec):
-        params = _params_of(plan, spec)
-        if tuple(sorted(params.items())) not in taken:
+        taken.add(_point_key({**t.system_attrs.get("fixed_params", {}), **t.params}))
+    for params in points:
+        if _point_key(params) not in taken:
             study.enqueue_trial(params)
+            taken.add(_point_key(params))
+
+
+def _enqueue_missing(study: optuna.Study, spec: SweepSpec) -> None:
+    _enqueue_points(study, [_params_of(plan, spec) for plan in grid_plans(spec)])
 
 
 def tracker_config(spec: SweepSpec) -> dict:
@@ -260,10 +270,13 @@ def _objective_values(spec: SweepSpec, result: TrialResult, plan: TrialPlan) -> 
     return values
 
 
-def _claim_waiting(study: optuna.Study) -> optuna.Trial | None:
-    """Take one WAITING trial for this process. The storage's conditional update makes the claim
-    atomic: of several workers reaching for the same trial, exactly one gets it."""
+def _claim_waiting(study: optuna.Study, only: dict[str, Any] | None = None) -> optuna.Trial | None:
+    """Take one WAITING trial (with the parameters `only`, if given) for this process. The
+    storage's conditional update makes the claim atomic: of several workers reaching for the
+    same trial, exactly one gets it."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if only is not None and _point_key(frozen.system_attrs.get("fixed_params", frozen.params)) != _point_key(only):
+            continue
         # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
         # never a RUNNING one without a heartbeat (which no one would ever find stale).
         with contextlib.suppress(Exception):  # two workers racing to insert the same heartbeat row
@@ -364,16 +377,26 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)  # and re-enqueue them, up to study.retries times
 
 
-def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None) -> LaunchResult:
+def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None,
+                 point: dict[str, Any] | None = None) -> LaunchResult:
     """Run trials until the study has every one it needs, recording each in the study, then in
-    the trackers. Any number of processes may run this on the same study at once."""
+    the trackers. Any number of processes may run this on the same study at once.
+
+    With `point` (Optuna parameters, as a `wandb agent` passes them), run that one point only
+    (unless the study already has it)."""
     events = events or SweepEvents()
     study = open_study(spec)
     _fail_stale(study)
-    if spec.study.sampler == "grid":
+    if point is not None:
         with _sweep_lock(study, spec):
-            _enqueue_missing(study, spec)
-    to_run = _to_run(study, spec)
+            _enqueue_points(study, [point])
+        next_trial = functools.partial(_claim_waiting, study, point)
+    else:
+        if spec.study.sampler == "grid":
+            with _sweep_lock(study, spec):
+                _enqueue_missing(study, spec)
+        next_trial = functools.partial(_next_trial, study, spec)
+    to_run = 1 if point is not None else _to_run(study, spec)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if to_run == 0 and not _running(study):
         events.sweep_started(spec, 0, done, "", "")
@@ -432,11 +455,11 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
         with _terminate_as_interrupt():
             while True:
                 _fail_stale(study)
-                trial = _next_trial(study, spec)
+                trial = next_trial()
                 if trial is None:
                     # Trials still RUNNING elsewhere may belong to a dead worker: wait until they
                     # finish, or go stale and come back as WAITING, before calling the study done.
-                    if not _running(study) or spec.study.sampler != "grid":
+                    if not _running(study) or spec.study.sampler != "grid" or point is not None:
                         break
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since > spec.study.grace_seconds + 2 * spec.study.heartbeat_seconds:
@@ -453,7 +476,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     finally:
         trackers.end_sweep()
         trackers.close()  # wait for the trackers' queue to drain
-    return LaunchResult(study, ran, failed)
+    return LaunchResult(study, ran, failed, trackers.seconds)
 
 
 def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

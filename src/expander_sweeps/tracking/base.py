@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -69,6 +70,7 @@ class FanOut:
     def __init__(self, trackers: list[Tracker], warn: Callable[[str], None], background: bool = True):
         self._trackers = list(trackers)
         self._warn = warn
+        self.seconds: dict[str, float] = {}  # time spent per tracker and call, for benchmarks
         self._queue: queue.Queue | None = queue.Queue() if background and trackers else None
         self._thread = None
         if self._queue is not None:
@@ -81,6 +83,7 @@ class FanOut:
 
     def _call(self, method: str, args: tuple) -> None:
         for tracker in list(self._trackers):
+            started = time.perf_counter()
             try:
                 getattr(tracker, method)(*args)
             except Exception as err:  # a tracker must never take a trial down with it
@@ -90,6 +93,9 @@ class FanOut:
                     "for the rest of this run. The results are safe in the Optuna study; "
                     "`expander-sweeps sync SPEC` pushes them when the tracker is back."
                 )
+            finally:
+                key = f"{tracker.name}.{method}"
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - started
 
     def _drain(self) -> None:
         while True:

@@ -50,6 +50,8 @@ def _client(uri: str):
     # the study keeps the results and `sync` pushes them later.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow 3's usage telemetry runs a client thread beside the training; off here.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Our own lines report progress; MLflow would print a run URL and download bars per trial.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

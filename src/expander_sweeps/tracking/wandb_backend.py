@@ -19,7 +19,7 @@ from typing import Any
 from ..spec import SweepSpec
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
-__all__ = ["WandbTracker", "wandb_mode", "sync_command"]
+__all__ = ["WandbTracker", "wandb_mode", "sync_command", "wandb_sweep_config"]
 
 _LEDGER = "expander_sweeps_logged.json"  # trials whose offline run finished (for `sync`)
 
@@ -55,13 +55,18 @@ class WandbTracker:
         self._folder.mkdir(parents=True, exist_ok=True)
         self._run = None
         self._number: int | None = None
+        self._pending: list[Path] = []
 
     def _init(self, **kwargs):
         return self._wandb.init(
             project=self._project, entity=self._spec.tracking.wandb.entity, group=self._spec.name,
             dir=str(self._folder), mode=self._mode, reinit="create_new",
+            # A trial's run is short: no system stats, console capture, git or code snapshot,
+            # and no pip freeze per run (they cost CPU next to the training).
             settings=self._wandb.Settings(silent=True, console="off", x_disable_stats=True,
-                                          x_disable_meta=True, x_disable_machine_info=True),
+                                          x_disable_meta=True, x_disable_machine_info=True,
+                                          disable_code=True, disable_git=True, x_save_requirements=False,
+                                          x_disable_viewer=True),
             **kwargs,
         )
 
@@ -70,9 +75,11 @@ class WandbTracker:
 
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         self._number = number
+        # Under `wandb agent` the agent owns the run's id; elsewhere a fixed id per trial.
+        identity = {} if os.environ.get("WANDB_SWEEP_ID") else {"id": f"{self._spec.name}-trial-{number}",
+                                                                 "resume": "allow"}
         self._run = self._init(name=f"{self._spec.name}-trial-{number}", job_type="trial",
-                               id=f"{self._spec.name}-trial-{number}", resume="allow",
-                               config={"trial": number, **params})
+                               config={"trial": number, **params}, **identity)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if step is not None:  # per-epoch history: each phase has its own epoch axis
@@ -82,14 +89,20 @@ class WandbTracker:
             self._run.summary.update({k: v for k, v in metrics.items() if math.isfinite(v)})
 
     def log_artifact(self, path: str, folder: str | None = None) -> None:
-        file = Path(path)
-        if not file.exists():
-            return
-        kind = "model" if file.suffix == ".pt" else ("masks" if file.name.startswith("mask") else "trial-data")
-        name = f"{self._spec.name}-trial-{self._number}-{file.stem}".replace("_", "-")
-        artifact = self._wandb.Artifact(name, type=kind)
-        artifact.add_file(str(file))
-        self._run.log_artifact(artifact)
+        if Path(path).exists():
+            self._pending.append(Path(path))  # uploaded as two artifacts when the trial ends
+
+    def _log_pending(self) -> None:
+        """The trial's files as two artifacts: the checkpoint (type `model`) and the rest (`masks`)."""
+        model_files = [p for p in self._pending if p.suffix == ".pt"]
+        other_files = [p for p in self._pending if p.suffix != ".pt"]
+        for kind, files in (("model", model_files), ("masks", other_files)):
+            if files:
+                artifact = self._wandb.Artifact(f"{self._spec.name}-trial-{self._number}-{kind}", type=kind)
+                for file in files:
+                    artifact.add_file(str(file))
+                self._run.log_artifact(artifact)
+        self._pending = []
 
     def log_model(self, record: TrialRecord) -> None:
         pass  # the checkpoint goes up as an artifact of type "model" (log_artifact)
@@ -97,6 +110,7 @@ class WandbTracker:
     def end_trial(self, status: str) -> None:
         if self._run is None:
             return
+        self._log_pending()
         self._run.finish(exit_code=0 if status == "FINISHED" else 1)
         self._run = None
         if status == "FINISHED" and self._mode == "offline":
@@ -127,3 +141,35 @@ class WandbTracker:
         path = f"{self._spec.tracking.wandb.entity + '/' if self._spec.tracking.wandb.entity else ''}{self._project}"
         runs = api.runs(path, filters={"group": self._spec.name, "jobType": "trial", "state": "finished"})
         return {int(r.config["trial"]) for r in runs if "trial" in r.config}
+
+
+def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
+    """The sweep as a W&B sweep config, for people who run `wandb agent`: each agent run calls
+    `expander-sweeps agent-trial SPEC --name=value ...`, which runs that point into the study."""
+    from ..spec import RangeSpec
+
+    remaining = spec.masks.remaining
+    if isinstance(remaining, RangeSpec):
+        fraction = {"min": remaining.low, "max": remaining.high,
+                    "distribution": "log_uniform_values" if remaining.log else "uniform"}
+    else:
+        fraction = {"values": sorted(remaining, reverse=True)}
+    parameters: dict[str, Any] = {}
+    if spec.masks.schedule == "each":
+        parameters["layer"] = {"values": list(spec.masks.layers)}
+        parameters["remaining"] = fraction
+    elif spec.masks.schedule == "tied":
+        parameters["remaining"] = fraction
+    else:
+        parameters.update({f"remaining_{layer}": fraction for layer in spec.masks.layers})
+    if spec.noise.at_training:
+        parameters["train_noise_variance"] = {"values": list(spec.noise.variances)}
+    method = {"grid": "grid", "tpe": "bayes"}.get(spec.study.sampler, "random")
+    return {
+        "name": spec.name,
+        "project": spec.tracking.wandb.project or spec.name,
+        "method": method,
+        "metric": {"name": "acc/clean", "goal": "maximize"},
+        "parameters": parameters,
+        "command": ["${env}", "expander-sweeps", "agent-trial", str(spec_path), "${args}"],
+    }
