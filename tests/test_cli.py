@@ -88,8 +88,9 @@ def test_mlflow_has_one_run_per_trial_with_params_metrics_and_masks(launched):
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 5
-    for run in runs:
+    trial_runs = [r for r in runs if "expander_sweeps.trial" in r.data.tags]
+    assert len(trial_runs) == 5 and len(runs) == 6  # and the sweep's parent run
+    for run in trial_runs:
         assert run.info.status == "FINISHED"
         assert {"remaining_W_xh", "remaining_W_hh", "cell", "init", "noise_p"} <= set(run.data.params)
         assert 0.0 <= run.data.metrics["acc/clean"] <= 1.0

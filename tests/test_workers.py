@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
@@ -77,11 +78,13 @@ _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 
 
 def _trials(study_name: str, url: str, states=None):
-    """The study's trials, or none while no worker has created the study yet."""
-    storage = _STORAGES.setdefault(url, optuna.storages.RDBStorage(url))
+    """The study's trials, or none while no worker has created the study (or its tables) yet.
+    The poller never creates tables itself: that would race the workers creating them."""
     try:
+        storage = _STORAGES.get(url) or _STORAGES.setdefault(
+            url, optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True))
         return optuna.load_study(study_name=study_name, storage=storage).get_trials(states=states)
-    except KeyError:
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
         return []
 
 

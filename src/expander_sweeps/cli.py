@@ -346,7 +346,8 @@ def agent_trial(ctx: click.Context, spec_path: str) -> None:
             _fail(f"agent-trial expects --name=value arguments, but got {argument!r}")
         point[name] = value if name == "layer" else _number(name, value)
     if point.get("remaining") == 1.0 and "layer" in point:
-        point["layer"] = spec.masks.layers[0]  # the all-dense point is one trial, whichever layer    if spec.tracking.wandb.enabled is False:
+        point["layer"] = spec.masks.layers[0]  # the all-dense point is one trial, whichever layer
+    if not spec.tracking.wandb.enabled:  # an agent's run is a W&B run
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})
     from .sweep import launch_study
