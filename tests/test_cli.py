@@ -147,3 +147,11 @@ def test_validate_prints_defaults_and_schema_is_json(tmp_path):
     out = tmp_path / "schema.json"
     assert run_cli("schema", "-o", out).returncode == 0
     assert json.loads(out.read_text())["title"] == "expander-sweeps sweep spec"
+
+
+def test_unreachable_storage_exits_2_and_hides_the_password(tmp_path, write_spec, mnist_dir):
+    spec = write_spec(tiny_spec_dict(tmp_path / "run", mnist_dir))
+    result = run_cli("launch", spec, "--set", "study.storage=postgresql+psycopg://someone:hunter2@127.0.0.1:1/none")
+    assert result.returncode == 2
+    assert "cannot open the Optuna storage postgresql+psycopg://someone:***@127.0.0.1:1/none" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "Traceback" not in result.stderr

@@ -82,23 +82,28 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Several local workers write to one SQLite file: wait for the lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        with _heartbeats_allowed():
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=spec.study.heartbeat_seconds,
-                grace_period=spec.study.grace_seconds,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=spec.study.retries
-                ),
-            )
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
-        raise StorageError(
-            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {err}. "
-            "Check study.storage (a SQLAlchemy URL such as postgresql+psycopg://user@host/db), "
-            "that the server is reachable and the database exists"
-        ) from None
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            with _heartbeats_allowed():
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=spec.study.heartbeat_seconds,
+                    grace_period=spec.study.grace_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=spec.study.retries
+                    ),
+                )
+            break
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            # Workers starting together on an empty database race to create its tables; the
+            # loser's next attempt finds them there. A server that is down fails every attempt.
+            if attempt == attempts:
+                raise StorageError.about(url, err) from None
+            time.sleep(0.5 * attempt)
+        except (ImportError, ValueError) as err:  # a missing driver, a malformed URL
+            raise StorageError.about(url, err) from None
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
@@ -110,6 +115,14 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
 
 class StorageError(RuntimeError):
     """The study's storage cannot be opened; the message says which URL and what to check."""
+
+    @classmethod
+    def about(cls, url: str, err: Exception) -> StorageError:
+        return cls(
+            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {err}. "
+            "Check study.storage (a SQLAlchemy URL such as postgresql+psycopg://user@host/db), "
+            "that the server is reachable and the database exists"
+        )
 
 
 def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
