@@ -8,8 +8,6 @@ Deeper layers are W_xh_l1, W_hh_l1, ... For an LSTM (GRU) the gate blocks are st
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -70,7 +68,3 @@ def build_model(spec: ModelSpec, input_size: int, num_classes: int, seed: int) -
         torch.manual_seed(seed)
         return SequenceClassifier(spec, input_size, num_classes)
 
-
-def kaiming_bound(fan_in: int) -> float:
-    """Bound of the Kaiming-uniform init used here: sqrt(6 / fan_in)."""
-    return math.sqrt(6.0 / fan_in)

@@ -31,14 +31,10 @@ __all__ = [
     "load_spec",
     "spec_from_dict",
     "json_schema",
-    "PRUNABLE_LAYERS",
     "MnistDataSpec",
     "AudioDataSpec",
     "redact_url",
 ]
-
-# Matrices that masks may prune. W_hy (the dense output layer) is never pruned.
-PRUNABLE_LAYERS = ("W_xh", "W_hh")
 
 
 class SpecError(ValueError):

@@ -35,8 +35,8 @@ from .spec import RangeSpec, SweepSpec, redact_url
 from .tracking import FanOut, TrialRecord, build_trackers
 from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 
-__all__ = ["SweepEvents", "LaunchResult", "StorageError", "open_study", "grid_plans", "launch_study",
-           "plan_of_trial"]
+__all__ = ["SweepEvents", "LaunchResult", "StorageError", "open_study", "grid_plans", "launch_study"]
+
 
 @contextlib.contextmanager
 def _heartbeats_allowed():
@@ -209,12 +209,6 @@ def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
                 seen.add(key)
                 plans.append(TrialPlan(remaining, variance))
     return plans
-
-
-def plan_of_trial(trial: optuna.trial.FrozenTrial, spec: SweepSpec) -> TrialPlan:
-    """Rebuild a finished trial's plan from its user attributes."""
-    remaining = {n: float(trial.user_attrs[f"remaining_{n}"]) for n in spec.masks.layers}
-    return TrialPlan(remaining, float(trial.user_attrs.get("train_noise_variance", 0.0)))
 
 
 def _point_key(params: dict) -> tuple:
