@@ -191,7 +191,6 @@ def _run_here(spec: SweepSpec, label: str = ""):
 def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_report: bool) -> None:
     """Run the sweep SPEC (relaunching continues it), then write its report."""
     from .reporting import write_report
-    from .sweep import open_study
     from .workers import default_workers
 
     spec = _load(spec_path, overrides)
@@ -207,7 +206,7 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
         codes = run_workers(spec_path, overrides, workers, console)
         if any(code == USER_ERROR for code in codes):
             sys.exit(USER_ERROR)
-        study = open_study(spec, create=False)
+        study = _existing_study(spec, "the workers created none; see their lines above")
         ran, failed = None, _failed_count(study)
     elapsed = time.perf_counter() - started
     ran_text = f"ran {ran} trial(s)" if ran is not None else f"{workers} workers finished"
@@ -266,17 +265,23 @@ def worker(spec_path: str, overrides: tuple[str, ...]) -> None:
 def report(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Write the crossing table and figures of SPEC's study (any time, from the study alone)."""
     from .reporting import write_report
-    from .sweep import StorageError, open_study
 
     spec = _load(spec_path, overrides)
     _quiet_libraries()
+    study = _existing_study(spec, f"run `expander-sweeps launch {spec_path}` first")
+    _print_report(write_report(spec, study))
+
+
+def _existing_study(spec: SweepSpec, hint: str):
+    """The spec's study, which must exist already; user errors exit 2 with `hint`."""
+    from .sweep import StorageError, open_study
+
     try:
-        study = open_study(spec, create=False)
+        return open_study(spec, create=False)
     except StorageError as err:
         _fail(str(err))
     except KeyError:
-        _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; run `expander-sweeps launch {spec_path}` first")
-    _print_report(write_report(spec, study))
+        _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; {hint}")
 
 
 @main.command()
@@ -285,7 +290,6 @@ def report(spec_path: str, overrides: tuple[str, ...]) -> None:
 def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Push every finished trial of SPEC that a tracker lacks (after a tracker was down); idempotent."""
     from .reporting import write_report
-    from .sweep import StorageError, open_study
     from .syncing import sync_trackers
 
     spec = _load(spec_path, overrides)
@@ -296,13 +300,8 @@ def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
         warnings_seen.append(message)
         err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
-    try:
-        pushed = sync_trackers(spec, warn, lambda m: console.print(m, highlight=False))
-        study = open_study(spec, create=False)
-    except StorageError as err:
-        _fail(str(err))
-    except KeyError:
-        _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; nothing to sync")
+    study = _existing_study(spec, "nothing to sync")
+    pushed = sync_trackers(spec, study, warn, lambda m: console.print(m, highlight=False))
     _publish(spec, study, write_report(spec, study))
     console.print("synced: " + (", ".join(f"{k} +{v}" for k, v in pushed.items()) or "no tracker is enabled"))
     if warnings_seen:

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from .reporting import Report
 from .spec import SweepSpec
-from .sweep import StudyState, open_study, tracker_config
+from .sweep import StudyState, tracker_config
 from .tracking import TrialRecord, enabled_trackers
 
 __all__ = ["publish_report", "sync_trackers", "trial_record"]
@@ -46,11 +46,11 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
     return aliases
 
 
-def sync_trackers(spec: SweepSpec, warn: Callable[[str], None], say: Callable[[str], None]) -> dict[str, int]:
-    """Log every finished trial that a tracker lacks; returns tracker -> trials pushed."""
+def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], None],
+                  say: Callable[[str], None]) -> dict[str, int]:
+    """Log every finished trial of `study` that a tracker lacks; returns tracker -> trials pushed."""
     from .tracking import FanOut
 
-    study = open_study(spec, create=False)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pushed = {}
     for tracker in enabled_trackers(spec, warn):
