@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from expander_sweeps.masks import MaskHolder, kept_count, magnitude_mask, random_mask
+from expander_sweeps.masks import (
+    MaskHolder,
+    kept_count,
+    magnitude_mask,
+    magnitude_min_degree_mask,
+    random_mask,
+    regular_mask,
+)
 from expander_sweeps.models import build_model
 from expander_sweeps.spec import ModelSpec
 from expander_sweeps.train import accuracy, fit
@@ -85,3 +92,51 @@ def test_training_is_reproducible_on_cpu():
                       noise_fraction=0.2, noise_variance=0.3)
         runs.append((model.matrices()["W_hh"].detach().clone(), history[-1].loss))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize("shape,remaining", [((128, 28), 0.1), ((64, 64), 0.05), ((32, 128), 0.5)])
+def test_regular_mask_has_equal_row_degrees_and_balanced_columns(shape, remaining):
+    mask = regular_mask(shape, remaining, torch.Generator().manual_seed(0))
+    rows = mask.sum(dim=1)
+    cols = mask.sum(dim=0)
+    assert (rows == round(remaining * shape[1])).all()
+    assert int(cols.max() - cols.min()) <= 1
+    again = regular_mask(shape, remaining, torch.Generator().manual_seed(0))
+    assert torch.equal(mask, again)
+
+
+def test_regular_mask_is_a_good_expander_where_magnitude_is_not():
+    # A square biregular random graph of degree 6 is Ramanujan with high probability.
+    from expander_sweeps.spectral import layer_spectrum
+
+    mask = regular_mask((128, 128), 6 / 128, torch.Generator().manual_seed(1))
+    s = layer_spectrum(mask.numpy().astype(float))
+    assert s.lambda_1 == pytest.approx(6.0)
+    assert s.lambda_2 < 2 * (6 - 1) ** 0.5 and s.delta_r > 0
+
+
+@pytest.mark.parametrize("remaining,min_degree", [(0.02, 1), (0.3, 2), (0.05, 3)])
+def test_magnitude_with_minimum_degree_honours_it(remaining, min_degree):
+    weight = torch.randn(128, 28, generator=torch.Generator().manual_seed(2))
+    mask = magnitude_min_degree_mask(weight, remaining, min_degree)
+    assert int(mask.sum(dim=1).min()) >= min_degree
+    assert int(mask.sum(dim=0).min()) >= min_degree
+    budget = round(remaining * weight.numel())
+    assert int(mask.sum()) == max(budget, int(mask.sum()))  # never fewer than asked
+    # Within its degree guarantees it is a magnitude mask: every kept free edge outweighs every cut one.
+    forced = torch.zeros_like(mask)
+    order_r = weight.abs().argsort(dim=1, descending=True)[:, :min_degree]
+    forced.scatter_(1, order_r, True)
+    order_c = weight.abs().argsort(dim=0, descending=True)[:min_degree, :]
+    forced.scatter_(0, order_c, True)
+    free_kept = weight.abs()[mask & ~forced]
+    cut = weight.abs()[~mask]
+    if len(free_kept) and len(cut):
+        assert free_kept.min() >= cut.max()
+    if int(forced.sum()) <= budget:
+        assert int(mask.sum()) == budget
+
+
+def test_magnitude_with_minimum_degree_zero_is_plain_magnitude():
+    weight = torch.randn(40, 30, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(magnitude_min_degree_mask(weight, 0.1, 0), magnitude_mask(weight, 0.1))

@@ -28,6 +28,51 @@ def test_grid_plans_per_schedule():
     assert len(sweep.grid_plans(independent)) == 4 * 2
 
 
+def test_grid_plans_cross_seeds_and_mask_methods_but_share_the_dense_point():
+    spec = SweepSpec(name="a", training={"seed": [0, 1, 2]},
+                     masks={"remaining": [1.0, 0.5, 0.1], "method": ["magnitude", "regular"]})
+    plans = sweep.grid_plans(spec)
+    # per seed: one dense trial + 2 layers x 2 fractions x 2 methods
+    assert len(plans) == 3 * (1 + 2 * 2 * 2)
+    dense = [p for p in plans if not p.pruned_layers]
+    assert [(p.seed, p.mask_method) for p in dense] == [(0, "magnitude"), (1, "magnitude"), (2, "magnitude")]
+    assert {p.mask_method for p in plans if p.pruned_layers} == {"magnitude", "regular"}
+    params = sweep._params_of(plans[1], spec)
+    assert set(params) == {"layer", "remaining", "mask_method", "seed"}
+
+
+@pytest.mark.slow
+def test_seeds_and_mask_methods_in_one_sweep_and_the_claim_report(tmp_path, mnist_dir):
+    spec = _spec(tmp_path, mnist_dir, training={"seed": [0, 1]},
+                 masks={"remaining": [1.0, 0.3, 0.05], "method": ["magnitude", "regular"], "layers": ["W_hh"]},
+                 spectral={"graphs": ["layer", "unrolled"], "weighted": False})
+    result = expander_sweeps.launch(spec)
+    frame = expander_sweeps.report(spec).trials
+    assert result.failed == 0 and len(frame) == 2 * (1 + 2 * 2)
+    assert set(zip(frame["seed"], frame["mask_method"], strict=True)) >= {(0, "regular"), (1, "magnitude")}
+    # Different seeds train different dense models (the cache key holds the seed).
+    dense = frame[frame["remaining_W_hh"] == 1.0].sort_values("seed")
+    assert dense["dense/acc/clean"].nunique() == 2
+    regular = frame[(frame["mask_method"] == "regular") & (frame["remaining_W_hh"] < 1.0)]
+    assert (regular["W_hh/binary/d_left"] == regular["W_hh/binary/d_left"].round()).all()  # equal row degrees
+    assert (frame["unrolled/binary/steps"] == 28).all()
+    rep = expander_sweeps.report(spec)
+    claim = rep.claim
+    assert set(claim["mask_method"]) == {"magnitude", "regular"}
+    assert set(claim["noise"]) == {"clean", "noise var 0.3"}
+    assert set(claim["seeds"]) <= {0, 1, 2}
+    # The drop is measured against the dense trial of the same seed: recompute one by hand.
+    row = frame[(frame["mask_method"] == "magnitude") & (frame["remaining_W_hh"] == 0.05) & (frame["seed"] == 0)].iloc[0]
+    base = dense[dense["seed"] == 0].iloc[0]["acc/clean"]
+    panel = [p for p in expander_sweeps.reporting._panels(frame, spec) if p.method == "magnitude"][0]
+    assert panel.drops("acc/clean")[row.name] == pytest.approx(base - row["acc/clean"])
+    markdown = (spec.run_path / "report" / "report.md").read_text()
+    assert "## The claim, tested" in markdown and "## Mask methods at equal remaining edges" in markdown
+    assert (spec.run_path / "report" / "claim.csv").stat().st_size > 0
+    figure = spec.run_path / "report" / "figure_W_hh.png"
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow
 def test_a_failed_trial_is_recorded_and_rerun_at_the_next_launch(tmp_path, mnist_dir, monkeypatch):
     spec = _spec(tmp_path, mnist_dir, masks={"remaining": [1.0, 0.2]}, training={"epochs": 1})

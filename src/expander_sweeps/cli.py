@@ -150,18 +150,45 @@ def _print_report(rep) -> None:
     table = Table(title="Remaining edges where each bound first turns negative", title_justify="left",
                   caption="swept: the pruned layer, others dense unless tied; step: [W_xh | W_hh] -> h_t",
                   caption_justify="left")
-    for column in ["swept", "graph", "weights", *bounds]:
+    several_methods = rep.crossings["mask_method"].nunique() > 1
+    for column in ["swept", *(["mask"] if several_methods else []), "graph", "weights", *bounds]:
         table.add_column(column, no_wrap=column in bounds)
-    groups = rep.crossings.groupby(["pruned", "train_noise_variance", "graph", "weighting"], sort=False)
-    for (pruned, variance, graph, weighting), rows in groups:
+    groups = rep.crossings.groupby(["pruned", "mask_method", "train_noise_variance", "graph", "weighting"], sort=False)
+    for (pruned, method, variance, graph, weighting), rows in groups:
         cells = {row["bound"]: _short(row) for _, row in rows.iterrows()}
         label = (pruned if "tied" in pruned else pruned.split(" (")[0]) + (f", train var {variance:g}" if variance else "")
-        table.add_row(label, graph.split(" ")[0], weighting, *(cells.get(b, "") for b in bounds))
+        table.add_row(label, *([method] if several_methods else []), graph.split(" ")[0], weighting,
+                      *(cells.get(b, "") for b in bounds))
     console.print(table)
+    _print_claim(rep)
     console.print(f"report: {rep.files['markdown']}", soft_wrap=True)
     for key, path in rep.files.items():
         if key.startswith("figure"):
             console.print(f"figure: {path}", soft_wrap=True)
+
+
+def _print_claim(rep) -> None:
+    """The claim test in brief: clean accuracy, the layer graph's Delta_R and Delta_S."""
+    if rep.claim.empty:
+        return
+    rows = rep.claim[(rep.claim["noise"] == "clean") & rep.claim["bound"].isin(["Delta_R", "Delta_S"])
+                     & ~rep.claim["graph"].str.startswith("unrolled")]
+    table = Table(title="Clean accuracy drop vs bound crossing (binary layer graph)", title_justify="left",
+                  caption="held: bound crossing minus drop crossing (points of remaining edges; >= 0: accuracy "
+                  "held until the bound crossed); rho: Spearman(bound, drop), mean over seeds",
+                  caption_justify="left")
+    for column in ["swept", "mask", "drop > threshold at", "bound", "crossing", "held", "rho"]:
+        table.add_column(column)
+    for _, row in rows.iterrows():
+        def pct(value) -> str:
+            return "never" if value is None or value != value else f"{value:.2f}%"
+
+        held = row["held_beyond_crossing_pts"]
+        rho = row["spearman_rho"]
+        table.add_row(row["pruned"].split(" (")[0], row["mask_method"], pct(row["drop_crossing_pct"]), row["bound"],
+                      pct(row["bound_crossing_pct"]), "" if held is None or held != held else f"{held:+.2f}",
+                      "n/a" if rho != rho else f"{rho:+.2f}")
+    console.print(table)
 
 
 def _run_here(spec: SweepSpec, label: str = ""):
@@ -343,9 +370,15 @@ def agent_trial(ctx: click.Context, spec_path: str) -> None:
         name, sep, value = argument.removeprefix("--").partition("=")
         if not sep:
             _fail(f"agent-trial expects --name=value arguments, but got {argument!r}")
-        point[name] = value if name == "layer" else _number(name, value)
-    if point.get("remaining") == 1.0 and "layer" in point:
-        point["layer"] = spec.masks.layers[0]  # the all-dense point is one trial, whichever layer
+        point[name] = value if name in ("layer", "mask_method") else _number(name, value)
+        if name == "seed":
+            point[name] = int(point[name])
+    if point.get("remaining") == 1.0:
+        # The all-dense point is one trial, whichever layer and mask method the agent drew.
+        if "layer" in point:
+            point["layer"] = spec.masks.layers[0]
+        if "mask_method" in point:
+            point["mask_method"] = spec.masks.methods[0]
     if not spec.tracking.wandb.enabled:  # an agent's run is a W&B run
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})

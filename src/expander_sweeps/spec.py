@@ -243,18 +243,44 @@ class TrainingSpec(_Strict):
     finetune_epochs: int = Field(
         20, ge=0, description="Epochs of training after masking, with the mask held ('pruning epochs')."
     )
-    seed: int = Field(0, description="Seed of initialisation, batch order and training noise.")
+    seed: int | list[int] = Field(
+        0,
+        description="Seed of initialisation, batch order and training noise. A list runs every "
+        "point once per seed (a study dimension), and the report shows mean and spread.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto`: CUDA when available, else CPU."
     )
     eval_batch_size: int = Field(2048, ge=1, description="Batch size of evaluation passes.")
 
+    @field_validator("seed")
+    @classmethod
+    def _distinct_seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"seed lists must be non-empty and distinct, but got {value}")
+        return value
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.seed if isinstance(self.seed, list) else [self.seed]
+
+
+MASK_METHODS = ("magnitude", "random", "regular", "magnitude_min_degree")
+MaskMethod = Literal["magnitude", "random", "regular", "magnitude_min_degree"]
+
 
 class MaskSpec(_Strict):
-    method: Literal["magnitude", "random"] = Field(
+    method: MaskMethod | list[MaskMethod] = Field(
         "magnitude",
         description="`magnitude`: keep the largest |w| of each layer (one-shot, layer-wise). "
-        "`random`: a uniformly random mask at the same density (a control).",
+        "`random`: a uniformly random mask at the same density (a control). `regular`: a random "
+        "biregular mask (every output keeps round(remaining * inputs) inputs; input degrees "
+        "differ by at most one), an expander-preserving control. `magnitude_min_degree`: "
+        "magnitude, but every row and column keeps at least `min_degree` edges. A list puts "
+        "the method in the search space, so the report compares methods at equal remaining edges.",
+    )
+    min_degree: int = Field(
+        1, ge=0, description="`magnitude_min_degree`: edges every row and every column keeps at least."
     )
     layers: list[Literal["W_xh", "W_hh"]] = Field(
         default_factory=lambda: ["W_xh", "W_hh"],
@@ -273,6 +299,17 @@ class MaskSpec(_Strict):
         "or {low, high, log} for non-grid samplers.",
     )
     seed: int = Field(0, description="Seed of random masks.")
+
+    @field_validator("method")
+    @classmethod
+    def _distinct_methods(cls, value: Any) -> Any:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"method lists must be non-empty and distinct, but got {value}")
+        return value
+
+    @property
+    def methods(self) -> list[str]:
+        return self.method if isinstance(self.method, list) else [self.method]
 
     @field_validator("layers")
     @classmethod
@@ -331,11 +368,16 @@ class NoiseSpec(_Strict):
 
 
 class SpectralSpec(_Strict):
-    graphs: list[Literal["layer", "step"]] = Field(
-        default_factory=lambda: ["layer", "step"],
+    graphs: list[Literal["layer", "step", "unrolled"]] = Field(
+        default_factory=lambda: ["layer", "step", "unrolled"],
         min_length=1,
         description="Graphs whose spectra are computed. `layer`: each pruned matrix as a "
-        "bipartite graph. `step`: one step of the unrolled network, [M_xh | M_hh] feeding h_t.",
+        "bipartite graph. `step`: one step of the unrolled network, [M_xh | M_hh] feeding h_t. "
+        "`unrolled`: the whole network unrolled over k steps (x_1..x_k, h_0..h_k; edges of M_xh "
+        "and M_hh at every step; gate blocks merged), solved with a sparse shift-invert eigensolver.",
+    )
+    unrolled_steps: int | None = Field(
+        None, ge=1, description="k of the unrolled graph. Default: the data's sequence length."
     )
     weighted: bool = Field(
         True, description="Also compute spectra of the weighted graph |W| on the mask (Figure 4)."
@@ -397,6 +439,13 @@ class ReportSpec(_Strict):
     figure_weighting: Literal["binary", "weighted"] = Field(
         "binary", description="Which graph of each layer the figures draw: the 0/1 mask or |W| on it."
     )
+    drop_threshold: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="Accuracy drop (as a fraction: 0.01 = 1 point) relative to dense that counts "
+        "as 'accuracy dropped'; the report sets where it first happens against the bound crossing.",
+    )
 
 
 class SweepSpec(_Strict):
@@ -441,6 +490,13 @@ class SweepSpec(_Strict):
         if self.noise.at_training and not self.noise.variances:
             raise ValueError("noise.at_training needs at least one value in noise.variances")
         return self
+
+    def for_trial(self, seed: int, method: str) -> SweepSpec:
+        """This spec with one seed and one mask method: what a single trial runs."""
+        return self.model_copy(update={
+            "training": self.training.model_copy(update={"seed": seed}),
+            "masks": self.masks.model_copy(update={"method": method}),
+        })
 
     # Derived paths: one place decides the layout of a run folder.
     @property

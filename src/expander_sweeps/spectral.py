@@ -15,6 +15,12 @@ Choices, stated once here and in the README:
 - sqrt of a negative argument (d_avg < 1, or lambda_1 < 1 in a weighted graph with small
   weights) is taken as 0, and the bound stays defined (and negative).
 
+The whole unrolled graph (`unrolled_spectrum`) has vertices x_1..x_k and h_0..h_k and the
+edges of M_xh (x_t - h_t) and M_hh (h_{t-1} - h_t) at every step, undirected. It is bipartite
+(colour h_t by the parity of t and x_t by the opposite one), so the same quantities apply with
+the two colour classes as the two sides. For gated cells the gate blocks are merged first: an
+edge exists when any gate keeps it (the weighted graph sums |W| over the gates).
+
 Only numpy and scipy: this module must stay importable without torch.
 """
 
@@ -26,12 +32,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
+import scipy.sparse.linalg
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "LayerSpectrum",
     "Crossing",
     "layer_spectrum",
     "step_biadjacency",
+    "merge_gates",
+    "unrolled_adjacency",
+    "unrolled_spectrum",
+    "unrolled_top_eigenvalues",
     "find_crossing",
     "BOUNDS",
 ]
@@ -71,7 +84,9 @@ def _top_two_singular_values(matrix: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     # Values only (no vectors); LAPACK's gesdd is exact to rounding at these sizes, where an
     # iterative solver struggles: lambda_2 sits at the edge of the bulk of the spectrum.
-    values = scipy.linalg.svdvals(matrix, check_finite=False, overwrite_a=False)
+    # One BLAS thread: at these sizes extra threads cost more in hand-overs than they give.
+    with threadpool_limits(limits=1, user_api="blas"):
+        values = scipy.linalg.svdvals(matrix, check_finite=False, overwrite_a=False)
     first = float(values[0])
     second = float(values[1]) if len(values) > 1 else 0.0
     if second <= ZERO_TOL * max(first, 1.0):
@@ -92,8 +107,15 @@ def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> Lay
     if remove_isolated:
         b = b[live_rows][:, live_cols]
     rows, cols = b.shape
-    total = float(b.sum())
     lambda_1, lambda_2 = _top_two_singular_values(b)
+    return _bounds(rows=rows, cols=cols, isolated_rows=isolated_rows, isolated_cols=isolated_cols,
+                   edges=int(np.count_nonzero(b)), total=float(b.sum()), lambda_1=lambda_1, lambda_2=lambda_2)
+
+
+def _bounds(*, rows: int, cols: int, isolated_rows: int, isolated_cols: int, edges: int, total: float,
+            lambda_1: float, lambda_2: float) -> LayerSpectrum:
+    """Degrees and bounds of a bipartite graph with sides of `rows` and `cols` vertices and
+    `total` edge weight."""
     d_avg = 2.0 * total / (rows + cols) if rows + cols else 0.0
     d_left = total / rows if rows else 0.0
     d_right = total / cols if cols else 0.0
@@ -109,7 +131,7 @@ def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> Lay
         cols=cols,
         isolated_rows=isolated_rows,
         isolated_cols=isolated_cols,
-        edges=int(np.count_nonzero(b)),
+        edges=edges,
         lambda_1=lambda_1,
         lambda_2=lambda_2,
         d_avg=d_avg,
@@ -128,6 +150,190 @@ def step_biadjacency(m_xh: np.ndarray, m_hh: np.ndarray) -> np.ndarray:
             f"W_xh and W_hh must have the same rows (hidden units), but got {m_xh.shape} and {m_hh.shape}"
         )
     return np.concatenate([m_xh, m_hh], axis=1)
+
+
+def merge_gates(matrix: np.ndarray, gates: int) -> np.ndarray:
+    """Sum the `gates` stacked row blocks of a gated cell's matrix (4H x I -> H x I for an LSTM).
+    On a 0/1 mask, `> 0` of the sum is the union of the gates' edges."""
+    rows = matrix.shape[0]
+    if gates <= 1:
+        return matrix
+    if rows % gates:
+        raise ValueError(f"a matrix of {rows} rows cannot hold {gates} stacked gate blocks")
+    return matrix.reshape(gates, rows // gates, -1).sum(axis=0)
+
+
+def _check_unrolled(m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    m_xh = np.abs(np.asarray(m_xh, dtype=np.float64))
+    m_hh = np.abs(np.asarray(m_hh, dtype=np.float64))
+    if m_hh.ndim != 2 or m_hh.shape[0] != m_hh.shape[1]:
+        raise ValueError(f"W_hh must be square (H x H), but got shape {m_hh.shape}")
+    if m_xh.ndim != 2 or m_xh.shape[0] != m_hh.shape[0]:
+        raise ValueError(f"W_xh must be H x I with H = {m_hh.shape[0]}, but got shape {m_xh.shape}")
+    if steps < 1:
+        raise ValueError(f"the unrolled graph needs at least one step, but got k = {steps}")
+    return m_xh, m_hh
+
+
+def unrolled_adjacency(m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> scipy.sparse.csr_matrix:
+    """Symmetric sparse adjacency of the unrolled graph; vertices h_0..h_k (H each), then x_1..x_k (I each)."""
+    m_xh, m_hh = _check_unrolled(m_xh, m_hh, steps)
+    hidden, inputs = m_xh.shape
+    h_count = (steps + 1) * hidden
+    t = np.arange(1, steps + 1)[:, None]
+    hh, xh = scipy.sparse.coo_matrix(m_hh), scipy.sparse.coo_matrix(m_xh)
+    rows = np.concatenate([(t * hidden + hh.row).ravel(), (t * hidden + xh.row).ravel()])
+    cols = np.concatenate([((t - 1) * hidden + hh.col).ravel(), (h_count + (t - 1) * inputs + xh.col).ravel()])
+    values = np.concatenate([np.tile(hh.data, steps), np.tile(xh.data, steps)])
+    size = h_count + steps * inputs
+    upper = scipy.sparse.coo_matrix((values, (rows, cols)), shape=(size, size)).tocsr()
+    return (upper + upper.T).tocsr()
+
+
+# Below this many vertices a dense symmetric eigensolver is exact and fast enough.
+_DENSE_LIMIT = 1500
+
+
+def unrolled_top_eigenvalues(m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> tuple[float, float]:
+    """lambda_1 and lambda_2 of the unrolled graph's adjacency, to about 1e-12 relative.
+
+    The top of this spectrum is tightly clustered (the time axis is a path of k steps: relative
+    gaps ~ 1/k^2, about 1e-4 at k = 400), where plain Lanczos needs thousands of products. So
+    it runs on the shift-inverted operator (sigma I - A)^-1 with sigma just above lambda_1,
+    which spreads the top eigenvalues apart. sigma I - A is applied through an exact block
+    factorisation along time: the x_t vertices are eliminated in closed form, leaving a block
+    tridiagonal system in h_0..h_k with H x H blocks (one Cholesky factor per step). A failing
+    Cholesky factor proves sigma <= lambda_1 and moves sigma up.
+    """
+    m_xh, m_hh = _check_unrolled(m_xh, m_hh, steps)
+    adjacency = unrolled_adjacency(m_xh, m_hh, steps)
+    size = adjacency.shape[0]
+    if adjacency.nnz == 0:
+        return 0.0, 0.0
+    with threadpool_limits(limits=1, user_api="blas"):
+        if size <= _DENSE_LIMIT:
+            values = scipy.linalg.eigvalsh(adjacency.toarray(), subset_by_index=[size - 2, size - 1])
+            return float(values[1]), float(values[0])
+        return _shift_invert_top_two(adjacency, m_xh, m_hh, steps)
+
+
+def _shift_invert_top_two(adjacency, m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> tuple[float, float]:
+    hidden, inputs = m_xh.shape
+    size = adjacency.shape[0]
+    h_count = (steps + 1) * hidden
+    # Ritz values never exceed lambda_1: a loose Lanczos estimate is a lower bound to shift from.
+    # Seeded start vectors: the same graph gives the same digits every time.
+    start = np.random.default_rng(1).standard_normal(size)
+    estimate = float(scipy.sparse.linalg.eigsh(adjacency, k=1, which="LA", tol=1e-3, ncv=20, v0=start,
+                                               return_eigenvectors=False)[0])
+    gram = m_xh @ m_xh.T
+    for attempt in range(40):
+        sigma = estimate * (1.0 + 1e-4 * 4.0**attempt) + 1e-12
+        factors = _block_factors(gram, m_hh, steps, sigma)
+        if factors is not None:
+            break
+    else:  # pragma: no cover - sigma grows geometrically past any finite lambda_1
+        raise RuntimeError("no shift above lambda_1 was found for the unrolled graph")
+
+    inverses, couplings = factors
+
+    def solve(b: np.ndarray) -> np.ndarray:
+        """(sigma I - A)^-1 b by block forward and back substitution along time."""
+        b = np.asarray(b, dtype=np.float64).ravel()
+        b_h = b[:h_count].reshape(steps + 1, hidden)
+        b_x = b[h_count:].reshape(steps, inputs)
+        r = b_h.copy()
+        r[1:] += (b_x @ m_xh.T) / sigma  # x_t = (b_x + M_xh^T h_t) / sigma, eliminated
+        y = r  # forward: y_t = r_t + M_hh N_{t-1}^-1 y_{t-1}
+        for t in range(1, steps + 1):
+            y[t] += couplings[t] @ y[t - 1]
+        h = np.einsum("tij,tj->ti", inverses, y)  # back: h_t = N_t^-1 y_t + N_t^-1 M_hh^T h_{t+1}
+        for t in range(steps - 1, -1, -1):
+            h[t] += couplings[t + 1].T @ h[t + 1]
+        x = (b_x + h[1:] @ m_xh) / sigma
+        return np.concatenate([h.ravel(), x.ravel()])
+
+    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=solve, dtype=np.float64)
+    # mu = 1 / (sigma - lambda): the largest mu are the largest lambda. A Krylov solver started
+    # from one vector sees one copy of a repeated eigenvalue (a disconnected graph repeats
+    # lambda_1), so lambda_2 is the top of the operator deflated by the first eigenvector,
+    # started from a fresh random vector: a second copy of lambda_1 is found there.
+    rng = np.random.default_rng(0)
+    mu_1, vectors = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", tol=1e-13, ncv=24,
+                                              v0=rng.standard_normal(size))
+    first = vectors[:, 0]
+
+    def deflated(b: np.ndarray) -> np.ndarray:
+        b = np.asarray(b, dtype=np.float64).ravel()
+        b = b - first * (first @ b)
+        out = solve(b)
+        return out - first * (first @ out)
+
+    rest = scipy.sparse.linalg.LinearOperator((size, size), matvec=deflated, dtype=np.float64)
+    # A second value keeps the top one from converging against an unresolved neighbour.
+    mu_rest = scipy.sparse.linalg.eigsh(rest, k=2, which="LA", tol=1e-13, ncv=24,
+                                        v0=rng.standard_normal(size), return_eigenvectors=False)
+    return float(sigma - 1.0 / mu_1[0]), float(sigma - 1.0 / max(mu_rest))
+
+
+def _block_factors(gram: np.ndarray, m_hh: np.ndarray, steps: int,
+                   sigma: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inverses of the block pivots N_t of sigma I - A (x eliminated) and the couplings
+    C_t = M_hh N_{t-1}^-1, or None when a pivot is not positive definite, which happens exactly
+    when sigma <= lambda_1.  N_0 = sigma I;  N_t = sigma I - M_xh M_xh^T / sigma - C_t M_hh^T."""
+    hidden = m_hh.shape[0]
+    identity = np.eye(hidden)
+    base = sigma * identity - gram / sigma
+    inverses = np.empty((steps + 1, hidden, hidden))
+    pivot = sigma * identity
+    factor = None
+    for t in range(steps + 1):
+        if t:
+            # M_hh N^-1 M_hh^T = Y^T Y with Y = R^-T M_hh^T, where N = R^T R.
+            y = scipy.linalg.solve_triangular(factor, m_hh.T, trans="T", check_finite=False)
+            pivot = base - y.T @ y
+        try:
+            factor = scipy.linalg.cholesky(pivot, check_finite=False)
+        except np.linalg.LinAlgError:
+            return None
+        factor_inverse = scipy.linalg.solve_triangular(factor, identity, check_finite=False)
+        inverses[t] = factor_inverse @ factor_inverse.T
+    couplings = np.empty_like(inverses)
+    couplings[1:] = m_hh @ inverses[:-1]  # couplings[0] is never used
+    return inverses, couplings
+
+
+def unrolled_spectrum(m_xh: np.ndarray, m_hh: np.ndarray, steps: int, remove_isolated: bool = True) -> LayerSpectrum:
+    """Spectrum and bounds of the whole unrolled graph over `steps` steps (see the module notes).
+
+    `rows` and `cols` are the sizes of the two colour classes (h_t with t even and x_t with t
+    odd; the rest); d_left and d_right their average degrees. Isolated vertices never change
+    lambda_1 or lambda_2 (they only add zeros), so `remove_isolated` acts on the degrees.
+    """
+    m_xh, m_hh = _check_unrolled(m_xh, m_hh, steps)
+    xh_row, hh_row, hh_col = m_xh.sum(axis=1), m_hh.sum(axis=1), m_hh.sum(axis=0)
+    x_degree = m_xh.sum(axis=0)
+    # Degree of h_t: its inputs (x_t, h_{t-1}) for t >= 1, plus its outputs (h_{t+1}) for t < k.
+    h_degrees = [hh_col] + [xh_row + hh_row + (hh_col if t < steps else 0.0) for t in range(1, steps + 1)]
+    even_h = sum(int((h_degrees[t] > 0).sum()) for t in range(0, steps + 1, 2))
+    odd_h = sum(int((h_degrees[t] > 0).sum()) for t in range(1, steps + 1, 2))
+    live_x = int((x_degree > 0).sum())
+    odd_x_steps = (steps + 1) // 2  # x_t with t odd sit with the even h_t
+    even_x_steps = steps // 2
+    all_even = (steps // 2 + 1) * len(hh_col) + odd_x_steps * len(x_degree)
+    all_odd = ((steps + 1) // 2) * len(hh_col) + even_x_steps * len(x_degree)
+    live_even = even_h + odd_x_steps * live_x
+    live_odd = odd_h + even_x_steps * live_x
+    even, odd = (live_even, live_odd) if remove_isolated else (all_even, all_odd)
+    total = steps * float(m_xh.sum() + m_hh.sum())
+    lambda_1, lambda_2 = unrolled_top_eigenvalues(m_xh, m_hh, steps)
+    if lambda_2 <= ZERO_TOL * max(lambda_1, 1.0):
+        lambda_2 = 0.0
+    return _bounds(
+        rows=even, cols=odd, isolated_rows=all_even - live_even, isolated_cols=all_odd - live_odd,
+        edges=steps * int(np.count_nonzero(m_xh) + np.count_nonzero(m_hh)), total=total,
+        lambda_1=lambda_1, lambda_2=lambda_2,
+    )
 
 
 @dataclass(frozen=True)

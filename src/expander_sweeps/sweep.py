@@ -31,7 +31,7 @@ import sqlalchemy
 from filelock import FileLock
 from optuna.trial import TrialState
 
-from .spec import RangeSpec, SweepSpec, redact_url
+from .spec import MASK_METHODS, RangeSpec, SweepSpec, redact_url
 from .tracking import FanOut, TrialRecord, build_trackers
 from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 
@@ -141,7 +141,9 @@ def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 # ----------------------------------------------------------------------------- search space
 # Optuna parameter names: `layer` + `remaining` (schedule each), `remaining` (tied),
-# `remaining_W_xh`, `remaining_W_hh` (independent), `train_noise_variance` (noise at training).
+# `remaining_W_xh`, `remaining_W_hh` (independent), `train_noise_variance` (noise at training),
+# `mask_method` and `seed` (only when the spec lists several, so single-valued studies keep
+# the parameters they always had).
 
 
 def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec) -> float:
@@ -166,12 +168,22 @@ def suggest_plan(trial: optuna.Trial, spec: SweepSpec) -> TrialPlan:
         remaining = dict.fromkeys(layers, fraction)
     else:
         remaining = {name: _suggest_fraction(trial, f"remaining_{name}", spec) for name in layers}
+    grid = spec.study.sampler == "grid"
     variance = 0.0
-    if spec.noise.at_training and spec.study.sampler == "grid":
+    if spec.noise.at_training and grid:
         variance = trial.suggest_float("train_noise_variance", 0.0, max(1.0, *spec.noise.variances))
     elif spec.noise.at_training:
         variance = trial.suggest_categorical("train_noise_variance", list(spec.noise.variances))
-    return TrialPlan(remaining, variance)
+    methods, seeds = spec.masks.methods, spec.training.seeds
+    method = methods[0]
+    if len(methods) > 1:
+        # Grid: every known method as a choice, so a later launch may add one to the study.
+        method = trial.suggest_categorical("mask_method", list(MASK_METHODS) if grid else methods)
+    seed = seeds[0]
+    if len(seeds) > 1:
+        seed = (trial.suggest_int("seed", -(2**31), 2**31 - 1) if grid
+                else trial.suggest_categorical("seed", seeds))
+    return TrialPlan(remaining, variance, method, seed)
 
 
 def _params_of(plan: TrialPlan, spec: SweepSpec) -> dict[str, Any]:
@@ -186,6 +198,10 @@ def _params_of(plan: TrialPlan, spec: SweepSpec) -> dict[str, Any]:
         params = {f"remaining_{n}": plan.remaining[n] for n in layers}
     if spec.noise.at_training:
         params["train_noise_variance"] = plan.train_variance
+    if len(spec.masks.methods) > 1:
+        params["mask_method"] = plan.mask_method
+    if len(spec.training.seeds) > 1:
+        params["seed"] = plan.seed
     return params
 
 
@@ -201,13 +217,20 @@ def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
         remainings = [dict(zip(layers, combo, strict=True))
                       for combo in itertools.product(fractions, repeat=len(layers))]
     variances = list(spec.noise.variances) if spec.noise.at_training else [0.0]
+    methods = spec.masks.methods
     plans, seen = [], set()
-    for variance in variances:
-        for remaining in remainings:
-            key = (tuple(remaining.items()), variance)
-            if key not in seen:  # with `each`, the all-dense point appears once per layer
-                seen.add(key)
-                plans.append(TrialPlan(remaining, variance))
+    for seed in spec.training.seeds:
+        for variance in variances:
+            for remaining in remainings:
+                for method in methods:
+                    # The all-dense point is one trial: it appears once per layer with `each`, and
+                    # no mask method changes a layer that keeps every edge.
+                    if all(r >= 1.0 for r in remaining.values()):
+                        method = methods[0]
+                    key = (tuple(remaining.items()), variance, method, seed)
+                    if key not in seen:
+                        seen.add(key)
+                        plans.append(TrialPlan(remaining, variance, method, seed))
     return plans
 
 

@@ -7,6 +7,9 @@ in MLflow and in the report):
     masked/acc/clean                    right after masking, before fine-tuning
     W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting
     W_xh.i/binary/delta_r, ...          per gate block of a stacked LSTM/GRU matrix
+    unrolled/binary/lambda_2, ...       the whole network unrolled over k steps
+    W_xh/kept_fraction                  edges the mask actually kept (a regular or
+                                        minimum-degree mask may differ from the asked fraction)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from . import spectral
 from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
-from .masks import MaskHolder, magnitude_mask, random_mask
+from .masks import MaskHolder, magnitude_mask, magnitude_min_degree_mask, random_mask, regular_mask
 from .models import GATES, SequenceClassifier, build_model
 from .spec import SweepSpec
 from .train import EpochStats, accuracy, fit, resolve_device
@@ -42,6 +45,8 @@ class TrialPlan:
 
     remaining: dict[str, float]  # every layer in spec.masks.layers; 1.0 = left dense
     train_variance: float = 0.0
+    mask_method: str = "magnitude"
+    seed: int = 0
 
     @property
     def pruned_layers(self) -> list[str]:
@@ -50,7 +55,8 @@ class TrialPlan:
     def label(self) -> str:
         parts = [f"{name} {100 * r:g}%" for name, r in self.remaining.items()]
         noise = f", train noise var {self.train_variance:g}" if self.train_variance else ""
-        return ", ".join(parts) + noise
+        method = f", {self.mask_method}" if self.pruned_layers else ""
+        return ", ".join(parts) + noise + method + f", seed {self.seed}"
 
 
 @dataclass
@@ -92,8 +98,8 @@ class SweepContext:
         self.dense_cache = DenseCache(spec.cache_path)
         self.data_fingerprint = dataset.fingerprint()
 
-    def new_model(self) -> SequenceClassifier:
-        return build_model(self.spec.model, self.features, self.num_classes, self.spec.training.seed).to(self.device)
+    def new_model(self, seed: int) -> SequenceClassifier:
+        return build_model(self.spec.model, self.features, self.num_classes, seed).to(self.device)
 
     def test_accuracies(self, model: torch.nn.Module, prefix: str = "") -> dict[str, float]:
         batch = self.spec.training.eval_batch_size
@@ -112,19 +118,20 @@ class SweepContext:
                    noise_fraction=self.spec.noise.fraction, noise_variance=train_variance,
                    on_epoch=hooks.on_epoch, on_batch=hooks.on_batch)
 
-    def dense_model(self, train_variance: float, hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
-        """The trained dense model for this training noise: from the cache, or trained now."""
-        key, config = dense_key(self.spec, train_variance, self.data_fingerprint)
+    def dense_model(self, spec: SweepSpec, train_variance: float,
+                    hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
+        """The trained dense model for this trial's seed and training noise: cached, or trained now."""
+        key, config = dense_key(spec, train_variance, self.data_fingerprint)
+        seed = spec.training.seed
 
         def train() -> tuple[dict, dict]:
-            model = self.new_model()
-            history = self.train_phase(model, "dense", self.spec.training.epochs, self.spec.training.seed,
-                                hooks, None, train_variance)
+            model = self.new_model(seed)
+            history = self.train_phase(model, "dense", spec.training.epochs, seed, hooks, None, train_variance)
             metadata = {"accuracy": self.test_accuracies(model), "history": [vars(s) for s in history]}
             return model.state_dict(), metadata
 
         cached = self.dense_cache.get_or_train(key, config, train)
-        model = self.new_model()
+        model = self.new_model(seed)
         model.load_state_dict(cached.state_dict)
         return model, cached.trained, cached.metadata
 
@@ -134,26 +141,36 @@ def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> d
     masks = {}
     for index, (name, remaining) in enumerate(plan.remaining.items()):
         weight = matrices[name]
-        if spec.masks.method == "magnitude":
+        generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index)
+        if remaining >= 1.0:
+            masks[name] = torch.ones_like(weight, dtype=torch.bool)  # a dense layer, whatever the method
+        elif plan.mask_method == "magnitude":
             masks[name] = magnitude_mask(weight, remaining)
+        elif plan.mask_method == "magnitude_min_degree":
+            masks[name] = magnitude_min_degree_mask(weight, remaining, spec.masks.min_degree)
+        elif plan.mask_method == "regular":
+            masks[name] = regular_mask(weight.shape, remaining, generator)
         else:
-            generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index)
             masks[name] = random_mask(weight.shape, remaining, generator)
     return {name: m.to(weight.device) for name, m in masks.items()}
 
 
-def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> dict[str, dict]:
+def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, np.ndarray],
+             steps: int) -> dict[str, dict]:
     """Spectra of every requested graph, binary and (optionally) weighted, keyed "graph/weighting"."""
     remove = spec.spectral.remove_isolated
     graphs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if "layer" in spec.spectral.graphs:
         for name in masks:
             graphs[name] = (masks[name], np.abs(weights[name]) * masks[name])
-    if "step" in spec.spectral.graphs and {"W_xh", "W_hh"} <= masks.keys():
+    # The network's graphs (step, unrolled) hold every recurrent matrix: a layer the spec does
+    # not mask is dense in them.
+    full = {name: masks.get(name, np.ones_like(weights[name], dtype=np.uint8)) for name in ("W_xh", "W_hh")}
+    if "step" in spec.spectral.graphs:
         graphs["step"] = (
-            spectral.step_biadjacency(masks["W_xh"], masks["W_hh"]),
-            spectral.step_biadjacency(np.abs(weights["W_xh"]) * masks["W_xh"],
-                                      np.abs(weights["W_hh"]) * masks["W_hh"]),
+            spectral.step_biadjacency(full["W_xh"], full["W_hh"]),
+            spectral.step_biadjacency(np.abs(weights["W_xh"]) * full["W_xh"],
+                                      np.abs(weights["W_hh"]) * full["W_hh"]),
         )
     gates = GATES[spec.model.cell]
     if spec.spectral.gates and len(gates) > 1:
@@ -169,6 +186,19 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
         result[f"{graph}/binary"] = spectral.layer_spectrum(binary, remove).as_dict()
         if spec.spectral.weighted:
             result[f"{graph}/weighted"] = spectral.layer_spectrum(weighted, remove).as_dict()
+    if "unrolled" in spec.spectral.graphs:
+        k = spec.spectral.unrolled_steps or steps
+        for weighting in ["binary", "weighted"] if spec.spectral.weighted else ["binary"]:
+            xh, hh = full["W_xh"].astype(np.float64), full["W_hh"].astype(np.float64)
+            if weighting == "weighted":
+                xh, hh = np.abs(weights["W_xh"]) * xh, np.abs(weights["W_hh"]) * hh
+            if len(gates) > 1:
+                # One vertex per hidden unit: a gate's edge is an edge of the unit. Merging sums
+                # the gates; a binary graph keeps only whether any gate has the edge.
+                xh, hh = spectral.merge_gates(xh, len(gates)), spectral.merge_gates(hh, len(gates))
+                if weighting == "binary":
+                    xh, hh = (xh > 0).astype(np.float64), (hh > 0).astype(np.float64)
+            result[f"unrolled/{weighting}"] = {**spectral.unrolled_spectrum(xh, hh, k, remove).as_dict(), "steps": k}
     return result
 
 
@@ -177,7 +207,7 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
     params: dict[str, str | float | int] = {f"remaining_{n}": r for n, r in plan.remaining.items()}
     params.update(
         pruned_layers="+".join(plan.pruned_layers) or "none",
-        mask_method=spec.masks.method,
+        mask_method=plan.mask_method,
         schedule=spec.masks.schedule,
         cell=spec.model.cell,
         hidden=spec.model.hidden,
@@ -190,17 +220,19 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
         finetune_epochs=spec.training.finetune_epochs,
         lr=spec.training.lr,
         batch_size=spec.training.batch_size,
-        seed=spec.training.seed,
+        seed=plan.seed,
     )
+    if plan.mask_method == "magnitude_min_degree":
+        params["min_degree"] = spec.masks.min_degree
     return params
 
 
 def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialHooks | None = None) -> TrialResult:
     """Dense model -> masks -> spectra -> fine-tune with masks held -> accuracy at every noise level."""
     hooks = hooks or TrialHooks()
-    spec = ctx.spec
+    spec = ctx.spec.for_trial(plan.seed, plan.mask_method)
     started = time.perf_counter()
-    model, dense_trained, dense_meta = ctx.dense_model(plan.train_variance, hooks)
+    model, dense_trained, dense_meta = ctx.dense_model(spec, plan.train_variance, hooks)
     metrics = {f"dense/{k}": v for k, v in dense_meta.get("accuracy", {}).items()}
 
     masks = _masks_for(spec, model, plan)
@@ -208,8 +240,10 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     metrics.update(ctx.test_accuracies(model, prefix="masked/"))
 
     masks_np = {n: m.cpu().numpy().astype(np.uint8) for n, m in masks.items()}
-    weights_np = {n: model.matrices()[n].detach().cpu().numpy() for n in masks}
-    spectra = _spectra(spec, masks_np, weights_np)
+    weights_np = {n: w.detach().cpu().numpy() for n, w in model.matrices().items() if n in ("W_xh", "W_hh")}
+    spectra = _spectra(spec, masks_np, weights_np, ctx.seq_len)
+    for name, mask in masks_np.items():
+        metrics[f"{name}/kept_fraction"] = float(mask.mean())
     for graph, values in spectra.items():
         for quantity, value in values.items():
             metrics[f"{graph}/{quantity}"] = float(value)

@@ -164,6 +164,10 @@ def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
         parameters.update({f"remaining_{layer}": fraction for layer in spec.masks.layers})
     if spec.noise.at_training:
         parameters["train_noise_variance"] = {"values": list(spec.noise.variances)}
+    if len(spec.masks.methods) > 1:
+        parameters["mask_method"] = {"values": list(spec.masks.methods)}
+    if len(spec.training.seeds) > 1:
+        parameters["seed"] = {"values": list(spec.training.seeds)}
     method = {"grid": "grid", "tpe": "bayes"}.get(spec.study.sampler, "random")
     return {
         "name": spec.name,
