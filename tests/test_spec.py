@@ -102,3 +102,25 @@ def test_data_section_errors_name_the_dataset_field(write_spec):
     spec = load_spec(write_spec("name: x\ndata:\n  dataset: fsdd\n  root: /r\n", "c.yaml"))
     assert spec.data.seq_len == 400 and spec.data.align == "end"
     assert load_spec(write_spec("name: x\ndata:\n  root: /m\n", "d.yaml")).data.dataset == "mnist"
+
+
+def test_mask_methods_and_seeds_may_be_lists(write_spec):
+    spec = load_spec("sweeps/mnist_expander_vs_magnitude.yaml")
+    assert spec.masks.methods == ["magnitude", "regular"]
+    assert spec.training.seeds == [0, 1, 2]
+    assert spec.spectral.graphs == ["layer", "step", "unrolled"]
+    one = spec.for_trial(2, "regular")
+    assert one.training.seed == 2 and one.masks.method == "regular"
+    assert spec.training.seed == [0, 1, 2]  # the sweep's spec is left as it was
+    quick = load_spec("sweeps/quickstart.yaml")
+    assert quick.masks.methods == ["magnitude"] and quick.training.seeds == [0]
+
+
+def test_bad_mask_method_and_repeated_seeds_are_explained(write_spec):
+    path = write_spec({"name": "x", "masks": {"method": ["magnitude", "expander"]}})
+    message = _error(path)
+    assert "masks.method" in message and "expander" in message and "regular" in message
+    path = write_spec({"name": "x", "training": {"seed": [1, 1]}})
+    assert "distinct" in _error(path)
+    path = write_spec({"name": "x", "report": {"drop_threshold": 5}})
+    assert "report.drop_threshold" in _error(path)

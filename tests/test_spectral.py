@@ -111,3 +111,25 @@ def test_crossing_never_and_negative_at_start_and_unordered_input():
 def test_crossing_averages_repeated_fractions():
     c = find_crossing([1.0, 1.0, 0.5, 0.5], [1.0, 1.0, 0.2, -0.6])  # mean at 0.5 is -0.2
     assert c.status == "crossed" and c.lower == 0.5
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (2, 9), (128, 28), (40, 300), (300, 300)])
+def test_top_singular_values_match_lapack_svd_on_every_shape(shape):
+    rng = np.random.default_rng(sum(shape))
+    weighted = (rng.random(shape) < 0.2) * rng.standard_normal(shape)
+    s = layer_spectrum(weighted, remove_isolated=False)
+    values = np.linalg.svd(np.abs(weighted), compute_uv=False)
+    assert s.lambda_1 == pytest.approx(values[0], rel=1e-12)
+    if min(shape) > 1:
+        assert s.lambda_2 == pytest.approx(values[1], rel=1e-10)
+
+
+def test_a_tiny_second_singular_value_is_kept_not_rounded_away():
+    # Rank one plus a small perturbation: squaring (the Gram route) would lose sigma_2's digits.
+    u, v = np.ones((30, 1)), np.ones((1, 20))
+    matrix = u @ v
+    matrix[0, 0] += 1e-4
+    values = np.linalg.svd(matrix, compute_uv=False)
+    s = layer_spectrum(matrix)
+    assert 0 < values[1] < 1e-4
+    assert s.lambda_2 == pytest.approx(values[1], rel=1e-6)

@@ -82,16 +82,36 @@ def _sqrt0(x: float) -> float:
 def _top_two_singular_values(matrix: np.ndarray) -> tuple[float, float]:
     if matrix.size == 0:
         return 0.0, 0.0
-    # Values only (no vectors); LAPACK's gesdd is exact to rounding at these sizes, where an
-    # iterative solver struggles: lambda_2 sits at the edge of the bulk of the spectrum.
     # One BLAS thread: at these sizes extra threads cost more in hand-overs than they give.
     with threadpool_limits(limits=1, user_api="blas"):
-        values = scipy.linalg.svdvals(matrix, check_finite=False, overwrite_a=False)
-    first = float(values[0])
-    second = float(values[1]) if len(values) > 1 else 0.0
+        first, second = _top_two_by_gram(matrix)
+        if second <= 1e-5 * first:
+            # Squaring loses the digits of a tiny sigma_2 (a dense layer's is 0 up to rounding):
+            # LAPACK's SVD of the matrix itself decides between "zero" and "small".
+            values = scipy.linalg.svdvals(matrix, check_finite=False, overwrite_a=False)
+            first = float(values[0])
+            second = float(values[1]) if len(values) > 1 else 0.0
     if second <= ZERO_TOL * max(first, 1.0):
         second = 0.0
     return first, second
+
+
+def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
+    """sigma_1, sigma_2 as square roots of the top two eigenvalues of the smaller Gram matrix.
+
+    Exact to rounding like an SVD (relative error ~ 1e-16 (sigma_1 / sigma_2)^2), about twice
+    as fast: one matrix product and a symmetric eigensolver asked for two values only. An
+    iterative solver would be faster still but struggles exactly here: lambda_2 sits at the
+    edge of the bulk of the spectrum.
+    """
+    small = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T
+    size = small.shape[0]
+    if size < 2:
+        return float(np.sqrt((small * small).sum())), 0.0
+    gram = small @ small.T
+    values = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[size - 2, size - 1],
+                               driver="evr", check_finite=False, overwrite_a=True)
+    return math.sqrt(max(values[1], 0.0)), math.sqrt(max(values[0], 0.0))
 
 
 def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> LayerSpectrum:

@@ -141,7 +141,9 @@ def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> d
     masks = {}
     for index, (name, remaining) in enumerate(plan.remaining.items()):
         weight = matrices[name]
-        generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index)
+        # Random masks vary with the training seed too (seed 0 keeps the masks it always had),
+        # so a sweep over seeds shows the spread of random and regular masks as well.
+        generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index + 10007 * plan.seed)
         if remaining >= 1.0:
             masks[name] = torch.ones_like(weight, dtype=torch.bool)  # a dense layer, whatever the method
         elif plan.mask_method == "magnitude":
