@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from expander_sweeps import spectral  # noqa: E402
 from expander_sweeps.data import load_dataset  # noqa: E402
 from expander_sweeps.masks import MaskHolder, magnitude_mask  # noqa: E402
 from expander_sweeps.models import build_model  # noqa: E402
-from expander_sweeps.spec import AudioDataSpec, ModelSpec, MnistDataSpec, load_spec  # noqa: E402
+from expander_sweeps.spec import AudioDataSpec, MnistDataSpec, ModelSpec, load_spec  # noqa: E402
 from expander_sweeps.train import fit  # noqa: E402
 
 SHARED = Path(os.environ.get("EXPANDER_SWEEPS_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -212,7 +211,8 @@ def bench_spectra(args) -> None:
         cases.append(("unrolled k=400, H=128, I=40 (FSDD)", 128, 40, 400, False))
     for label, hidden, inputs, steps, dense_check in cases:
         m_xh, m_hh = mask((hidden, inputs)), mask((hidden, hidden))
-        seconds, (l1, l2) = _timed(lambda: spectral.unrolled_top_eigenvalues(m_xh, m_hh, steps), 3)
+        seconds, (l1, l2) = _timed(lambda m_xh=m_xh, m_hh=m_hh, steps=steps:
+                                   spectral.unrolled_top_eigenvalues(m_xh, m_hh, steps), 3)
         adjacency = spectral.unrolled_adjacency(m_xh, m_hh, steps)
         if dense_check:
             ref = scipy.linalg.eigvalsh(adjacency.toarray())[::-1]

@@ -60,6 +60,9 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
     graphs = {(c["pruned"], c["graph"], c["weighting"], c["bound"]) for c in crossings["crossings"]}
     assert ("W_xh (W_hh dense)", "W_xh", "binary", "Delta_R") in graphs
     assert ("W_hh (W_xh dense)", "W_hh", "weighted", "Delta_S") in graphs
+    assert ("W_hh (W_xh dense)", "unrolled over k = 28 steps", "binary", "Delta_R") in graphs
+    assert {c["noise"] for c in crossings["claim"]} == {"clean", "noise var 0.3"}
+    assert "Clean accuracy drop vs bound crossing" in result.stdout
     assert "Remaining edges where each bound first turns negative" in result.stdout
 
 

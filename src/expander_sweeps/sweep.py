@@ -32,7 +32,7 @@ from filelock import FileLock
 from optuna.trial import TrialState
 
 from .spec import MASK_METHODS, RangeSpec, SweepSpec, redact_url
-from .tracking import FanOut, TrialRecord, build_trackers
+from .tracking import TrialRecord, build_trackers
 from .trial import SweepContext, TrialHooks, TrialPlan, TrialResult, run_trial, trial_params
 
 __all__ = ["SweepEvents", "LaunchResult", "StorageError", "open_study", "grid_plans", "launch_study"]
@@ -434,7 +434,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
 
     ctx = context or SweepContext(spec)
     events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
-    trackers: FanOut = build_trackers(spec, events.warn)
+    trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
     with _sweep_lock(study, spec):
         trackers.start_sweep(spec.name, tracker_config(spec), StudyState(study))
     hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from ..spec import SweepSpec
@@ -30,5 +31,14 @@ def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Track
     return trackers
 
 
-def build_trackers(spec: SweepSpec, warn: Callable[[str], None], background: bool = True) -> FanOut:
-    return FanOut(enabled_trackers(spec, warn), warn, background)
+def build_trackers(spec: SweepSpec, warn: Callable[[str], None]):
+    """The trackers of a running sweep: in a low-priority child process (see `process.py`), or
+    nothing at all when the spec enables none. EXPANDER_SWEEPS_TRACKERS=thread keeps them on a
+    background thread of this process instead (for debugging a backend)."""
+    if not (spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled):
+        return FanOut([], warn)
+    if os.environ.get("EXPANDER_SWEEPS_TRACKERS", "process") == "thread":
+        return FanOut(enabled_trackers(spec, warn), warn, background=True)
+    from .process import TrackerProcess
+
+    return TrackerProcess(spec, warn)

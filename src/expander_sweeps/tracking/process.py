@@ -1,0 +1,165 @@
+"""Trackers in a process of their own, at a lower CPU priority than training.
+
+Why a process and not a thread: on a CPU machine whose cores are all busy training, a tracker
+thread in the training process competes for the GIL with the training loop's Python and for
+the cores with PyTorch's thread team; a W&B run also starts a `wandb-core` service. Measured
+on 2 cores, that slowed the sweep by far more than the trackers' own CPU time. Here every
+tracker call is queued to a child process started with `nice` 10 (its children, `wandb-core`
+included, inherit it) and one torch/BLAS thread, so it runs in the gaps training leaves.
+
+The child builds the trackers from the spec and opens the study itself (for the sweep's shared
+state, such as MLflow's parent run id). Warnings come back to the parent and are printed
+there. `start_sweep` and `close` wait for the child; every other call returns at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from .base import TrialRecord
+
+__all__ = ["TrackerProcess"]
+
+_NICENESS = 10
+_POLL_SECONDS = 2.0
+
+
+class TrackerProcess:
+    """The FanOut interface, served by a child process (see the module notes)."""
+
+    name = "tracker-process"
+
+    def __init__(self, spec, warn: Callable[[str], None]):
+        self._warn = warn
+        self.seconds: dict[str, float] = {}
+        self.names: list[str] = []
+        context = multiprocessing.get_context("spawn")  # no forked copy of torch's threads and CUDA
+        self._calls = context.Queue()
+        self._replies = context.Queue()
+        self._process = context.Process(
+            target=_serve, args=(spec.model_dump(mode="json"), self._calls, self._replies, os.getpid()),
+            name="expander-sweeps-trackers", daemon=True,
+        )
+        self._process.start()
+        self.names = self._wait_for("ready") or []
+
+    # --------------------------------------------------------------------- parent side
+
+    def _pump(self, block_for: float | None = None) -> tuple[str, Any] | None:
+        """Print the child's warnings; return the first other reply (waiting up to `block_for`)."""
+        while True:
+            try:
+                kind, value = self._replies.get(timeout=block_for) if block_for else self._replies.get_nowait()
+            except queue.Empty:
+                return None
+            if kind == "warn":
+                self._warn(value)
+                continue
+            return kind, value
+
+    def _wait_for(self, expected: str) -> Any:
+        while True:
+            reply = self._pump(block_for=_POLL_SECONDS)
+            if reply is not None:
+                kind, value = reply
+                if kind == expected:
+                    return value
+            elif not self._process.is_alive():
+                self._warn(f"the tracker process stopped (exit code {self._process.exitcode}); the results "
+                           "are safe in the Optuna study, and `expander-sweeps sync SPEC` pushes them")
+                return None
+
+    def _send(self, method: str, *args: Any) -> None:
+        self._pump()
+        if self._process.is_alive():
+            self._calls.put((method, args))
+
+    def start_sweep(self, sweep: str, config: dict[str, Any], state: Any = None) -> None:
+        # Synchronous: the caller holds the study's lock, so that parallel workers agree on one
+        # parent run. The child reads and writes that state in the study itself.
+        self._send("start_sweep", sweep, config)
+        names = self._wait_for("started")
+        if names is not None:
+            self.names = names
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+        self._send("start_trial", number, params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._send("log_metrics", dict(metrics), step)
+
+    def log_artifact(self, path: str, folder: str | None = None) -> None:
+        self._send("log_artifact", path, folder)
+
+    def log_model(self, record: TrialRecord) -> None:
+        self._send("log_model", record)
+
+    def end_trial(self, status: str) -> None:
+        self._send("end_trial", status)
+
+    def end_sweep(self, report_files: list[str] | None = None) -> None:
+        self._send("end_sweep", list(report_files or []))
+
+    def close(self) -> None:
+        """Wait until every queued call has run, then let the child exit."""
+        if self._process.is_alive():
+            self._calls.put(("close", ()))
+            seconds = self._wait_for("closed")
+            if seconds:
+                self.seconds = seconds
+        self._process.join(timeout=30)
+        if self._process.is_alive():  # pragma: no cover - a tracker SDK that hangs on exit
+            self._process.terminate()
+        self._pump()
+
+
+# ------------------------------------------------------------------------- child side
+
+
+def _serve(spec_data: dict, calls, replies, parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides when the trackers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(_NICENESS)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = "1"  # before mlflow.pytorch imports torch
+
+    from ..spec import SweepSpec
+    from .base import FanOut
+    from .factory import enabled_trackers
+
+    def warn(message: str) -> None:
+        replies.put(("warn", message))
+
+    spec = SweepSpec.model_validate(spec_data)
+    fan = FanOut(enabled_trackers(spec, warn), warn, background=False)
+    replies.put(("ready", fan.names))
+    while True:
+        try:
+            method, args = calls.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            if os.getppid() != parent_pid:  # the parent was killed: nothing more will come
+                return
+            continue
+        if method == "close":
+            replies.put(("closed", fan.seconds))
+            return
+        if method == "start_sweep":
+            from ..sweep import StudyState, open_study
+
+            try:
+                state = StudyState(open_study(spec, create=False))
+            except Exception as err:  # the parent has the study open: this is unexpected
+                warn(f"the tracker process could not open the study ({type(err).__name__}: {err})")
+                replies.put(("started", []))
+                continue
+            fan.start_sweep(*args, state)
+            replies.put(("started", fan.names))
+            continue
+        getattr(fan, method)(*args)
