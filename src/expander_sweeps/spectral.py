@@ -34,7 +34,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 import scipy.sparse.linalg
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "LayerSpectrum",
@@ -50,6 +50,15 @@ __all__ = [
 ]
 
 ZERO_TOL = 1e-9
+_blas = None  # threadpoolctl's controller, found once: looking the libraries up costs ~2 ms a call
+
+
+def _one_blas_thread():
+    """One BLAS thread: at these sizes extra threads cost more in hand-overs than they give."""
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
 BOUNDS = ("delta_r", "delta_s", "biregular")
 
 
@@ -82,8 +91,7 @@ def _sqrt0(x: float) -> float:
 def _top_two_singular_values(matrix: np.ndarray) -> tuple[float, float]:
     if matrix.size == 0:
         return 0.0, 0.0
-    # One BLAS thread: at these sizes extra threads cost more in hand-overs than they give.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         first, second = _top_two_by_gram(matrix)
         if second <= 1e-5 * first:
             # Squaring loses the digits of a tiny sigma_2 (a dense layer's is 0 up to rounding):
@@ -94,6 +102,10 @@ def _top_two_singular_values(matrix: np.ndarray) -> tuple[float, float]:
     if second <= ZERO_TOL * max(first, 1.0):
         second = 0.0
     return first, second
+
+
+def _is_binary(matrix: np.ndarray) -> bool:
+    return bool(((matrix == 0) | (matrix == 1)).all())
 
 
 def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
@@ -108,7 +120,12 @@ def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
     size = small.shape[0]
     if size < 2:
         return float(np.sqrt((small * small).sum())), 0.0
-    gram = small @ small.T
+    if _is_binary(small) and small.shape[1] < 2**24:
+        # Entries of a 0/1 mask's Gram matrix are edge counts: exact in float32, at half the cost.
+        single = small.astype(np.float32)
+        gram = (single @ single.T).astype(np.float64)
+    else:
+        gram = small @ small.T
     values = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[size - 2, size - 1],
                                driver="evr", check_finite=False, overwrite_a=True)
     return math.sqrt(max(values[1], 0.0)), math.sqrt(max(values[0], 0.0))
@@ -116,15 +133,17 @@ def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
 
 def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> LayerSpectrum:
     """Spectrum and bounds of the bipartite graph of `biadjacency` (0/1 mask or |W| on mask)."""
-    b = np.abs(np.asarray(biadjacency, dtype=np.float64))
+    b = np.asarray(biadjacency, dtype=np.float64)
     if b.ndim != 2:
         raise ValueError(f"a biadjacency must be a 2-D matrix, but got shape {b.shape}")
+    if b.size and b.min() < 0:
+        b = np.abs(b)
     nonzero = b != 0
     live_rows = nonzero.any(axis=1)
     live_cols = nonzero.any(axis=0)
     isolated_rows = int((~live_rows).sum())
     isolated_cols = int((~live_cols).sum())
-    if remove_isolated:
+    if remove_isolated and (isolated_rows or isolated_cols):
         b = b[live_rows][:, live_cols]
     rows, cols = b.shape
     lambda_1, lambda_2 = _top_two_singular_values(b)
@@ -230,7 +249,7 @@ def unrolled_top_eigenvalues(m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> 
     size = adjacency.shape[0]
     if adjacency.nnz == 0:
         return 0.0, 0.0
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         if size <= _DENSE_LIMIT:
             values = scipy.linalg.eigvalsh(adjacency.toarray(), subset_by_index=[size - 2, size - 1])
             return float(values[1]), float(values[0])
