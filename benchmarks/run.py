@@ -239,7 +239,7 @@ def bench_spectra(args) -> None:
 # ----------------------------------------------------------------------------- memory
 
 _MEMORY_PROBE = r"""
-import resource, sys, tempfile, time
+import sys, tempfile
 sys.path.insert(0, {here!r})
 which = sys.argv[1]
 if which == "naive":
@@ -256,7 +256,9 @@ else:
                           "training.finetune_epochs=1", "masks.remaining=" + grid, "masks.layers=[W_hh]",
                           "tracking.mlflow.enabled=" + ("true" if which == "sweep" else "false")])
         launch_study(spec)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not getrusage: Linux carries ru_maxrss over exec, so a child started by a big parent
+# would report the parent's peak.
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")))
 """
 
 

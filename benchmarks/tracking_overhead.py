@@ -1,10 +1,12 @@
 """Tracking overhead: the quickstart sweep with no tracker, then with MLflow (embedded, model
 registry on) and W&B (offline), in the same process on the same machine. Prints the ratio.
 
-Trackers run on a background thread (FanOut): training never waits for a W&B run to start or
-a model to upload; the time to drain the queue at the end counts in the total here.
+Trackers run in a child process at a lower CPU priority (tracking/process.py): training never
+waits for a W&B run to start or a model to upload, and shares neither the GIL nor its cores'
+priority with them; the time to drain the queue at the end counts in the total here. Runs with
+and without trackers alternate (`--repeat` pairs) because identical runs vary by several percent.
 
-    python benchmarks/tracking_overhead.py [--data ../shared/data/mnist] [--set key=value ...]
+    python benchmarks/tracking_overhead.py [--repeat 2] [--data ../shared/data/mnist] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -41,22 +43,36 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--trackers", default="mlflow,wandb", help="comma-separated: mlflow, wandb")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (off/on, then on/off, ...)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="es-bench-tracking-"))
+    chosen = set(args.trackers.split(","))
+    offs, ons = [], []
     try:
-        chosen = set(args.trackers.split(","))
-        off_total, off_trials, _ = timed_sweep(root / "off", args.data, args.overrides, set())
-        on_total, on_trials, calls = timed_sweep(root / "on", args.data, args.overrides, chosen)
+        for index in range(2 * args.repeat):
+            # off, on, on, off, off, on ...: neither side always runs first (warm caches, drift).
+            tracked = (index % 4) in (1, 2)
+            folder = root / f"run{index}"
+            total, trials, seconds = timed_sweep(folder, args.data, args.overrides, chosen if tracked else set())
+            (ons if tracked else offs).append((total, trials))
+            if tracked:
+                calls = seconds
+            print(f"  run {index + 1}: {'with' if tracked else 'without'} trackers {total:6.1f} s total, "
+                  f"{trials:6.1f} s in trials", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    off_total, off_trials = (sorted(v)[len(v) // 2] for v in zip(*offs, strict=True))
+    on_total, on_trials = (sorted(v)[len(v) // 2] for v in zip(*ons, strict=True))
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    if args.repeat > 1:
+        print(f"medians of {args.repeat} runs each:")
     print(f"quickstart sweep, no trackers:        {off_total:7.1f} s total, {off_trials:7.1f} s in trials")
     print(f"quickstart sweep, {args.trackers:19s} {on_total:7.1f} s total, {on_trials:7.1f} s in trials")
     print(f"tracking overhead (total):            {100 * (on_total / off_total - 1):+6.1f} %  "
           f"(ratio {on_total / off_total:.3f}; target < 5 %)")
     print(f"tracking overhead (time in trials):   {100 * (on_trials / off_trials - 1):+6.1f} %")
-    print("time in tracker calls (background thread), largest first:")
+    print("time in tracker calls (in the tracker process), largest first:")
     for key, seconds in sorted(calls.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {key:28s} {seconds:7.2f} s")
 

@@ -353,7 +353,7 @@ def _heartbeat(study: optuna.Study, trial_id: int, interval: float):
 
 
 @contextlib.contextmanager
-def _sweep_lock(study: optuna.Study, spec: SweepSpec):
+def sweep_lock(study: optuna.Study, spec: SweepSpec):
     """One process at a time enqueues the grid and sets up the trackers' shared state, so that
     several workers starting together neither enqueue a point twice nor make two parent runs."""
     url = spec.storage_url
@@ -418,12 +418,12 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     study = open_study(spec)
     _fail_stale(study)
     if point is not None:
-        with _sweep_lock(study, spec):
+        with sweep_lock(study, spec):
             _enqueue_points(study, [point])
         next_trial = functools.partial(_claim_waiting, study, point)
     else:
         if spec.study.sampler == "grid":
-            with _sweep_lock(study, spec):
+            with sweep_lock(study, spec):
                 _enqueue_missing(study, spec)
         next_trial = functools.partial(_next_trial, study, spec)
     to_run = 1 if point is not None else _to_run(study, spec)
@@ -435,8 +435,11 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     ctx = context or SweepContext(spec)
     events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
     trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
-    with _sweep_lock(study, spec):
-        trackers.start_sweep(spec.name, tracker_config(spec), StudyState(study))
+    if getattr(trackers, "locks_the_study", False):
+        trackers.start_sweep(spec.name, tracker_config(spec))  # returns at once; the child locks
+    else:
+        with sweep_lock(study, spec):
+            trackers.start_sweep(spec.name, tracker_config(spec), StudyState(study))
     hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=None)
     ran = failed = 0
 

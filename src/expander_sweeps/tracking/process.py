@@ -9,7 +9,9 @@ included, inherit it) and one torch/BLAS thread, so it runs in the gaps training
 
 The child builds the trackers from the spec and opens the study itself (for the sweep's shared
 state, such as MLflow's parent run id). Warnings come back to the parent and are printed
-there. `start_sweep` and `close` wait for the child; every other call returns at once.
+there. Only `close` waits for the child; every other call returns at once. Starting the child
+(importing torch, MLflow, W&B: seconds) overlaps the first trial; the child takes the study's
+lock itself around `start_sweep`, so that parallel workers still agree on one parent run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class TrackerProcess:
     """The FanOut interface, served by a child process (see the module notes)."""
 
     name = "tracker-process"
+    locks_the_study = True  # start_sweep takes the sweep lock in the child; the caller must not wait
 
     def __init__(self, spec, warn: Callable[[str], None]):
         self._warn = warn
@@ -47,12 +50,12 @@ class TrackerProcess:
             name="expander-sweeps-trackers", daemon=True,
         )
         self._process.start()
-        self.names = self._wait_for("ready") or []
 
     # --------------------------------------------------------------------- parent side
 
     def _pump(self, block_for: float | None = None) -> tuple[str, Any] | None:
-        """Print the child's warnings; return the first other reply (waiting up to `block_for`)."""
+        """Print the child's warnings, note its tracker names; return the first other reply
+        (waiting up to `block_for`)."""
         while True:
             try:
                 kind, value = self._replies.get(timeout=block_for) if block_for else self._replies.get_nowait()
@@ -60,8 +63,10 @@ class TrackerProcess:
                 return None
             if kind == "warn":
                 self._warn(value)
-                continue
-            return kind, value
+            elif kind in ("ready", "started"):
+                self.names = value
+            else:
+                return kind, value
 
     def _wait_for(self, expected: str) -> Any:
         while True:
@@ -81,12 +86,8 @@ class TrackerProcess:
             self._calls.put((method, args))
 
     def start_sweep(self, sweep: str, config: dict[str, Any], state: Any = None) -> None:
-        # Synchronous: the caller holds the study's lock, so that parallel workers agree on one
-        # parent run. The child reads and writes that state in the study itself.
+        # The child opens the study for the sweep's shared state and takes its lock itself.
         self._send("start_sweep", sweep, config)
-        names = self._wait_for("started")
-        if names is not None:
-            self.names = names
 
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         self._send("start_trial", number, params)
@@ -151,15 +152,15 @@ def _serve(spec_data: dict, calls, replies, parent_pid: int) -> None:
             replies.put(("closed", fan.seconds))
             return
         if method == "start_sweep":
-            from ..sweep import StudyState, open_study
+            from ..sweep import StudyState, open_study, sweep_lock
 
             try:
-                state = StudyState(open_study(spec, create=False))
+                study = open_study(spec, create=False)
             except Exception as err:  # the parent has the study open: this is unexpected
                 warn(f"the tracker process could not open the study ({type(err).__name__}: {err})")
-                replies.put(("started", []))
                 continue
-            fan.start_sweep(*args, state)
+            with sweep_lock(study, spec):  # parallel workers agree on one parent run
+                fan.start_sweep(*args, StudyState(study))
             replies.put(("started", fan.names))
             continue
         getattr(fan, method)(*args)
