@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -61,12 +62,14 @@ def main() -> None:
                   f"{trials:6.1f} s in trials", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    off_total, off_trials = (sorted(v)[len(v) // 2] for v in zip(*offs, strict=True))
-    on_total, on_trials = (sorted(v)[len(v) // 2] for v in zip(*ons, strict=True))
+    off_total, off_trials = (statistics.median(v) for v in zip(*offs, strict=True))
+    on_total, on_trials = (statistics.median(v) for v in zip(*ons, strict=True))
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
     if args.repeat > 1:
-        print(f"medians of {args.repeat} runs each:")
+        spread = [100 * (max(t for t, _ in runs) / min(t for t, _ in runs) - 1) for runs in (offs, ons)]
+        print(f"medians of {args.repeat} runs each (max/min of identical runs: +{spread[0]:.0f} % without, "
+              f"+{spread[1]:.0f} % with trackers):")
     print(f"quickstart sweep, no trackers:        {off_total:7.1f} s total, {off_trials:7.1f} s in trials")
     print(f"quickstart sweep, {args.trackers:19s} {on_total:7.1f} s total, {on_trials:7.1f} s in trials")
     print(f"tracking overhead (total):            {100 * (on_total / off_total - 1):+6.1f} %  "
