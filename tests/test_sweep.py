@@ -68,6 +68,11 @@ def test_seeds_and_mask_methods_in_one_sweep_and_the_claim_report(tmp_path, mnis
     assert panel.drops("acc/clean")[row.name] == pytest.approx(base - row["acc/clean"])
     markdown = (spec.run_path / "report" / "report.md").read_text()
     assert "## The claim, tested" in markdown and "## Mask methods at equal remaining edges" in markdown
+    # At one remaining fraction, 2 methods x 2 seeds = 4 trials: enough for a rank correlation.
+    equal = expander_sweeps.reporting.equal_density_rows(frame, spec)
+    clean = equal[(equal["noise"] == "clean") & (equal["bound"] == "Delta_R")].iloc[0]
+    assert clean["fractions"] >= 1 and -1.0 <= clean["mean_rho"] <= 1.0
+    assert "## At equal remaining edges" in markdown
     assert (spec.run_path / "report" / "claim.csv").stat().st_size > 0
     figure = spec.run_path / "report" / "figure_W_hh.png"
     assert figure.read_bytes()[:4] == b"\x89PNG"

@@ -38,7 +38,7 @@ from .spec import SweepSpec  # noqa: E402
 from .spectral import find_crossing  # noqa: E402
 from .trial import accuracy_key  # noqa: E402
 
-__all__ = ["Report", "trials_frame", "crossing_rows", "claim_rows", "write_report"]
+__all__ = ["Report", "trials_frame", "crossing_rows", "claim_rows", "equal_density_rows", "write_report"]
 
 _BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
 
@@ -237,6 +237,63 @@ def _verdict(bound_pct: float | None, drop_pct: float | None, threshold_points: 
     if gap >= 0:
         return f"accuracy held until the crossing and {gap:.2f} points of remaining edges beyond"
     return f"accuracy dropped {-gap:.2f} points of remaining edges before the bound crossed"
+
+
+def equal_density_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """Does the bound predict accuracy beyond what the number of edges does?
+
+    Across a sweep's rank correlation, the bound and the accuracy both fall as edges are removed,
+    so rho reflects density as much as expansion. Here the trials of one layer at ONE remaining
+    fraction (every mask method and seed) are compared: Spearman's rho between the bound and the
+    drop at each fraction with at least 4 trials, then the mean over fractions. Negative: at equal
+    density, the better expander lost less accuracy.
+    """
+    rows = []
+    panels = [p for p in _panels(frame, spec) if (p.trials[p.x] < 1.0).any()]
+    groups: dict[tuple, list[Panel]] = {}
+    for panel in panels:
+        groups.setdefault((panel.pruned, panel.train_variance, panel.layer), []).append(panel)
+    for (pruned, variance, layer), members in groups.items():
+        for column, noise in _accuracy_columns(spec):
+            if column not in frame:
+                continue
+            pieces = []
+            for panel in members:
+                masked = panel.trials[panel.trials[panel.x] < 1.0]
+                pieces.append(masked.assign(_drop=panel.drops(column)[masked.index]))
+            trials = pd.concat(pieces)
+            for bound in spec.report.bounds:
+                bound_column = f"{layer}/binary/{bound}"
+                if bound_column not in trials:
+                    continue
+                rhos = []
+                for _, same in sorted(trials.groupby(f"remaining_{layer}"), key=lambda kv: -kv[0]):
+                    keep = same[bound_column].notna() & same["_drop"].notna()
+                    if keep.sum() >= 4 and same.loc[keep, bound_column].nunique() > 1 and same.loc[keep, "_drop"].nunique() > 1:
+                        rho = scipy.stats.spearmanr(same.loc[keep, bound_column], same.loc[keep, "_drop"]).statistic
+                        if not math.isnan(rho):
+                            rhos.append(float(rho))
+                rows.append({"pruned": pruned, "train_noise_variance": variance, "noise": noise,
+                             "bound": _BOUND_LABELS[bound], "fractions": len(rhos),
+                             "mean_rho": float(np.mean(rhos)) if rhos else math.nan,
+                             "rhos": ", ".join(f"{r:+.2f}" for r in rhos)})
+    return pd.DataFrame(rows)
+
+
+def _equal_density_markdown(table: pd.DataFrame) -> list[str]:
+    table = table[table["fractions"] > 0] if not table.empty else table
+    if table.empty:
+        return []
+    lines = ["## At equal remaining edges: does the better expander lose less accuracy?", "",
+             "Spearman's rho between a bound (binary layer graph) and the accuracy drop among the trials "
+             "of one remaining fraction (every mask method and seed), per fraction, then the mean. "
+             "This separates expansion from density, which a rank correlation across fractions cannot. "
+             "Negative supports the claim.", "",
+             "| pruned | noise | bound | mean rho | rho per fraction (dense to sparse) |", "| --- | --- | --- | --- | --- |"]
+    for _, row in table.iterrows():
+        where = row["pruned"] + (f", train var {row['train_noise_variance']:g}" if row["train_noise_variance"] else "")
+        lines.append(f"| {where} | {row['noise']} | {row['bound']} | {row['mean_rho']:+.2f} | {row['rhos']} |")
+    return lines + [""]
 
 
 def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
@@ -476,7 +533,7 @@ def _methods_markdown(spec: SweepSpec, panels: list[Panel]) -> list[str]:
 
 
 def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, claim: pd.DataFrame,
-              figures: list[Path], failed: list[dict]) -> str:
+              equal_density: pd.DataFrame, figures: list[Path], failed: list[dict]) -> str:
     panels = _panels(frame, spec)
     seeds = ", ".join(str(s) for s in spec.training.seeds)
     lines = [
@@ -509,6 +566,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
                      f"| {row['where']} |")
     lines.append("")
     lines += _claim_markdown(spec, claim)
+    lines += _equal_density_markdown(equal_density)
     lines += _methods_markdown(spec, panels)
     lines += ["## Test accuracy (%) against remaining edges", ""]
     acc_cols = [(c, label) for c, label in _accuracy_columns(spec) if c in frame]
@@ -556,6 +614,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
     frame = _with_defaults(frame, spec)
     crossings = crossing_rows(frame, spec)
     claim = claim_rows(frame, spec)
+    equal_density = equal_density_rows(frame, spec)
     figures = []
     grouped: dict[str, list[Panel]] = {}
     for panel in _panels(frame, spec):
@@ -564,7 +623,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         path = out / f"figure_{slug}.png"
         _figure(panels, spec, crossings, claim, path)
         figures.append(path)
-    markdown = _markdown(spec, frame, crossings, claim, figures, failed)
+    markdown = _markdown(spec, frame, crossings, claim, equal_density, figures, failed)
     files = {
         "markdown": out / "report.md",
         "crossings_csv": out / "crossings.csv",
@@ -587,6 +646,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         "finished_trials": len(frame),
         "crossings": _records(crossings),
         "claim": _records(claim),
+        "equal_density": _records(equal_density),
         "failed_trials": failed,
     }, indent=2))
     frame.sort_values("trial").to_csv(files["trials_csv"], index=False)
