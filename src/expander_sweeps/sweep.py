@@ -104,6 +104,8 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
             time.sleep(0.5 * attempt)
         except (ImportError, ValueError) as err:  # a missing driver, a malformed URL
             raise StorageError.about(url, err) from None
+    if url.startswith("sqlite:///"):
+        _cheap_sqlite_commits(storage.engine)
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
@@ -111,6 +113,21 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
         study_name=spec.name, storage=storage, sampler=_sampler(spec),
         directions=directions, load_if_exists=True,
     )
+
+
+def _cheap_sqlite_commits(engine: sqlalchemy.engine.Engine) -> None:
+    """Write-ahead log, synced at checkpoints: a trial writes ~100 results, each its own commit,
+    and SQLite's default (two fsyncs a commit) made that 0.7 s a trial. A killed process still
+    loses nothing committed; only a power cut can lose the last commits (their trials rerun)."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the hook get the pragmas when reopened
 
 
 class StorageError(RuntimeError):
