@@ -300,7 +300,6 @@ def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     """Per panel, noise level, graph and bound: bound crossing vs accuracy-drop crossing, and
     the rank correlation between the bound and the drop (see the module notes)."""
     threshold = spec.report.drop_threshold
-    graphs_for = {"layer": None, "unrolled": "unrolled"}
     rows = []
     for panel in _panels(frame, spec):
         if not (panel.trials[panel.x] < 1.0).any():
@@ -312,8 +311,7 @@ def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
             drops = panel.drops(column)
             drop_crossing = find_crossing(x, (threshold - drops).tolist())
             drop_pct = None if drop_crossing.remaining is None else 100 * drop_crossing.remaining
-            for graph_kind, graph in graphs_for.items():
-                graph = graph or panel.layer
+            for graph in (panel.layer, "unrolled"):
                 for bound in spec.report.bounds:
                     bound_column = f"{graph}/binary/{bound}"
                     if bound_column not in panel.trials:
@@ -328,7 +326,7 @@ def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         "mask_method": panel.method,
                         "train_noise_variance": panel.train_variance,
                         "noise": noise,
-                        "graph": _graph_label(graph, spec, frame) if graph_kind == "unrolled" else graph,
+                        "graph": _graph_label(graph, spec, frame),
                         "bound": _BOUND_LABELS[bound],
                         "bound_status": crossing.status,
                         "bound_crossing_pct": None if bound_pct is None else round(bound_pct, 3),

@@ -56,7 +56,46 @@ class Tracker(Protocol):
     def logged_trials(self) -> set[int]: ...
 
 
-class FanOut:
+class TrackerCalls:
+    """The per-trial calls of a running sweep, each handed to `_each(method, *args)`: FanOut runs
+    them here (or on its thread), TrackerProcess queues them to its child process."""
+
+    def _each(self, method: str, *args: Any) -> None:
+        raise NotImplementedError
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+        self._each("start_trial", number, params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._each("log_metrics", dict(metrics), step)
+
+    def log_artifact(self, path: str, folder: str | None = None) -> None:
+        self._each("log_artifact", path, folder)
+
+    def log_model(self, record: TrialRecord) -> None:
+        self._each("log_model", record)
+
+    def end_trial(self, status: str) -> None:
+        self._each("end_trial", status)
+
+    def end_sweep(self, report_files: list[str] | None = None) -> None:
+        self._each("end_sweep", list(report_files or []))
+
+    def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
+        """A whole finished trial: params, per-epoch history, final metrics, files, model."""
+        self.start_trial(record.number, record.params)
+        for entry in record.history:
+            self.log_metrics({f"{entry['phase']}/loss": entry["loss"],
+                              f"{entry['phase']}/train_accuracy": entry["train_accuracy"]}, entry["epoch"])
+        self.log_metrics(record.metrics)
+        for key, path in record.files.items():
+            if key != "example":
+                self.log_artifact(path, "trial")
+        self.log_model(record)
+        self.end_trial(status)
+
+
+class FanOut(TrackerCalls):
     """Sends each call to every live tracker, in order, on a background thread.
 
     Training never waits for a tracker (a W&B run takes seconds to start, a model upload
@@ -115,40 +154,9 @@ class FanOut:
         # parent run.
         self._call("start_sweep", (sweep, config, state))
 
-    def start_trial(self, number: int, params: dict[str, Any]) -> None:
-        self._each("start_trial", number, params)
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._each("log_metrics", dict(metrics), step)
-
-    def log_artifact(self, path: str, folder: str | None = None) -> None:
-        self._each("log_artifact", path, folder)
-
-    def log_model(self, record: TrialRecord) -> None:
-        self._each("log_model", record)
-
-    def end_trial(self, status: str) -> None:
-        self._each("end_trial", status)
-
-    def end_sweep(self, report_files: list[str] | None = None) -> None:
-        self._each("end_sweep", list(report_files or []))
-
     def close(self) -> None:
         """Wait until every queued call has run."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-
-    def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
-        """A whole finished trial: params, per-epoch history, final metrics, files, model."""
-        self.start_trial(record.number, record.params)
-        for entry in record.history:
-            self.log_metrics({f"{entry['phase']}/loss": entry["loss"],
-                              f"{entry['phase']}/train_accuracy": entry["train_accuracy"]}, entry["epoch"])
-        self.log_metrics(record.metrics)
-        for key, path in record.files.items():
-            if key != "example":
-                self.log_artifact(path, "trial")
-        self.log_model(record)
-        self.end_trial(status)

@@ -24,7 +24,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from .base import TrialRecord
+from .base import TrackerCalls
 
 __all__ = ["TrackerProcess"]
 
@@ -32,7 +32,7 @@ _NICENESS = 10
 _POLL_SECONDS = 2.0
 
 
-class TrackerProcess:
+class TrackerProcess(TrackerCalls):
     """The FanOut interface, served by a child process (see the module notes)."""
 
     name = "tracker-process"
@@ -80,32 +80,14 @@ class TrackerProcess:
                            "are safe in the Optuna study, and `expander-sweeps sync SPEC` pushes them")
                 return None
 
-    def _send(self, method: str, *args: Any) -> None:
+    def _each(self, method: str, *args: Any) -> None:
         self._pump()
         if self._process.is_alive():
             self._calls.put((method, args))
 
     def start_sweep(self, sweep: str, config: dict[str, Any], state: Any = None) -> None:
         # The child opens the study for the sweep's shared state and takes its lock itself.
-        self._send("start_sweep", sweep, config)
-
-    def start_trial(self, number: int, params: dict[str, Any]) -> None:
-        self._send("start_trial", number, params)
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._send("log_metrics", dict(metrics), step)
-
-    def log_artifact(self, path: str, folder: str | None = None) -> None:
-        self._send("log_artifact", path, folder)
-
-    def log_model(self, record: TrialRecord) -> None:
-        self._send("log_model", record)
-
-    def end_trial(self, status: str) -> None:
-        self._send("end_trial", status)
-
-    def end_sweep(self, report_files: list[str] | None = None) -> None:
-        self._send("end_sweep", list(report_files or []))
+        self._each("start_sweep", sweep, config)
 
     def close(self) -> None:
         """Wait until every queued call has run, then let the child exit."""
