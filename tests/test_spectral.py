@@ -73,11 +73,23 @@ def test_isolated_vertices_are_removed_and_counted():
     assert removed.lambda_1 == pytest.approx(kept.lambda_1) == pytest.approx(math.sqrt(6))
 
 
-def test_weighted_graph_uses_absolute_weights():
+def test_weighted_graph_uses_absolute_weights_normalised_to_mean_one():
     w = np.array([[-2.0, 0.0], [0.0, 3.0]])
     s = layer_spectrum(w)
-    assert (s.lambda_1, s.lambda_2) == (pytest.approx(3.0), pytest.approx(2.0))
-    assert s.d_avg == pytest.approx(2 * 5 / 4)
+    # Mean |w| over the 2 kept edges is 2.5: the graph's weights are 0.8 and 1.2.
+    assert (s.lambda_1, s.lambda_2) == (pytest.approx(1.2), pytest.approx(0.8))
+    assert s.d_avg == pytest.approx(2 * 2 / 4)  # total weight = number of edges
+    assert s.components == 2 and s.largest_component == pytest.approx(0.5)
+
+
+def test_weighted_bounds_do_not_depend_on_the_weights_scale():
+    rng = np.random.default_rng(3)
+    w = (rng.random((64, 28)) < 0.3) * rng.standard_normal((64, 28))
+    reference = layer_spectrum(w)
+    for scale in (0.05, 1.0, 5.0):
+        scaled = layer_spectrum(scale * w)
+        for quantity in ("lambda_1", "lambda_2", "d_avg", "delta_r", "delta_s", "biregular"):
+            assert getattr(scaled, quantity) == pytest.approx(getattr(reference, quantity), rel=1e-12)
 
 
 def test_step_graph_concatenates_inputs_and_hidden_columns():
@@ -87,11 +99,13 @@ def test_step_graph_concatenates_inputs_and_hidden_columns():
         step_biadjacency(np.ones((3, 2)), np.eye(4))
 
 
-def test_crossing_interpolates_between_grid_points():
+def test_crossing_interpolates_in_log_fraction_between_grid_points():
     c = find_crossing([1.0, 0.5, 0.25, 0.1], [math.inf, 0.4, 0.2, -0.2])
     assert c.status == "crossed"
     assert (c.upper, c.lower) == (0.25, 0.1)
-    assert c.remaining == pytest.approx(0.25 + (0.1 - 0.25) * 0.2 / 0.4)  # halfway: 0.175
+    # Halfway between 0.2 and -0.2, on the figures' log axis: the geometric mean sqrt(0.25 * 0.1).
+    assert c.remaining == pytest.approx(math.sqrt(0.025))
+    assert c.stays_negative == 0.1
 
 
 def test_crossing_from_infinity_lands_on_the_negative_point():
@@ -104,8 +118,76 @@ def test_crossing_never_and_negative_at_start_and_unordered_input():
     assert never.status == "never" and never.remaining is None and never.lower == 0.1
     assert "never" in never.describe()
     start = find_crossing([0.5, 0.2], [-0.1, -0.3])
-    assert start.status == "negative_at_start" and start.remaining == 0.5
+    assert start.status == "negative_at_start" and start.remaining is None and start.lower == 0.5
+    assert "predicts nothing" in start.describe()
     assert find_crossing([], []).status == "no_data"
+
+
+def test_one_unbounded_seed_does_not_hide_negative_seeds():
+    # The audit's case: at 50% one seed is +inf, the other -0.2; the mean used to be +inf (-> 25%).
+    c = find_crossing([1, 1, .5, .5, .25, .25], [math.inf, math.inf, -.2, math.inf, -.3, -.3])
+    assert c.status == "crossed" and c.lower == 0.5 and c.remaining == 0.5
+
+
+def test_exactly_zero_does_not_have_the_property():
+    c = find_crossing([1.0, 0.5, 0.25], [0.5, 0.0, 0.1])
+    assert c.status == "crossed" and c.lower == 0.5 and c.remaining == pytest.approx(0.5)
+
+
+def test_float32_nan_and_undefined_points_are_left_out_and_listed():
+    values = np.array([1.0, 0.5, np.nan, -0.5], dtype=np.float32)
+    c = find_crossing([1.0, 0.5, 0.25, 0.1], list(values))
+    assert c.status == "crossed" and (c.upper, c.lower) == (0.5, 0.1)
+    assert c.undefined == (0.25,)
+    assert "undefined" in c.describe() and "25%" in c.describe()
+
+
+def test_a_curve_that_turns_positive_again_says_where_it_stays_negative():
+    c = find_crossing([1.0, 0.5, 0.2, 0.1, 0.05, 0.02], [1.0, 0.2, -0.1, 0.05, -0.2, -0.3])
+    assert c.status == "crossed" and c.lower == 0.2 and c.stays_negative == 0.05
+    assert "stays negative only from 5%" in c.describe()
+    again = find_crossing([1.0, 0.5, 0.2], [1.0, -0.2, 0.1])
+    assert again.stays_negative is None and "positive again" in again.describe()
+
+
+def test_degenerate_graphs_are_undefined_never_expanders():
+    empty = layer_spectrum(np.zeros((128, 28)))
+    assert empty.status == "undefined" and empty.bounds_defined == 0
+    assert all(math.isnan(v) for v in (empty.delta_r, empty.delta_s, empty.biregular))
+    assert "no edges" in empty.describe_status()
+    one = np.zeros((128, 28))
+    one[5, 7] = 1.0
+    single = layer_spectrum(one)
+    # Two vertices and one edge: the adjacency's eigenvalues are 1 and -1.
+    assert (single.lambda_1, single.lambda_2) == (1.0, -1.0)
+    assert single.status == "undefined" and math.isnan(single.delta_r)
+    assert single.isolated_share == pytest.approx(154 / 156)
+    star = np.zeros((10, 6))
+    star[:, 2] = 1.0
+    assert layer_spectrum(star).status == "undefined"
+    block = np.zeros((128, 28))
+    block[:40, :10] = 1.0  # one complete sub-block: "complete" once the isolated vertices are gone
+    sub = layer_spectrum(block)
+    assert sub.lambda_2 == 0.0 and sub.status == "undefined"
+    assert "K_{40,10}" in sub.describe_status()
+    # The dense layer itself is the one complete graph whose bounds are unbounded.
+    assert layer_spectrum(np.ones((128, 28))).status == "unbounded"
+    assert layer_spectrum(np.ones((1, 1))).status == "unbounded"
+
+
+def test_a_disconnected_graph_can_have_positive_bounds():
+    # The audit's case: a 127 x 27 random half-dense block plus one separate edge.
+    rng = np.random.default_rng(0)
+    m = np.zeros((128, 28))
+    m[:127, :27] = rng.random((127, 27)) < 0.5
+    m[127, 27] = 1.0
+    s = layer_spectrum(m)
+    assert s.components == 2
+    assert s.largest_component == pytest.approx(154 / 156)
+    block = m[:127, :27]
+    values = np.linalg.svd(block, compute_uv=False)
+    assert s.lambda_2 == pytest.approx(values[1], rel=1e-10)  # the block's, not a repeated lambda_1
+    assert s.delta_r > 0
 
 
 def test_crossing_averages_repeated_fractions():
@@ -117,8 +199,10 @@ def test_crossing_averages_repeated_fractions():
 def test_top_singular_values_match_lapack_svd_on_every_shape(shape):
     rng = np.random.default_rng(sum(shape))
     weighted = (rng.random(shape) < 0.2) * rng.standard_normal(shape)
+    weighted.flat[-1] = 1.5  # at least one edge (the 1 x 7 and 7 x 1 draws had none)
     s = layer_spectrum(weighted, remove_isolated=False)
-    values = np.linalg.svd(np.abs(weighted), compute_uv=False)
+    normalised = np.abs(weighted) / np.abs(weighted[weighted != 0]).mean()
+    values = np.linalg.svd(normalised, compute_uv=False)
     assert s.lambda_1 == pytest.approx(values[0], rel=1e-12)
     if min(shape) > 1:
         assert s.lambda_2 == pytest.approx(values[1], rel=1e-10)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -76,8 +77,8 @@ class _ConsoleEvents:
         console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished) "
                       f"on {device}", soft_wrap=True)
         console.print(f"  data: {data}", soft_wrap=True)
-        console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}; "
-                      f"masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
+        console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}, "
+                      f"{spec.training.clipping}; masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
         self.trials_task = self.progress.add_task("trials", total=to_run)
 
     def trial_started(self, number, plan) -> None:
@@ -173,22 +174,30 @@ def _print_claim(rep) -> None:
         return
     rows = rep.claim[(rep.claim["noise"] == "clean") & rep.claim["bound"].isin(["Delta_R", "Delta_S"])
                      & ~rep.claim["graph"].str.startswith("unrolled")]
-    table = Table(title="Clean accuracy drop vs bound crossing (binary layer graph)", title_justify="left",
-                  caption="held: bound crossing minus drop crossing (points of remaining edges; >= 0: accuracy "
-                  "held until the bound crossed); rho: Spearman(bound, drop), mean over seeds",
+    table = Table(title="Clean accuracy drop vs bound crossing (binary layer graph, kept edges)",
+                  title_justify="left",
+                  caption="held: bound crossing minus drop crossing (points of kept edges; >= 0: accuracy "
+                  "held until the bound crossed); a drop counts above the threshold and 1.96 SE",
                   caption_justify="left")
-    for column in ["swept", "mask", "drop > threshold at", "bound", "crossing", "held", "rho"]:
+    for column in ["swept", "mask", "graph", "dropped at", "bound", "crossing", "held"]:
         table.add_column(column)
     for _, row in rows.iterrows():
         def pct(value) -> str:
             return "never" if value is None or value != value else f"{value:.2f}%"
 
         held = row["held_beyond_crossing_pts"]
-        rho = row["spearman_rho"]
-        table.add_row(row["pruned"].split(" (")[0], row["mask_method"], pct(row["drop_crossing_pct"]), row["bound"],
-                      pct(row["bound_crossing_pct"]), "" if held is None or held != held else f"{held:+.2f}",
-                      "n/a" if rho != rho else f"{rho:+.2f}")
+        crossing = {"negative_at_start": "never positive", "no_data": "undefined"}.get(
+            row["bound_status"], pct(row["bound_crossing_pct"]))
+        table.add_row(row["pruned"].split(" (")[0], row["mask_method"], row["graph"], pct(row["drop_crossing_pct"]),
+                      row["bound"], crossing, "" if held is None or held != held else f"{held:+.2f}")
     console.print(table)
+    tests = getattr(rep, "expansion_test", None)
+    if tests is not None and not tests.empty:
+        for _, row in tests[tests["noise"] == "clean"].iterrows():
+            r = "" if row["partial_r"] != row["partial_r"] else (
+                f" partial r = {row['partial_r']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}], n = {row['n']};")
+            console.print(f"expansion beyond density, {row['pruned'].split(' (')[0]} {row['graph']} {row['bound']} "
+                          f"(clean): [bold]{row['verdict']}[/] -{r} {escape(row['why'])}", highlight=False, soft_wrap=True)
 
 
 def _run_here(spec: SweepSpec, label: str = ""):

@@ -34,6 +34,8 @@ def dense_key(spec: SweepSpec, train_variance: float, data_fingerprint: str = ""
         "data": spec.data.model_dump(exclude={"root", "download"}),
         "model": spec.model.model_dump(),
         "training": spec.training.model_dump(include={"lr", "batch_size", "epochs", "seed"}),
+        # Only when set, so the caches of sweeps without clipping keep their keys.
+        **({"clip_grad_norm": spec.training.clip_grad_norm} if spec.training.clip_grad_norm else {}),
         "train_noise": {
             "fraction": spec.noise.fraction if train_variance > 0 else 0.0,
             "variance": train_variance,

@@ -33,6 +33,11 @@ class SequenceClassifier(nn.Module):
         self.readout = nn.Linear(spec.hidden, num_classes)
         if spec.init == "kaiming_uniform":
             self._kaiming_uniform()
+        elif spec.init == "orthogonal":
+            self._kaiming_uniform()
+            self._recurrent_blocks(lambda block: nn.init.orthogonal_(block))
+        elif spec.init == "identity":
+            self._irnn()
         # "pytorch_default" keeps what the constructors drew: U(+-1/sqrt(H)) for the recurrent
         # layer, U(+-1/sqrt(fan_in)) for the readout.
 
@@ -43,6 +48,27 @@ class SequenceClassifier(nn.Module):
                 nn.init.kaiming_uniform_(param)
             else:
                 nn.init.zeros_(param)
+
+    def _irnn(self) -> None:
+        """Le et al. 2015: W_hh = I, biases 0, every other weight N(0, 0.001^2). With ReLU units
+        the hidden state is carried unchanged until training says otherwise: no explosion at k = 784."""
+        for name, param in self.named_parameters():
+            if "weight" in name:
+                nn.init.normal_(param, std=0.001)
+            else:
+                nn.init.zeros_(param)
+        self._recurrent_blocks(lambda block: nn.init.eye_(block))
+
+    @torch.no_grad()
+    def _recurrent_blocks(self, init) -> None:
+        """Apply `init` to every H x H gate block of every W_hh (one block for a plain RNN)."""
+        hidden = self.recurrent.hidden_size
+        for layer in range(self.recurrent.num_layers):
+            weight = getattr(self.recurrent, f"weight_hh_l{layer}")
+            for start in range(0, weight.shape[0], hidden):
+                block = torch.empty(hidden, hidden)
+                init(block)
+                weight[start : start + hidden].copy_(block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outputs, _ = self.recurrent(x)  # (N, k, H): fixed length, no packing, cuDNN's fast path

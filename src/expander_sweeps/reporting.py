@@ -7,12 +7,27 @@ maskable layer is dense (the paper's one panel per layer); with `tied`, one pane
 trials, every layer pruned together. A panel has one mask method (the dense trials belong to
 every method's panel) and every seed: curves are means over seeds, with their spread.
 
+The x-axis of every curve, crossing and figure is the *kept* fraction of the layer's edges
+(the mean over seeds of what the mask really kept at an asked fraction; a regular mask keeps
+a multiple of 1/inputs, a min-degree mask may keep more). Crossings are interpolated in
+log(kept fraction), the axis the figures draw.
+
 The claim under test: accuracy holds while a layer's graph keeps the Ramanujan property and
-drops once it is lost. Per panel and noise level the report gives the accuracy drop relative
-to dense (same seed), the remaining fraction where the drop first exceeds
-`report.drop_threshold`, its distance from each bound's crossing, and the Spearman rank
-correlation between the bound and the drop (per seed, then mean and a 95% t-interval over
-seeds). A negative correlation supports the claim: the larger the bound, the smaller the drop.
+drops once it is lost. Two parts:
+- Crossings (`claim_rows`): per panel and noise level, the accuracy drop relative to dense
+  (same seed) with its binomial standard error, the kept fraction where the mean drop first
+  counts as a drop (exceeds both `report.drop_threshold` and 1.96 standard errors, so that
+  test-set noise alone does not trigger it), and its distance from each bound's crossing.
+  A bound that is already <= 0 at the densest point predicts nothing, and says so.
+- Expansion beyond density (`expansion_test_rows`): across a sweep, bound and accuracy both
+  fall as edges are removed, so any correlation over fractions measures density. The test
+  that can fail: the partial correlation r of the drop and the bound, controlling for the
+  kept fraction (least squares on 1, log kept, log^2 kept), over every masked trial of a
+  layer (all mask methods and seeds), with a 95% Fisher-z interval (n - 5 degrees of
+  freedom). Decision rule, fixed in advance: "supported" when the whole interval is below 0
+  (at equal kept edges a larger bound goes with a smaller drop), "contradicted" when it is
+  above 0, "inconclusive" otherwise, or when there are fewer than 8 trials or the bound does
+  not vary at equal kept edges (one mask method and one seed).
 """
 
 from __future__ import annotations
@@ -30,7 +45,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
-import scipy.stats  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from .models import GATES  # noqa: E402
@@ -38,7 +52,11 @@ from .spec import SweepSpec  # noqa: E402
 from .spectral import find_crossing  # noqa: E402
 from .trial import accuracy_key  # noqa: E402
 
-__all__ = ["Report", "trials_frame", "crossing_rows", "claim_rows", "equal_density_rows", "write_report"]
+__all__ = ["Report", "trials_frame", "crossing_rows", "claim_rows", "expansion_test_rows", "partial_correlation_test",
+           "drop_points", "write_report"]
+
+MIN_TRIALS_FOR_TEST = 8
+Z_95 = 1.959963984540054
 
 _BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
 
@@ -61,11 +79,25 @@ class Panel:
         name = "tied" if self.pruned.endswith("(tied)") else self.layer
         return name + (f"_trainvar{self.train_variance:g}" if self.train_variance else "")
 
+    def kept(self) -> pd.Series:
+        """Per trial: the kept fraction of the x-axis layer, as the mean over the trials (seeds)
+        of its asked fraction, so that all seeds of one point share one x."""
+        column = f"{self.layer}/kept_fraction"
+        own = self.trials[column] if column in self.trials else pd.Series(np.nan, index=self.trials.index)
+        own = own.where(self.trials[self.x] < 1.0, 1.0).fillna(self.trials[self.x])
+        return own.groupby(self.trials[self.x]).transform("mean")
+
     def curve(self, column: str) -> pd.DataFrame:
-        """Mean, standard deviation and count over seeds of `column`, per remaining fraction."""
-        grouped = self.trials.groupby(self.x)[column]
-        return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1).fillna(0.0),
-                             "n": grouped.count()}).sort_index(ascending=False)
+        """Mean, standard deviation and count over seeds of `column` (undefined NaN and unbounded
+        +inf left out of mean and spread), per asked fraction, with the mean kept fraction."""
+        values = self.trials[column].astype(float)
+        finite = values.where(np.isfinite(values))
+        grouped = finite.groupby(self.trials[self.x])
+        unbounded = np.isposinf(values).groupby(self.trials[self.x]).all()
+        curve = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1).fillna(0.0),
+                              "n": grouped.count(), "kept": self.kept().groupby(self.trials[self.x]).mean()})
+        curve.loc[unbounded[unbounded].index, "mean"] = np.inf
+        return curve.sort_index(ascending=False)
 
     def drops(self, column: str) -> pd.Series:
         """Accuracy drop of every trial relative to the dense trial of its seed (the dense model's
@@ -78,6 +110,14 @@ class Panel:
             reference = reference.fillna(self.trials[fallback])
         return reference - self.trials[column]
 
+    def drop_errors(self, column: str) -> pd.Series:
+        """Binomial standard error of each trial's drop: sqrt(p_d (1 - p_d) / n + p (1 - p) / n)
+        with n test examples (`n_test`); NaN where n was not recorded."""
+        reference = self.drops(column) + self.trials[column]
+        n = self.trials["n_test"] if "n_test" in self.trials else pd.Series(np.nan, index=self.trials.index)
+        p = self.trials[column]
+        return np.sqrt((reference * (1 - reference) + p * (1 - p)) / n)
+
 
 @dataclass
 class Report:
@@ -86,7 +126,8 @@ class Report:
     markdown: str
     files: dict[str, Path] = field(default_factory=dict)
     failed: list[dict] = field(default_factory=list)  # trials whose point never completed, and why
-    claim: pd.DataFrame = field(default_factory=pd.DataFrame)  # the claim, tested (see module notes)
+    claim: pd.DataFrame = field(default_factory=pd.DataFrame)  # crossings vs drops (see module notes)
+    expansion_test: pd.DataFrame = field(default_factory=pd.DataFrame)  # expansion beyond density
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -177,17 +218,19 @@ def _crossing_fields(crossing) -> dict:
         "crossing_pct": None if crossing.remaining is None else round(100 * crossing.remaining, 3),
         "upper_pct": None if crossing.upper is None else 100 * crossing.upper,
         "lower_pct": None if crossing.lower is None else 100 * crossing.lower,
+        "stays_negative_from_pct": None if crossing.stays_negative is None else 100 * crossing.stays_negative,
+        "undefined_at_pct": " ".join(f"{100 * r:g}" for r in crossing.undefined),
         "where": crossing.describe(),
     }
 
 
 def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
-    """Per panel, graph, weighting and bound: the remaining edge % where the bound (mean over
-    seeds) first turns negative."""
+    """Per panel, graph, weighting and bound: the kept edge % where the bound (mean over
+    seeds) first stops being positive."""
     rows = []
     weightings = ["binary", "weighted"] if spec.spectral.weighted else ["binary"]
     for panel in _panels(frame, spec):
-        x = panel.trials[panel.x].tolist()
+        x = panel.kept().tolist()
         for graph in _panel_graphs(panel, spec):
             for weighting in weightings:
                 for bound in spec.report.bounds:
@@ -206,121 +249,164 @@ def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _spearman_over_seeds(panel: Panel, bound_column: str, drops: pd.Series) -> tuple[float, float, float, int]:
-    """Spearman's rho between a bound and the accuracy drop, per seed; mean and 95% t-interval."""
-    rhos = []
-    for _, rows in panel.trials.groupby("seed"):
-        bound, drop = rows[bound_column], drops[rows.index]
-        keep = bound.notna() & drop.notna()
-        if keep.sum() < 3 or bound[keep].nunique() < 2 or drop[keep].nunique() < 2:
-            continue
-        rho = scipy.stats.spearmanr(bound[keep].to_numpy(), drop[keep].to_numpy()).statistic
-        if not math.isnan(rho):
-            rhos.append(float(rho))
-    if not rhos:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(np.mean(rhos))
-    if len(rhos) < 2:
-        return mean, math.nan, math.nan, 1
-    half = float(scipy.stats.t.ppf(0.975, len(rhos) - 1) * np.std(rhos, ddof=1) / math.sqrt(len(rhos)))
-    return mean, max(-1.0, mean - half), min(1.0, mean + half), len(rhos)
-
-
-def _verdict(bound_pct: float | None, drop_pct: float | None, threshold_points: float) -> str:
+def _verdict(status: str, bound_pct: float | None, drop_pct: float | None) -> str:
+    if status == "negative_at_start":
+        return "the bound was never positive (<= 0 already at the densest point): it predicts nothing"
+    if status == "no_data":
+        return "the bound is undefined at every point"
     if bound_pct is None and drop_pct is None:
         return "neither the bound nor accuracy crossed"
     if bound_pct is None:
-        return f"accuracy dropped (at {drop_pct:.2f}%) while the bound stayed positive"
+        return f"accuracy dropped (at {drop_pct:.2f}% kept) while the bound stayed positive"
     if drop_pct is None:
-        return f"the bound crossed, accuracy never dropped by more than {threshold_points:g} point(s)"
+        return "the bound crossed, accuracy never dropped"
     gap = bound_pct - drop_pct
     if gap >= 0:
-        return f"accuracy held until the crossing and {gap:.2f} points of remaining edges beyond"
-    return f"accuracy dropped {-gap:.2f} points of remaining edges before the bound crossed"
+        return f"accuracy held until the crossing and {gap:.2f} points of kept edges beyond"
+    return f"accuracy dropped {-gap:.2f} points of kept edges before the bound crossed"
 
 
-def equal_density_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
-    """Does the bound predict accuracy beyond what the number of edges does?
+def drop_points(panel: Panel, column: str, threshold: float) -> pd.DataFrame:
+    """Per asked fraction: kept fraction, mean drop over seeds, its binomial standard error (of
+    the mean), and whether it counts as a drop: mean > threshold and mean > 1.96 SE."""
+    drops, errors = panel.drops(column), panel.drop_errors(column)
+    by = panel.trials[panel.x]
+    seeds = drops.groupby(by).count()
+    table = pd.DataFrame({
+        "kept": panel.kept().groupby(by).mean(),
+        "drop": drops.groupby(by).mean(),
+        "se": np.sqrt((errors ** 2).groupby(by).sum(min_count=1)) / seeds,
+        "seeds": seeds,
+    }).sort_index(ascending=False)
+    table["margin"] = np.maximum(threshold, (Z_95 * table["se"]).fillna(0.0))
+    table["dropped"] = table["drop"] > table["margin"]
+    return table
 
-    Across a sweep's rank correlation, the bound and the accuracy both fall as edges are removed,
-    so rho reflects density as much as expansion. Here the trials of one layer at ONE remaining
-    fraction (every mask method and seed) are compared: Spearman's rho between the bound and the
-    drop at each fraction with at least 4 trials, then the mean over fractions. Negative: at equal
-    density, the better expander lost less accuracy.
-    """
+
+def _claim_graphs(panel: Panel, spec: SweepSpec) -> list[str]:
+    """The layer graphs whose bounds a panel's accuracy is compared with (every pruned layer when
+    they are tied), and the unrolled graph."""
+    layers = spec.masks.layers if panel.pruned.endswith("(tied)") else [panel.layer]
+    return [*layers, "unrolled"]
+
+
+def partial_correlation_test(drop, bound, kept) -> dict:
+    """Partial correlation of drop and bound controlling for log kept fraction (and its square),
+    with a 95% Fisher-z interval and the decision rule of the module notes."""
+    drop, bound, kept = (np.asarray(a, dtype=float) for a in (drop, bound, kept))
+    keep = np.isfinite(drop) & np.isfinite(bound) & np.isfinite(kept) & (kept > 0)
+    drop, bound, kept = drop[keep], bound[keep], kept[keep]
+    n = len(drop)
+    result = {"n": n, "partial_r": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    if n < MIN_TRIALS_FOR_TEST:
+        return {**result, "verdict": "inconclusive", "why": f"{n} trials with a defined bound (needs {MIN_TRIALS_FOR_TEST})"}
+    log_kept = np.log(kept)
+    controls = np.column_stack([np.ones(n), log_kept, log_kept ** 2])
+
+    def residual(y):
+        coef, *_ = np.linalg.lstsq(controls, y, rcond=None)
+        return y - controls @ coef
+
+    drop_res, bound_res = residual(drop), residual(bound)
+    if bound_res.std() <= 1e-9 * max(bound.std(), 1e-12) or bound_res.std() < 1e-12:
+        return {**result, "verdict": "inconclusive",
+                "why": "the bound does not vary at equal kept edges (needs several mask methods or seeds)"}
+    if drop_res.std() < 1e-12:
+        return {**result, "verdict": "inconclusive", "why": "the drop does not vary at equal kept edges"}
+    r = float(np.corrcoef(drop_res, bound_res)[0, 1])
+    z, half = math.atanh(max(-0.999999, min(0.999999, r))), Z_95 / math.sqrt(n - 3 - 2)
+    low, high = math.tanh(z - half), math.tanh(z + half)
+    if high < 0:
+        verdict, why = "supported", "at equal kept edges, a larger bound went with a smaller drop"
+    elif low > 0:
+        verdict, why = "contradicted", "at equal kept edges, a larger bound went with a LARGER drop"
+    else:
+        verdict, why = "inconclusive", "the 95% interval contains 0"
+    return {"n": n, "partial_r": r, "ci_low": low, "ci_high": high, "verdict": verdict, "why": why}
+
+
+def expansion_test_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
+    """The claim beyond density, per pruned layer (all mask methods and seeds together), noise
+    level, layer graph (binary) and bound: `partial_correlation_test` of drop, bound, kept."""
     rows = []
     panels = [p for p in _panels(frame, spec) if (p.trials[p.x] < 1.0).any()]
     groups: dict[tuple, list[Panel]] = {}
     for panel in panels:
-        groups.setdefault((panel.pruned, panel.train_variance, panel.layer), []).append(panel)
-    for (pruned, variance, layer), members in groups.items():
+        groups.setdefault((panel.pruned, panel.train_variance), []).append(panel)
+    for (pruned, variance), members in groups.items():
         for column, noise in _accuracy_columns(spec):
             if column not in frame:
                 continue
             pieces = []
             for panel in members:
-                masked = panel.trials[panel.trials[panel.x] < 1.0]
-                pieces.append(masked.assign(_drop=panel.drops(column)[masked.index]))
+                masked = panel.trials[panel.x] < 1.0
+                pieces.append(panel.trials[masked].assign(_drop=panel.drops(column)[masked],
+                                                          _kept=panel.kept()[masked]))
             trials = pd.concat(pieces)
-            for bound in spec.report.bounds:
-                bound_column = f"{layer}/binary/{bound}"
-                if bound_column not in trials:
-                    continue
-                rhos = []
-                for _, same in sorted(trials.groupby(f"remaining_{layer}"), key=lambda kv: -kv[0]):
-                    keep = same[bound_column].notna() & same["_drop"].notna()
-                    if keep.sum() >= 4 and same.loc[keep, bound_column].nunique() > 1 and same.loc[keep, "_drop"].nunique() > 1:
-                        rho = scipy.stats.spearmanr(same.loc[keep, bound_column], same.loc[keep, "_drop"]).statistic
-                        if not math.isnan(rho):
-                            rhos.append(float(rho))
-                rows.append({"pruned": pruned, "train_noise_variance": variance, "noise": noise,
-                             "bound": _BOUND_LABELS[bound], "fractions": len(rhos),
-                             "mean_rho": float(np.mean(rhos)) if rhos else math.nan,
-                             "rhos": ", ".join(f"{r:+.2f}" for r in rhos)})
+            for graph in [g for g in _claim_graphs(members[0], spec) if g != "unrolled"]:
+                for bound in spec.report.bounds:
+                    bound_column = f"{graph}/binary/{bound}"
+                    if bound_column not in trials:
+                        continue
+                    test = partial_correlation_test(trials["_drop"], trials[bound_column], trials["_kept"])
+                    rows.append({"pruned": pruned, "train_noise_variance": variance, "noise": noise,
+                                 "graph": graph, "bound": _BOUND_LABELS[bound],
+                                 "mask_methods": ", ".join(sorted(set(trials["mask_method"]))),
+                                 "seeds": int(trials["seed"].nunique()), **test})
     return pd.DataFrame(rows)
 
 
-def _equal_density_markdown(table: pd.DataFrame) -> list[str]:
-    table = table[table["fractions"] > 0] if not table.empty else table
+def _expansion_test_markdown(table: pd.DataFrame) -> list[str]:
     if table.empty:
         return []
-    lines = ["## At equal remaining edges: does the better expander lose less accuracy?", "",
-             "Spearman's rho between a bound (binary layer graph) and the accuracy drop among the trials "
-             "of one remaining fraction (every mask method and seed), per fraction, then the mean. "
-             "This separates expansion from density, which a rank correlation across fractions cannot. "
-             "Negative supports the claim.", "",
-             "| pruned | noise | bound | mean rho | rho per fraction (dense to sparse) |", "| --- | --- | --- | --- | --- |"]
+    lines = ["## Does expansion matter beyond density? (the test that can fail)", "",
+             "Partial correlation r of the accuracy drop and the bound (binary layer graph), controlling "
+             "for the kept fraction (least squares on 1, log kept, log² kept), over every masked trial of "
+             "the layer (all mask methods and seeds), with a 95% Fisher-z interval. Rule fixed in advance: "
+             "**supported** when the whole interval is below 0, **contradicted** when it is above 0, "
+             "**inconclusive** otherwise (also with fewer than "
+             f"{MIN_TRIALS_FOR_TEST} trials, or when the bound does not vary at equal kept edges).", "",
+             "| pruned | noise | graph | bound | n | partial r [95% CI] | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, row in table.iterrows():
         where = row["pruned"] + (f", train var {row['train_noise_variance']:g}" if row["train_noise_variance"] else "")
-        lines.append(f"| {where} | {row['noise']} | {row['bound']} | {row['mean_rho']:+.2f} | {row['rhos']} |")
+        r = "n/a" if pd.isna(row["partial_r"]) else (
+            f"{row['partial_r']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]")
+        lines.append(f"| {_cell(where)} | {row['noise']} | {_cell(row['graph'])} | {row['bound']} | {row['n']} | {r} "
+                     f"| **{row['verdict']}**: {_cell(row['why'])} |")
     return lines + [""]
 
 
+def _cell(text) -> str:
+    """A Markdown table cell: a literal | would split the row."""
+    return str(text).replace("|", "\\|")
+
+
 def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
-    """Per panel, noise level, graph and bound: bound crossing vs accuracy-drop crossing, and
-    the rank correlation between the bound and the drop (see the module notes)."""
+    """Per panel, noise level, graph and bound: bound crossing vs accuracy-drop crossing (in kept
+    edges), and what that says (see the module notes)."""
     threshold = spec.report.drop_threshold
     rows = []
     for panel in _panels(frame, spec):
         if not (panel.trials[panel.x] < 1.0).any():
             continue
-        x = panel.trials[panel.x].tolist()
+        x = panel.kept().tolist()
         for column, noise in _accuracy_columns(spec):
             if column not in panel.trials:
                 continue
-            drops = panel.drops(column)
-            drop_crossing = find_crossing(x, (threshold - drops).tolist())
+            points = drop_points(panel, column, threshold)
+            drop_crossing = find_crossing(points["kept"].tolist(), (points["margin"] - points["drop"]).tolist())
             drop_pct = None if drop_crossing.remaining is None else 100 * drop_crossing.remaining
-            for graph in (panel.layer, "unrolled"):
+            if drop_crossing.status == "negative_at_start":
+                drop_pct = 100 * drop_crossing.lower
+            at_drop = points[points["dropped"]].head(1)
+            for graph in _claim_graphs(panel, spec):
                 for bound in spec.report.bounds:
                     bound_column = f"{graph}/binary/{bound}"
                     if bound_column not in panel.trials:
                         continue
                     crossing = find_crossing(x, panel.trials[bound_column].tolist())
                     bound_pct = None if crossing.status != "crossed" else 100 * crossing.remaining
-                    if crossing.status == "negative_at_start":
-                        bound_pct = 100 * crossing.lower
-                    rho, low, high, seeds = _spearman_over_seeds(panel, bound_column, drops)
                     rows.append({
                         "pruned": panel.pruned,
                         "mask_method": panel.method,
@@ -330,14 +416,15 @@ def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         "bound": _BOUND_LABELS[bound],
                         "bound_status": crossing.status,
                         "bound_crossing_pct": None if bound_pct is None else round(bound_pct, 3),
+                        "bound_stays_negative_from_pct": (None if crossing.stays_negative is None
+                                                          else 100 * crossing.stays_negative),
                         "drop_crossing_pct": None if drop_pct is None else round(drop_pct, 3),
+                        "first_drop_pts": None if at_drop.empty else round(100 * float(at_drop["drop"].iloc[0]), 3),
+                        "first_drop_se_pts": (None if at_drop.empty or pd.isna(at_drop["se"].iloc[0])
+                                              else round(100 * float(at_drop["se"].iloc[0]), 3)),
                         "held_beyond_crossing_pts": (None if bound_pct is None or drop_pct is None
                                                      else round(bound_pct - drop_pct, 3)),
-                        "verdict": _verdict(bound_pct, drop_pct, 100 * threshold),
-                        "spearman_rho": rho,
-                        "rho_ci_low": low,
-                        "rho_ci_high": high,
-                        "seeds": seeds,
+                        "verdict": _verdict(crossing.status, bound_pct, drop_pct),
                     })
     return pd.DataFrame(rows)
 
@@ -356,7 +443,7 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
         if column not in panel.trials:
             continue
         curve = panel.curve(column)
-        x, color = 100 * curve.index.to_numpy(), colors[index % len(colors)]
+        x, color = 100 * curve["kept"].to_numpy(), colors[index % len(colors)]
         acc_axis.plot(x, 100 * curve["mean"], marker="o", ms=3, color=color, label=f"acc {label}")
         if (curve["n"] > 1).any():
             acc_axis.fill_between(x, 100 * (curve["mean"] - curve["std"]), 100 * (curve["mean"] + curve["std"]),
@@ -365,13 +452,13 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
                       & (claim["train_noise_variance"] == panel.train_variance) & (claim["noise"] == label)]
         if len(match) and match.iloc[0]["drop_crossing_pct"] is not None and not pd.isna(match.iloc[0]["drop_crossing_pct"]):
             acc_axis.axvline(match.iloc[0]["drop_crossing_pct"], color=color, linestyle=(0, (1, 2)), linewidth=1.2)
-    all_x = 100 * panel.trials[panel.x]
+    all_x = 100 * panel.kept()
     acc_axis.set_xscale("log")
-    acc_axis.set_xticks(sorted(set(all_x)))
-    acc_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    acc_axis.set_xticks(sorted(set(all_x.round(6))))
+    acc_axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     acc_axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     acc_axis.invert_xaxis()  # dense on the left; pruning harder moves right
-    acc_axis.set_xlabel(f"remaining edges of {panel.layer} (%)")
+    acc_axis.set_xlabel(f"kept edges of {panel.layer} (%)")
     acc_axis.set_ylabel("test accuracy (%)")
     acc_axis.set_ylim(0, 100)
     acc_axis.grid(True, which="both", alpha=0.25)
@@ -383,8 +470,9 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
         if column not in panel.trials:
             continue
         curve = panel.curve(column)
-        finite = np.isfinite(curve["mean"].to_numpy())  # +inf at the dense point cannot be drawn
-        bound_axis.plot(100 * curve.index.to_numpy()[finite], curve["mean"].to_numpy()[finite], styles[bound],
+        # +inf at the dense point cannot be drawn; NaN (undefined) leaves a gap.
+        finite = np.isfinite(curve["mean"].to_numpy())
+        bound_axis.plot(100 * curve["kept"].to_numpy()[finite], curve["mean"].to_numpy()[finite], styles[bound],
                         color=bound_colors[bound], label=f"{_BOUND_LABELS[bound]} ({weighting})")
         match = crossings[(crossings["pruned"] == panel.pruned) & (crossings["mask_method"] == panel.method)
                           & (crossings["train_noise_variance"] == panel.train_variance)
@@ -410,7 +498,7 @@ def _figure(panels: list[Panel], spec: SweepSpec, crossings: pd.DataFrame, claim
     first = panels[0]
     noise = f", train noise var {first.train_variance:g}" if first.train_variance else ""
     fig.suptitle(
-        f"{spec.name}: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}; pruned "
+        f"{spec.name}: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}, {spec.training.clipping}; pruned "
         f"{first.pruned}{noise}; noise p={spec.noise.fraction:g} (sigma = variance)\n"
         f"vertical lines: bound crossings ({spec.report.figure_weighting} graph; bound's style) and "
         f"accuracy drop > {100 * spec.report.drop_threshold:g} point vs dense (dotted, accuracy's colour)",
@@ -436,20 +524,31 @@ def _fmt_pct(value) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.2f}%"
 
 
-def _fmt_rho(row) -> str:
-    if pd.isna(row["spearman_rho"]):
-        return "n/a"
-    if pd.isna(row["rho_ci_low"]):
-        return f"{row['spearman_rho']:+.2f} (1 seed)"
-    return f"{row['spearman_rho']:+.2f} [{row['rho_ci_low']:+.2f}, {row['rho_ci_high']:+.2f}]"
-
-
 def _mean_std(curve: pd.DataFrame, remaining: float, scale: float = 100.0, digits: int = 2) -> str:
     if remaining not in curve.index:
         return "-"
     row = curve.loc[remaining]
+    if math.isinf(row["mean"]):
+        return "unbounded"
+    if row["n"] == 0 or pd.isna(row["mean"]):
+        return "undefined"
     text = f"{scale * row['mean']:.{digits}f}"
     return text + (f" ± {scale * row['std']:.{digits}f}" if row["n"] > 1 else "")
+
+
+def _bound_crossing_text(row) -> str:
+    status = row["bound_status"]
+    if status == "never":
+        return "never"
+    if status == "no_data":
+        return "undefined"
+    if status == "negative_at_start":
+        return "never positive"
+    text = _fmt_pct(row["bound_crossing_pct"])
+    stays = row["bound_stays_negative_from_pct"]
+    if stays is None or pd.isna(stays):
+        return text + " (positive again below)"
+    return text
 
 
 def _claim_markdown(spec: SweepSpec, claim: pd.DataFrame) -> list[str]:
@@ -460,35 +559,38 @@ def _claim_markdown(spec: SweepSpec, claim: pd.DataFrame) -> list[str]:
     lines = [
         "## The claim, tested: does the bound crossing predict the accuracy drop?",
         "",
-        f"Per layer graph (binary mask). *drop* = accuracy of the dense trial of the same seed minus "
-        f"the trial's accuracy; *drop > {threshold:g} pt* = the remaining edges where the mean drop first "
-        "exceeds the threshold (interpolated). *held* = bound crossing minus drop crossing, in points of "
-        "remaining edges: >= 0 means accuracy held at least until the bound crossed. rho = Spearman "
-        "rank correlation between the bound and the drop over the panel's trials, mean over seeds "
-        "[95% t-interval]; negative supports the claim. Every graph (also the unrolled one) is in claim.csv.",
+        "Per layer graph (binary mask), against *kept* edges. *drop* = accuracy of the dense trial of the "
+        "same seed minus the trial's accuracy (mean over seeds), with its binomial standard error SE. "
+        f"*dropped at* = the kept edges where the mean drop first exceeds both {threshold:g} point(s) and "
+        "1.96 SE (so test-set noise alone does not count), interpolated in log(kept); the size of that "
+        "first drop ± SE in points. *held* = bound crossing minus drop crossing, in points of kept edges: "
+        ">= 0 means accuracy held at least until the bound crossed. *never positive*: the bound is <= 0 "
+        "already at the densest point, so its crossing predicts nothing. The unrolled graph is in claim.csv.",
         "",
-        "| pruned | mask | noise | drop > " + f"{threshold:g} pt at | "
-        + " | ".join(f"{b} crossing | held | rho({b}, drop)" for b in bounds) + " |",
-        "| --- " * (4 + 3 * len(bounds)) + "|",
+        "| pruned | mask | noise | graph | dropped at | first drop (pts) | "
+        + " | ".join(f"{b} crossing | held" for b in bounds) + " |",
+        "| --- " * (6 + 2 * len(bounds)) + "|",
     ]
     layer_rows = claim[~claim["graph"].str.startswith("unrolled")]
-    for (pruned, method, variance, noise), group in layer_rows.groupby(
-            ["pruned", "mask_method", "train_noise_variance", "noise"], sort=False):
+    for (pruned, method, variance, noise, graph), group in layer_rows.groupby(
+            ["pruned", "mask_method", "train_noise_variance", "noise", "graph"], sort=False):
         cells = []
         for bound in bounds:
             row = group[group["bound"] == bound]
             if not len(row):
-                cells += ["-", "-", "-"]
+                cells += ["-", "-"]
                 continue
             row = row.iloc[0]
             held = row["held_beyond_crossing_pts"]
-            crossing = {"never": "never", "no_data": "no data"}.get(row["bound_status"])
-            cells += [crossing or _fmt_pct(row["bound_crossing_pct"]),
-                      "-" if held is None or pd.isna(held) else f"{held:+.2f}", _fmt_rho(row)]
+            cells += [_bound_crossing_text(row), "-" if held is None or pd.isna(held) else f"{held:+.2f}"]
         where = pruned + (f", train var {variance:g}" if variance else "")
-        drop = group.iloc[0]["drop_crossing_pct"]
+        first = group.iloc[0]
+        drop = first["drop_crossing_pct"]
         drop_text = "never" if drop is None or pd.isna(drop) else f"{drop:.2f}%"
-        lines.append(f"| {where} | {method} | {noise} | {drop_text} | "
+        size = first["first_drop_pts"]
+        size_text = "-" if size is None or pd.isna(size) else f"{size:.2f}" + (
+            "" if pd.isna(first["first_drop_se_pts"]) else f" ± {first['first_drop_se_pts']:.2f}")
+        lines.append(f"| {_cell(where)} | {method} | {noise} | {_cell(graph)} | {drop_text} | {size_text} | "
                      + " | ".join(cells) + " |")
     lines.append("")
     return lines
@@ -500,7 +602,7 @@ def _methods_markdown(spec: SweepSpec, panels: list[Panel]) -> list[str]:
     if len(methods) < 2:
         return []
     noisiest = _accuracy_columns(spec)[-1]
-    lines = ["## Mask methods at equal remaining edges", "",
+    lines = ["## Mask methods side by side", "",
              f"Mean ± std over seeds. Accuracy in %, clean and at {noisiest[1]}; bounds of the layer's binary "
              "graph; *kept*: the % of edges the mask really kept (a regular mask keeps d of every row's "
              "inputs, so it rounds the asked fraction to a multiple of 1/inputs, and never goes below one).", ""]
@@ -531,7 +633,7 @@ def _methods_markdown(spec: SweepSpec, panels: list[Panel]) -> list[str]:
 
 
 def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, claim: pd.DataFrame,
-              equal_density: pd.DataFrame, figures: list[Path], failed: list[dict]) -> str:
+              expansion: pd.DataFrame, figures: list[Path], failed: list[dict]) -> str:
     panels = _panels(frame, spec)
     seeds = ", ".join(str(s) for s in spec.training.seeds)
     lines = [
@@ -541,45 +643,65 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         f"init **{spec.model.init}**",
         f"- data: {spec.data.summary}",
         f"- training: {spec.training.epochs} dense + {spec.training.finetune_epochs} fine-tuning epochs, "
-        f"lr {spec.training.lr:g}, batch {spec.training.batch_size}, seed(s) {seeds}",
+        f"lr {spec.training.lr:g}, batch {spec.training.batch_size}, {spec.training.clipping}, seed(s) {seeds}",
         f"- masks: {', '.join(spec.masks.methods)}, schedule {spec.masks.schedule}, layers "
         f"{', '.join(spec.masks.layers)} (W_hy dense)",
         f"- noise: p = {spec.noise.fraction:g}, variances {', '.join(f'{v:g}' for v in spec.noise.variances)}"
         f" ({'also at training' if spec.noise.at_training else 'test time only'})",
-        f"- spectra: isolated vertices {'removed' if spec.spectral.remove_isolated else 'kept'}; "
-        "a dense layer has lambda_2 = 0 and unbounded (+inf) Delta_R, Delta_S; the weighted graph "
-        "uses |W| on the mask, and its Delta_S uses the weighted graph's own lambda_1",
+        f"- spectra: isolated vertices {'removed' if spec.spectral.remove_isolated else 'kept'} (their "
+        "share recorded); graphs: each pruned layer, its gate blocks (LSTM/GRU), the step graph "
+        "[W_xh, W_hh] -> h_t and the whole unrolled graph; *binary* = the 0/1 mask, *weighted* = |W| on "
+        "the mask divided by its mean over kept edges (scale-free), of the fine-tuned weights that were "
+        "evaluated (at-mask values in trials.csv as `weighted_at_mask`); the weighted Delta_S uses the "
+        "weighted graph's own lambda_1",
+        "- a bound *has the property* when it is > 0. A dense layer has lambda_2 = 0: Delta_R and Delta_S "
+        "are *unbounded*. A degenerate graph (no edges, one edge, a star, a complete sub-block left after "
+        "removing isolated vertices) has no second eigenvalue to bound: *undefined*, left out of means and "
+        "crossings, never counted as having the property. Disconnected graphs are not always negative: "
+        "see `components` and `largest_component` in trials.csv",
+        "- x-axis: the kept fraction of the layer's edges (mean over seeds); crossings interpolated in "
+        "log(kept), the figures' axis",
         f"- finished trials: {len(frame)}",
         "",
-        "## Where each bound first turns negative",
+        "## Where each bound first stops being positive",
         "",
-        "Bounds are averaged over seeds at each remaining fraction before the crossing is found.",
+        "Bounds are averaged over seeds at each fraction (undefined seeds left out) before the crossing "
+        "is found. When a curve turns positive again further down, the fraction from which it stays "
+        "negative is given too.",
         "",
-        "| pruned | mask | graph | weighting | bound | remaining edges at crossing |",
+        "| pruned | mask | graph | weighting | bound | kept edges at crossing |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for _, row in crossings.iterrows():
         pruned = row["pruned"] + (f", train var {row['train_noise_variance']:g}" if row["train_noise_variance"] else "")
-        lines.append(f"| {pruned} | {row['mask_method']} | {row['graph']} | {row['weighting']} | {row['bound']} "
-                     f"| {row['where']} |")
+        lines.append(f"| {_cell(pruned)} | {row['mask_method']} | {_cell(row['graph'])} | {row['weighting']} "
+                     f"| {row['bound']} | {_cell(row['where'])} |")
     lines.append("")
     lines += _claim_markdown(spec, claim)
-    lines += _equal_density_markdown(equal_density)
+    lines += _expansion_test_markdown(expansion)
     lines += _methods_markdown(spec, panels)
-    lines += ["## Test accuracy (%) against remaining edges", ""]
+    lines += ["## Test accuracy (%) against remaining edges", "",
+              "*asked*: the fraction the sweep asked for; *kept*: what the mask kept (mean over seeds); "
+              "*clean drop*: mean drop vs dense in points ± its binomial SE.", ""]
     acc_cols = [(c, label) for c, label in _accuracy_columns(spec) if c in frame]
     for panel in panels:
         lines += [f"### pruned {panel.pruned}, mask {panel.method}"
                   + (f", train noise var {panel.train_variance:g}" if panel.train_variance else ""), ""]
-        lines.append(f"| remaining {panel.layer} | " + " | ".join(label for _, label in acc_cols)
-                     + f" | {panel.layer} Delta_R | {panel.layer} Delta_S |")
-        lines.append("| --- " * (len(acc_cols) + 3) + "|")
+        lines.append(f"| asked {panel.layer} | kept | " + " | ".join(label for _, label in acc_cols)
+                     + f" | clean drop | {panel.layer} Delta_R | {panel.layer} Delta_S |")
+        lines.append("| --- " * (len(acc_cols) + 5) + "|")
         curves = {c: panel.curve(c) for c, _ in acc_cols}
+        drops = drop_points(panel, "acc/clean", spec.report.drop_threshold) if "acc/clean" in frame else None
         for r in sorted(set(panel.trials[panel.x]), reverse=True):
             accs = " | ".join(_mean_std(curves[c], r) for c, _ in acc_cols)
             bounds = [_mean_std(panel.curve(f"{panel.layer}/binary/{b}"), r, 1.0, 3)
                       if f"{panel.layer}/binary/{b}" in panel.trials else "-" for b in ("delta_r", "delta_s")]
-            lines.append(f"| {100 * r:g}% | {accs} | {bounds[0]} | {bounds[1]} |")
+            kept = curves[acc_cols[0][0]].loc[r, "kept"] if acc_cols else r
+            drop = "-"
+            if drops is not None and r in drops.index:
+                point = drops.loc[r]
+                drop = f"{100 * point['drop']:+.2f}" + ("" if pd.isna(point["se"]) else f" ± {100 * point['se']:.2f}")
+            lines.append(f"| {100 * r:g}% | {100 * kept:.3g}% | {accs} | {drop} | {bounds[0]} | {bounds[1]} |")
         lines.append("")
     lines += _failed_markdown(failed)
     if figures:
@@ -612,7 +734,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
     frame = _with_defaults(frame, spec)
     crossings = crossing_rows(frame, spec)
     claim = claim_rows(frame, spec)
-    equal_density = equal_density_rows(frame, spec)
+    expansion = expansion_test_rows(frame, spec)
     figures = []
     grouped: dict[str, list[Panel]] = {}
     for panel in _panels(frame, spec):
@@ -621,22 +743,25 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         path = out / f"figure_{slug}.png"
         _figure(panels, spec, crossings, claim, path)
         figures.append(path)
-    markdown = _markdown(spec, frame, crossings, claim, equal_density, figures, failed)
+    markdown = _markdown(spec, frame, crossings, claim, expansion, figures, failed)
     files = {
         "markdown": out / "report.md",
         "crossings_csv": out / "crossings.csv",
         "crossings_json": out / "crossings.json",
         "claim_csv": out / "claim.csv",
+        "expansion_test_csv": out / "expansion_test.csv",
         "trials_csv": out / "trials.csv",
     }
     files["markdown"].write_text(markdown)
     crossings.to_csv(files["crossings_csv"], index=False)
     claim.to_csv(files["claim_csv"], index=False)
+    expansion.to_csv(files["expansion_test_csv"], index=False)
     files["crossings_json"].write_text(json.dumps({
         "sweep": spec.name,
         "cell": spec.model.cell,
         "hidden": spec.model.hidden,
         "init": spec.model.init,
+        "clip_grad_norm": spec.training.clip_grad_norm,
         "mask_methods": spec.masks.methods,
         "seeds": spec.training.seeds,
         "schedule": spec.masks.schedule,
@@ -644,10 +769,10 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         "finished_trials": len(frame),
         "crossings": _records(crossings),
         "claim": _records(claim),
-        "equal_density": _records(equal_density),
+        "expansion_test": _records(expansion),
         "failed_trials": failed,
     }, indent=2))
     frame.sort_values("trial").to_csv(files["trials_csv"], index=False)
     for i, path in enumerate(figures):
         files[f"figure_{i}"] = path
-    return Report(crossings, frame, markdown, files, failed, claim)
+    return Report(crossings, frame, markdown, files, failed, claim, expansion)

@@ -2,18 +2,31 @@
 
 A layer with biadjacency B (rows = outputs, columns = inputs; the 0/1 mask, or |W| on the
 mask for the weighted graph) is the bipartite graph with adjacency [[0, B], [B^T, 0]]. Its
-eigenvalues are +-sigma_i(B) plus zeros, so lambda_1 = sigma_1(B) and lambda_2 = sigma_2(B).
+eigenvalues are +-sigma_i(B) plus zeros, so lambda_1 = sigma_1(B) and lambda_2 = sigma_2(B)
+(the one exception: a graph of one edge and no other vertex has eigenvalues 1 and -1 only,
+so lambda_2 = -1 there).
 
 Choices, stated once here and in the README:
+- Weighted graphs are scale-free: |W| on the mask is divided by its mean over the kept edges,
+  so the mean edge weight is 1, d_avg counts edges as in the binary graph, and multiplying the
+  weights by any constant changes no number. (Raw |W| made the sign of a bound depend on the
+  init's scale: x0.05 gave Delta_R = +1.51, x5 gave -0.57 on the same graph.)
 - Isolated vertices (all-zero rows or columns) are removed before anything is computed when
-  `remove_isolated` is set (the default, as is customary); their counts are always recorded.
-- A complete bipartite graph (a dense layer) has lambda_2 = 0: Delta_R and Delta_S are
-  unbounded and reported as +inf. lambda_2 below `ZERO_TOL * lambda_1` counts as 0 so that
-  rounding noise (~1e-14) does not turn "unbounded" into a huge finite number.
-- A disconnected graph repeats lambda_1 (one copy per component of the same top singular
-  value), so lambda_2 = lambda_1 and the bounds are negative: such a layer is no expander.
-- sqrt of a negative argument (d_avg < 1, or lambda_1 < 1 in a weighted graph with small
-  weights) is taken as 0, and the bound stays defined (and negative).
+  `remove_isolated` is set (the default, as is customary); their counts and share are recorded.
+- lambda_2 <= 0 happens exactly when the (remaining) graph is complete bipartite. For the
+  whole layer (no isolated vertex: a dense layer) Delta_R and Delta_S are *unbounded*,
+  reported as +inf. Otherwise the layer is degenerate (no edges, one edge, a star, one
+  complete sub-block left after removing isolated vertices) and every bound is *undefined*,
+  reported as NaN with the reason (`status`, `describe_status`): it never counts as having
+  the property. lambda_2 below `ZERO_TOL * lambda_1` counts as 0 so that rounding noise
+  (~1e-14) does not turn "unbounded" into a huge finite number.
+- A disconnected graph does NOT always repeat lambda_1: two components repeat it only when
+  their top singular values are equal. A large component plus one stray edge has lambda_2 of
+  the large component, and its bounds may well be positive. So the number of connected
+  components and the largest one's share of the vertices are recorded for every graph.
+- sqrt of a negative argument (d_avg < 1, or lambda_1 < 1 in a weighted graph) is taken as 0,
+  and the bound stays defined (and negative).
+- A bound "has the property" when it is > 0; exactly 0 does not.
 
 The whole unrolled graph (`unrolled_spectrum`) has vertices x_1..x_k and h_0..h_k and the
 edges of M_xh (x_t - h_t) and M_hh (h_{t-1} - h_t) at every step, undirected. It is bipartite
@@ -33,6 +46,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+import scipy.sparse.csgraph
 import scipy.sparse.linalg
 from threadpoolctl import ThreadpoolController
 
@@ -46,6 +60,7 @@ __all__ = [
     "unrolled_spectrum",
     "unrolled_top_eigenvalues",
     "find_crossing",
+    "normalise_weights",
     "BOUNDS",
 ]
 
@@ -79,6 +94,26 @@ class LayerSpectrum:
     delta_r: float  # (2 sqrt(d_avg - 1) - lambda_2) / lambda_2
     delta_s: float  # (2 sqrt(lambda_1 - 1) - lambda_2) / lambda_2
     biregular: float  # sqrt(d_left - 1) + sqrt(d_right - 1) - lambda_2
+    components: int = 1  # connected components of the graph (after removing isolated vertices)
+    largest_component: float = 1.0  # share of the graph's vertices in its largest component
+    isolated_share: float = 0.0  # share of the layer's vertices that were isolated
+    bounds_defined: int = 1  # 0: a degenerate graph, every bound NaN (see `status`)
+
+    @property
+    def status(self) -> str:
+        """`defined`, `unbounded` (a dense layer: lambda_2 = 0) or `undefined` (degenerate)."""
+        if not self.bounds_defined:
+            return "undefined"
+        return "unbounded" if math.isinf(self.delta_r) else "defined"
+
+    def describe_status(self) -> str:
+        if self.status != "undefined":
+            return self.status
+        isolated = f"{100 * self.isolated_share:.1f}% of vertices isolated"
+        if self.edges == 0:
+            return f"undefined: no edges ({isolated})"
+        return (f"undefined: what is left is the complete bipartite graph K_{{{self.rows},{self.cols}}} "
+                f"({isolated}), which has no second eigenvalue to bound")
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -131,40 +166,80 @@ def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
     return math.sqrt(max(values[1], 0.0)), math.sqrt(max(values[0], 0.0))
 
 
+def normalise_weights(matrix: np.ndarray) -> np.ndarray:
+    """|matrix| divided by its mean over nonzero entries (mean edge weight 1; a 0/1 mask is
+    returned as it is). This makes every weighted quantity independent of the weights' scale."""
+    b = np.abs(np.asarray(matrix, dtype=np.float64))
+    edges = np.count_nonzero(b)
+    if edges == 0:
+        return b
+    mean = float(b.sum()) / edges
+    return b if mean == 1.0 else b / mean
+
+
+def _components(b: np.ndarray) -> tuple[int, float]:
+    """Connected components of the bipartite graph of `b` and the largest one's vertex share."""
+    rows, cols = b.shape
+    if rows + cols == 0:
+        return 0, 0.0
+    upper = scipy.sparse.coo_matrix(b != 0)
+    size = rows + cols
+    adjacency = scipy.sparse.coo_matrix(
+        (np.ones(upper.nnz), (upper.row, rows + upper.col)), shape=(size, size))
+    count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+    return int(count), float(np.bincount(labels).max()) / size
+
+
 def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> LayerSpectrum:
-    """Spectrum and bounds of the bipartite graph of `biadjacency` (0/1 mask or |W| on mask)."""
+    """Spectrum and bounds of the bipartite graph of `biadjacency` (0/1 mask or |W| on mask;
+    weights are normalised to mean 1 over the kept edges, see the module notes)."""
     b = np.asarray(biadjacency, dtype=np.float64)
     if b.ndim != 2:
         raise ValueError(f"a biadjacency must be a 2-D matrix, but got shape {b.shape}")
-    if b.size and b.min() < 0:
-        b = np.abs(b)
+    if b.size and not np.isfinite(b).all():
+        raise ValueError("a biadjacency must be finite, but it holds NaN or infinity (diverged weights?)")
+    b = normalise_weights(b)
     nonzero = b != 0
     live_rows = nonzero.any(axis=1)
     live_cols = nonzero.any(axis=0)
     isolated_rows = int((~live_rows).sum())
     isolated_cols = int((~live_cols).sum())
+    all_vertices = b.shape[0] + b.shape[1]
     if remove_isolated and (isolated_rows or isolated_cols):
         b = b[live_rows][:, live_cols]
     rows, cols = b.shape
     lambda_1, lambda_2 = _top_two_singular_values(b)
+    if rows + cols == 2 and lambda_1 > 0:
+        lambda_2 = -lambda_1  # one edge, two vertices: the adjacency's eigenvalues are +-w
+    components, largest = _components(b)
     return _bounds(rows=rows, cols=cols, isolated_rows=isolated_rows, isolated_cols=isolated_cols,
-                   edges=int(np.count_nonzero(b)), total=float(b.sum()), lambda_1=lambda_1, lambda_2=lambda_2)
+                   edges=int(np.count_nonzero(b)), total=float(b.sum()), lambda_1=lambda_1, lambda_2=lambda_2,
+                   components=components, largest_component=largest,
+                   isolated_share=(isolated_rows + isolated_cols) / all_vertices if all_vertices else 0.0)
 
 
 def _bounds(*, rows: int, cols: int, isolated_rows: int, isolated_cols: int, edges: int, total: float,
-            lambda_1: float, lambda_2: float) -> LayerSpectrum:
+            lambda_1: float, lambda_2: float, components: int, largest_component: float,
+            isolated_share: float) -> LayerSpectrum:
     """Degrees and bounds of a bipartite graph with sides of `rows` and `cols` vertices and
     `total` edge weight."""
     d_avg = 2.0 * total / (rows + cols) if rows + cols else 0.0
     d_left = total / rows if rows else 0.0
     d_right = total / cols if cols else 0.0
-    if lambda_2 == 0.0:
-        # Complete bipartite (or empty / single edge): no second eigenvalue to bound.
-        delta_r = delta_s = math.inf
+    defined = 1
+    if lambda_2 <= 0.0:
+        # The graph is complete bipartite: no second eigenvalue to bound. Only the whole layer
+        # (a dense layer: no isolated vertex) is "unbounded"; a degenerate remnant is undefined.
+        if edges > 0 and isolated_rows == 0 and isolated_cols == 0:
+            delta_r = delta_s = math.inf
+            biregular = _sqrt0(d_left - 1.0) + _sqrt0(d_right - 1.0) - max(lambda_2, 0.0)
+        else:
+            delta_r = delta_s = biregular = math.nan
+            defined = 0
     else:
         delta_r = (2.0 * _sqrt0(d_avg - 1.0) - lambda_2) / lambda_2
         delta_s = (2.0 * _sqrt0(lambda_1 - 1.0) - lambda_2) / lambda_2
-    biregular = _sqrt0(d_left - 1.0) + _sqrt0(d_right - 1.0) - lambda_2
+        biregular = _sqrt0(d_left - 1.0) + _sqrt0(d_right - 1.0) - lambda_2
     return LayerSpectrum(
         rows=rows,
         cols=cols,
@@ -179,6 +254,10 @@ def _bounds(*, rows: int, cols: int, isolated_rows: int, isolated_cols: int, edg
         delta_r=delta_r,
         delta_s=delta_s,
         biregular=biregular,
+        components=components,
+        largest_component=largest_component,
+        isolated_share=isolated_share,
+        bounds_defined=defined,
     )
 
 
@@ -350,6 +429,11 @@ def unrolled_spectrum(m_xh: np.ndarray, m_hh: np.ndarray, steps: int, remove_iso
     lambda_1 or lambda_2 (they only add zeros), so `remove_isolated` acts on the degrees.
     """
     m_xh, m_hh = _check_unrolled(m_xh, m_hh, steps)
+    # Scale-free like a layer's graph: one mean over the kept edges of both matrices.
+    edges_per_step = np.count_nonzero(m_xh) + np.count_nonzero(m_hh)
+    if edges_per_step:
+        mean = float(m_xh.sum() + m_hh.sum()) / edges_per_step
+        m_xh, m_hh = m_xh / mean, m_hh / mean
     xh_row, hh_row, hh_col = m_xh.sum(axis=1), m_hh.sum(axis=1), m_hh.sum(axis=0)
     x_degree = m_xh.sum(axis=0)
     # Degree of h_t: its inputs (x_t, h_{t-1}) for t >= 1, plus its outputs (h_{t+1}) for t < k.
@@ -368,54 +452,96 @@ def unrolled_spectrum(m_xh: np.ndarray, m_hh: np.ndarray, steps: int, remove_iso
     lambda_1, lambda_2 = unrolled_top_eigenvalues(m_xh, m_hh, steps)
     if lambda_2 <= ZERO_TOL * max(lambda_1, 1.0):
         lambda_2 = 0.0
+    adjacency = unrolled_adjacency(m_xh, m_hh, steps)
+    live = np.flatnonzero(adjacency.getnnz(axis=1) > 0)
+    if remove_isolated:
+        adjacency = adjacency[live][:, live]
+    count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
+    vertices = adjacency.shape[0]
     return _bounds(
         rows=even, cols=odd, isolated_rows=all_even - live_even, isolated_cols=all_odd - live_odd,
-        edges=steps * int(np.count_nonzero(m_xh) + np.count_nonzero(m_hh)), total=total,
-        lambda_1=lambda_1, lambda_2=lambda_2,
+        edges=steps * int(edges_per_step), total=total,
+        lambda_1=lambda_1, lambda_2=lambda_2, components=int(count),
+        largest_component=float(np.bincount(labels).max()) / vertices if vertices else 0.0,
+        isolated_share=(all_even + all_odd - live_even - live_odd) / (all_even + all_odd),
     )
 
 
 @dataclass(frozen=True)
 class Crossing:
-    """Where a bound first turns negative as the remaining fraction decreases."""
+    """Where a bound first stops being positive as the remaining fraction decreases."""
 
     status: str  # "crossed" | "never" | "negative_at_start" | "no_data"
-    remaining: float | None  # interpolated remaining fraction of the crossing
-    upper: float | None  # last grid point (from dense down) where the bound was >= 0
-    lower: float | None  # first grid point where it was < 0
+    remaining: float | None  # interpolated remaining fraction of the first crossing
+    upper: float | None  # last grid point (from dense down) where the bound was > 0
+    lower: float | None  # first grid point where it was <= 0
+    # The densest point from which the bound is <= 0 at every sparser point (non-monotone
+    # curves exist: a disconnected graph's bound can turn positive again); None if never.
+    stays_negative: float | None = None
+    undefined: tuple[float, ...] = ()  # points where the bound was undefined at every seed
 
     def describe(self) -> str:
         if self.status == "crossed":
-            return f"{100 * self.remaining:.2f}% (between {100 * self.lower:g}% and {100 * self.upper:g}%)"
-        if self.status == "never":
-            return f"never negative (down to {100 * self.lower:g}%)" if self.lower else "never negative"
-        if self.status == "negative_at_start":
-            return f"already negative at {100 * self.lower:g}% (the densest point)"
-        return "no data"
+            text = f"{100 * self.remaining:.2f}% (between {100 * self.lower:g}% and {100 * self.upper:g}%)"
+        elif self.status == "never":
+            text = f"never negative (down to {100 * self.lower:g}%)" if self.lower else "never negative"
+        elif self.status == "negative_at_start":
+            text = f"already negative at {100 * self.lower:g}% (the densest point): predicts nothing"
+        else:
+            text = "no data"
+        if self.status in ("crossed", "negative_at_start") and self.stays_negative != self.lower:
+            text += ("; positive again further down, never stays negative" if self.stays_negative is None
+                     else f"; stays negative only from {100 * self.stays_negative:g}%")
+        if self.undefined:
+            text += "; undefined (degenerate graph) at " + ", ".join(f"{100 * r:g}%" for r in self.undefined)
+        return text
+
+
+def _point_value(values: list[float]) -> float:
+    """One value per fraction from its seeds: +inf only when every seed is unbounded (a dense
+    layer), otherwise the mean of the finite ones, so one unbounded seed never hides the rest."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.inf
+    return float(np.mean(finite))
 
 
 def find_crossing(remaining: Sequence[float], values: Sequence[float]) -> Crossing:
-    """First remaining fraction (walking from dense to sparse) where `values` turns negative.
+    """First remaining fraction (walking from dense to sparse) where `values` stops being > 0.
 
-    Several values at one fraction (seeds) are averaged; NaN values are ignored. Between the
-    last non-negative grid point and the first negative one the crossing is interpolated
-    linearly; from +inf (a dense layer) the interpolation's limit is the negative point itself.
+    Several values at one fraction (seeds) are combined by `_point_value`; NaN (undefined)
+    values are left out, and a fraction where every seed is undefined is listed, never used.
+    Between the last positive grid point and the first non-positive one the crossing is
+    interpolated linearly in log(fraction), the axis the figures draw; from +inf (a dense
+    layer) the interpolation's limit is the non-positive point itself.
     """
     by_fraction: dict[float, list[float]] = {}
+    seen: set[float] = set()
     for r, v in zip(remaining, values, strict=True):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        seen.add(float(r))
+        if v is None or math.isnan(float(v)):
             continue
         by_fraction.setdefault(float(r), []).append(float(v))
+    undefined = tuple(sorted(seen - set(by_fraction), reverse=True))
     if not by_fraction:
-        return Crossing("no_data", None, None, None)
-    points = sorted(((r, float(np.mean(vs))) for r, vs in by_fraction.items()), reverse=True)
+        return Crossing("no_data", None, None, None, None, undefined)
+    points = sorted(((r, _point_value(vs)) for r, vs in by_fraction.items()), reverse=True)
+    stays: float | None = None
+    for r, v in reversed(points):  # from the sparsest point up, while the bound is <= 0
+        if v > 0:
+            break
+        stays = r
     previous: tuple[float, float] | None = None
     for r, v in points:
-        if v < 0:
+        if v <= 0:
             if previous is None:
-                return Crossing("negative_at_start", r, None, r)
+                return Crossing("negative_at_start", None, None, r, stays, undefined)
             r0, v0 = previous
-            estimate = r if math.isinf(v0) else r0 + (r - r0) * v0 / (v0 - v)
-            return Crossing("crossed", estimate, r0, r)
+            if math.isinf(v0):
+                estimate = r
+            else:
+                # v is linear in log(r) between the two points: solve for the zero.
+                estimate = math.exp(math.log(r0) + (math.log(r) - math.log(r0)) * v0 / (v0 - v))
+            return Crossing("crossed", estimate, r0, r, stays, undefined)
         previous = (r, v)
-    return Crossing("never", None, points[0][0], points[-1][0])
+    return Crossing("never", None, points[0][0], points[-1][0], None, undefined)

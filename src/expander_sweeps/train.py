@@ -16,7 +16,11 @@ from torch import nn
 from .data import add_noise
 from .masks import MaskHolder
 
-__all__ = ["EpochStats", "fit", "accuracy", "resolve_device"]
+__all__ = ["EpochStats", "fit", "accuracy", "resolve_device", "divergence_hint"]
+
+# From about this many steps on, a recurrence whose W_hh has a spectral radius above 1
+# multiplies its gradients into overflow long before the learning rate matters.
+LONG_SEQUENCE = 100
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,10 @@ def fit(
     noise_variance: float = 0.0,
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
+    clip_grad_norm: float | None = None,
 ) -> list[EpochStats]:
-    """Adam + cross entropy for `epochs` epochs; with `masks`, masked weights stay exactly zero."""
+    """Adam + cross entropy for `epochs` epochs; with `masks`, masked weights stay exactly zero.
+    `clip_grad_norm` rescales the gradient (masked entries already zeroed) to at most that L2 norm."""
     device = x.device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
@@ -78,6 +84,8 @@ def fit(
             loss.backward()
             if masks is not None:
                 masks.mask_gradients()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
             if masks is not None:
                 masks.apply()
@@ -90,13 +98,29 @@ def fit(
         if not math.isfinite(stats.loss):  # checked once an epoch: a per-batch check would sync
             raise FloatingPointError(
                 f"the {phase} loss became {stats.loss} in epoch {epoch}; the weights diverged "
-                "(a lower training.lr often helps)"
+                f"({divergence_hint(x.shape[1], clip_grad_norm)})"
             )
         history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
     model.eval()
     return history
+
+
+def divergence_hint(seq_len: int, clip_grad_norm: float | None) -> str:
+    """What usually cures a divergence in this case, with the spec fields to set."""
+    if seq_len >= LONG_SEQUENCE:
+        cures = []
+        if clip_grad_norm is None:
+            cures.append("gradient clipping (training.clip_grad_norm: 1.0)")
+        cures.append("a recurrent init with spectral radius 1 (model.init: orthogonal, or model.init: "
+                     "identity with model.nonlinearity: relu)")
+        return (f"a sequence of k = {seq_len} steps explodes its gradients: " + " or ".join(cures)
+                + " usually helps; a lower training.lr may too")
+    hint = "a lower training.lr often helps"
+    if clip_grad_norm is None:
+        hint += ", and so may training.clip_grad_norm: 1.0"
+    return hint
 
 
 @torch.no_grad()

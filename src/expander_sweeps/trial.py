@@ -5,7 +5,11 @@ in MLflow and in the report):
     acc/clean, acc/var_0.15, ...        test accuracy, clean and per noise variance
     dense/acc/clean, ...                the dense model before masking
     masked/acc/clean                    right after masking, before fine-tuning
-    W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting
+    W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting, of the
+                                        weights that were evaluated (after fine-tuning)
+    W_xh/weighted_at_mask/lambda_2, ... the weighted layer and step graphs at the moment of
+                                        masking (before fine-tuning); binary graphs never change
+    W_xh/binary/components, .../largest_component, .../isolated_share, .../bounds_defined
     W_xh.i/binary/delta_r, ...          per gate block of a stacked LSTM/GRU matrix
     unrolled/binary/lambda_2, ...       the whole network unrolled over k steps
     W_xh/kept_fraction                  edges the mask actually kept (a regular or
@@ -116,7 +120,7 @@ class SweepContext:
         return fit(model, self.x_train, self.y_train, phase=phase, epochs=epochs,
                    batch_size=t.batch_size, lr=t.lr, seed=seed, masks=masks,
                    noise_fraction=self.spec.noise.fraction, noise_variance=train_variance,
-                   on_epoch=hooks.on_epoch, on_batch=hooks.on_batch)
+                   on_epoch=hooks.on_epoch, on_batch=hooks.on_batch, clip_grad_norm=t.clip_grad_norm)
 
     def dense_model(self, spec: SweepSpec, train_variance: float,
                     hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
@@ -158,8 +162,9 @@ def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> d
 
 
 def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, np.ndarray],
-             steps: int) -> dict[str, dict]:
-    """Spectra of every requested graph, binary and (optionally) weighted, keyed "graph/weighting"."""
+             steps: int, weighted_only: bool = False, unrolled: bool = True) -> dict[str, dict]:
+    """Spectra of every requested graph, binary and (optionally) weighted, keyed "graph/weighting".
+    `weighted_only` skips the binary graphs; `unrolled` False skips the (costly) unrolled graph."""
     remove = spec.spectral.remove_isolated
     graphs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if "layer" in spec.spectral.graphs:
@@ -185,12 +190,14 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
                 graphs[f"{name}.{gate}"] = (binary[rows], weighted[rows])
     result = {}
     for graph, (binary, weighted) in graphs.items():
-        result[f"{graph}/binary"] = spectral.layer_spectrum(binary, remove).as_dict()
+        if not weighted_only:
+            result[f"{graph}/binary"] = _with_status(spectral.layer_spectrum(binary, remove))
         if spec.spectral.weighted:
-            result[f"{graph}/weighted"] = spectral.layer_spectrum(weighted, remove).as_dict()
-    if "unrolled" in spec.spectral.graphs:
+            result[f"{graph}/weighted"] = _with_status(spectral.layer_spectrum(weighted, remove))
+    if unrolled and "unrolled" in spec.spectral.graphs:
         k = spec.spectral.unrolled_steps or steps
-        for weighting in ["binary", "weighted"] if spec.spectral.weighted else ["binary"]:
+        weightings = ["binary", "weighted"] if spec.spectral.weighted else ["binary"]
+        for weighting in [w for w in weightings if not (weighted_only and w == "binary")]:
             xh, hh = full["W_xh"].astype(np.float64), full["W_hh"].astype(np.float64)
             if weighting == "weighted":
                 xh, hh = np.abs(weights["W_xh"]) * xh, np.abs(weights["W_hh"]) * hh
@@ -200,8 +207,17 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
                 xh, hh = spectral.merge_gates(xh, len(gates)), spectral.merge_gates(hh, len(gates))
                 if weighting == "binary":
                     xh, hh = (xh > 0).astype(np.float64), (hh > 0).astype(np.float64)
-            result[f"unrolled/{weighting}"] = {**spectral.unrolled_spectrum(xh, hh, k, remove).as_dict(), "steps": k}
+            result[f"unrolled/{weighting}"] = {**_with_status(spectral.unrolled_spectrum(xh, hh, k, remove)), "steps": k}
     return result
+
+
+def _with_status(spectrum: spectral.LayerSpectrum) -> dict:
+    """The spectrum's numbers plus its status in words (kept in spectra.json, not in metrics)."""
+    return {**spectrum.as_dict(), "status": spectrum.describe_status()}
+
+
+def _recurrent_weights(model: SequenceClassifier) -> dict[str, np.ndarray]:
+    return {n: w.detach().cpu().numpy().copy() for n, w in model.matrices().items() if n in ("W_xh", "W_hh")}
 
 
 def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | int]:
@@ -222,6 +238,7 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
         finetune_epochs=spec.training.finetune_epochs,
         lr=spec.training.lr,
         batch_size=spec.training.batch_size,
+        clip_grad_norm="off" if spec.training.clip_grad_norm is None else spec.training.clip_grad_norm,
         seed=plan.seed,
     )
     if plan.mask_method == "magnitude_min_degree":
@@ -242,17 +259,23 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     metrics.update(ctx.test_accuracies(model, prefix="masked/"))
 
     masks_np = {n: m.cpu().numpy().astype(np.uint8) for n, m in masks.items()}
-    weights_np = {n: w.detach().cpu().numpy() for n, w in model.matrices().items() if n in ("W_xh", "W_hh")}
-    spectra = _spectra(spec, masks_np, weights_np, ctx.seq_len)
+    # The weighted graphs as they were when the mask was chosen; the layer and step graphs only
+    # (the unrolled one is the costly one, and its fine-tuned version is what matters).
+    at_mask = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len, weighted_only=True, unrolled=False)
     for name, mask in masks_np.items():
         metrics[f"{name}/kept_fraction"] = float(mask.mean())
-    for graph, values in spectra.items():
-        for quantity, value in values.items():
-            metrics[f"{graph}/{quantity}"] = float(value)
 
     history = ctx.train_phase(model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
                        hooks, holder, plan.train_variance)
     metrics.update(ctx.test_accuracies(model))
+    metrics["n_test"] = float(len(ctx.y_test))
+    # Spectra of the weights that were evaluated and saved: after fine-tuning.
+    spectra = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len)
+    spectra.update({key.replace("/weighted", "/weighted_at_mask"): values for key, values in at_mask.items()})
+    for graph, values in spectra.items():
+        for quantity, value in values.items():
+            if quantity != "status":
+                metrics[f"{graph}/{quantity}"] = float(value)
 
     trial_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -270,7 +293,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                 "model": spec.model.model_dump(), "input_size": ctx.features,
                 "num_classes": ctx.num_classes, "remaining": plan.remaining}, files["checkpoint"])
-    Path(files["spectra"]).write_text(json.dumps(spectra, indent=2))
+    Path(files["spectra"]).write_text(json.dumps(spectra, indent=2, allow_nan=True))
     dense_history = dense_meta.get("history", []) if dense_trained else []
     Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))
     # A real test input of shape (1, k, features): what a logged model is checked against.

@@ -1,0 +1,207 @@
+"""The claim statistics and the definitions behind them, on synthetic sweep frames whose right
+answer is known in advance, and one real trial whose spectra are recomputed from its checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_spec_dict
+from expander_sweeps.reporting import (
+    claim_rows,
+    crossing_rows,
+    drop_points,
+    expansion_test_rows,
+    partial_correlation_test,
+)
+from expander_sweeps.reporting import _panels as panels_of
+from expander_sweeps.spec import SweepSpec, spec_from_dict
+from expander_sweeps.spectral import layer_spectrum
+
+
+def _independent_partial_r(drop, bound, kept) -> float:
+    """The partial correlation from the inverse covariance (precision) matrix of drop, bound and
+    the two controls: -P_db / sqrt(P_dd P_bb). A different route from residualising."""
+    log_kept = np.log(kept)
+    data = np.column_stack([drop, bound, log_kept, log_kept ** 2])
+    precision = np.linalg.inv(np.cov(data, rowvar=False))
+    return -precision[0, 1] / math.sqrt(precision[0, 0] * precision[1, 1])
+
+
+def _sweep(rng, bound_effect: float, n_seeds: int = 3):
+    """Two mask methods x seeds x five fractions. The drop depends on density, plus
+    `bound_effect` x the bound; the bound differs between methods at equal density."""
+    kept, bound, drop = [], [], []
+    for method_offset in (0.0, 0.3):
+        for _ in range(n_seeds):
+            for k in (0.5, 0.25, 0.1, 0.05, 0.02):
+                b = 0.8 * math.log(k) + 1.5 + method_offset + rng.normal(0, 0.1)
+                d = 0.05 * math.log(1 / k) ** 2 + bound_effect * b + rng.normal(0, 0.01)
+                kept.append(k), bound.append(b), drop.append(d)
+    return np.array(drop), np.array(bound), np.array(kept)
+
+
+def test_density_alone_is_not_taken_for_expansion():
+    # The audit's case: accuracy depends only on density, so the bound and the drop are perfectly
+    # rank-correlated across fractions (rho = -1), yet the bound adds nothing at equal density.
+    drop, bound, kept = _sweep(np.random.default_rng(0), bound_effect=0.0)
+    exact = 0.05 * np.log(1 / kept) ** 2
+    from scipy.stats import spearmanr
+
+    assert spearmanr(bound, exact).statistic < -0.8  # what the old test would have called support
+    result = partial_correlation_test(exact, bound, kept)
+    assert result["verdict"] == "inconclusive" and "drop does not vary" in result["why"]
+
+
+def test_with_noise_and_no_effect_the_rule_errs_about_five_percent_of_the_time():
+    # 400 sweeps where the bound has no effect at equal density: a calibrated 95% rule says
+    # "supported" or "contradicted" in about 5% of them (binomial spread: 2.8% to 7.3%).
+    wrong = 0
+    for seed in range(400):
+        drop, bound, kept = _sweep(np.random.default_rng(seed), bound_effect=0.0)
+        result = partial_correlation_test(drop, bound, kept)
+        assert result["partial_r"] == pytest.approx(_independent_partial_r(drop, bound, kept), abs=1e-9)
+        wrong += result["verdict"] != "inconclusive"
+    assert 0.025 <= wrong / 400 <= 0.08
+
+
+def test_a_bound_that_protects_accuracy_at_equal_density_is_supported():
+    drop, bound, kept = _sweep(np.random.default_rng(1), bound_effect=-0.05)
+    result = partial_correlation_test(drop, bound, kept)
+    assert result["verdict"] == "supported" and result["ci_high"] < 0
+    assert result["n"] == 30
+    assert result["partial_r"] == pytest.approx(_independent_partial_r(drop, bound, kept), abs=1e-9)
+    # The Fisher-z interval by hand: tanh(atanh(r) +- 1.96 / sqrt(n - 5)).
+    z = math.atanh(result["partial_r"])
+    assert result["ci_low"] == pytest.approx(math.tanh(z - 1.959963984540054 / 5))
+
+
+def test_a_bound_that_goes_with_larger_drops_is_contradicted():
+    drop, bound, kept = _sweep(np.random.default_rng(2), bound_effect=+0.05)
+    assert partial_correlation_test(drop, bound, kept)["verdict"] == "contradicted"
+
+
+def test_too_few_trials_or_a_bound_fixed_by_density_is_inconclusive():
+    drop, bound, kept = _sweep(np.random.default_rng(3), bound_effect=-0.05)
+    few = partial_correlation_test(drop[:7], bound[:7], kept[:7])
+    assert few["verdict"] == "inconclusive" and "needs 8" in few["why"]
+    # One mask method, one seed: the bound is a function of the kept fraction.
+    k = np.array([0.5, 0.25, 0.1, 0.05, 0.02, 0.5, 0.25, 0.1, 0.05, 0.02])
+    fixed = partial_correlation_test(np.log(1 / k) ** 2, 0.8 * np.log(k), k)
+    assert fixed["verdict"] == "inconclusive" and "does not vary" in fixed["why"]
+    # Undefined bounds (NaN) and unbounded ones (+inf) are left out of n.
+    with_gaps = bound.copy()
+    with_gaps[:3] = [np.nan, np.inf, np.nan]
+    assert partial_correlation_test(drop, with_gaps, kept)["n"] == len(drop) - 3
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["trial"] = range(len(frame))
+    frame["train_noise_variance"] = 0.0
+    frame["n_test"] = 2000.0
+    return frame
+
+
+def test_drop_counts_only_beyond_test_set_noise_and_the_crossing_is_in_kept_edges():
+    spec = SweepSpec(name="s", masks={"layers": ["W_hh"], "remaining": [1.0, 0.5, 0.25, 0.1], "method": "regular"},
+                     noise={"variances": []}, report={"bounds": ["delta_r"]})
+    # Asked 0.5 / 0.25 / 0.1, kept 0.5 / 0.2 / 0.08 (as a regular mask rounds). Drops: 0.5 and
+    # 1.5 points (above the 1-point threshold, but within 1.96 SE at n = 2000), then 5 points.
+    accuracy = {1.0: 0.90, 0.5: 0.895, 0.25: 0.885, 0.1: 0.85}
+    kept = {1.0: 1.0, 0.5: 0.5, 0.25: 0.2, 0.1: 0.08}
+    delta_r = {1.0: math.inf, 0.5: 0.3, 0.25: -0.1, 0.1: -0.4}
+    frame = _frame([{"remaining_W_hh": r, "mask_method": "regular", "seed": 0, "acc/clean": a,
+                     "W_hh/kept_fraction": kept[r], "W_hh/binary/delta_r": delta_r[r]} for r, a in accuracy.items()])
+    panel = panels_of(frame, spec)[0]
+    points = drop_points(panel, "acc/clean", spec.report.drop_threshold)
+    se_15 = math.sqrt((0.9 * 0.1 + 0.885 * 0.115) / 2000)  # 0.0099
+    assert points.loc[0.25, "se"] == pytest.approx(se_15)
+    assert points.loc[0.25, "drop"] == pytest.approx(0.015)
+    assert not points.loc[0.25, "dropped"]  # 1.5 points < 1.96 x 0.99: test-set noise
+    assert points.loc[0.1, "dropped"]
+    claim = claim_rows(frame, spec)
+    row = claim.iloc[0]
+    # Drop crossing between kept 0.2 (margin - drop > 0) and 0.08, interpolated in log(kept).
+    v0 = 1.959963984540054 * se_15 - 0.015
+    se_50 = math.sqrt((0.9 * 0.1 + 0.85 * 0.15) / 2000)
+    v1 = 1.959963984540054 * se_50 - 0.05
+    expected = math.exp(math.log(0.2) + (math.log(0.08) - math.log(0.2)) * v0 / (v0 - v1))
+    assert row["drop_crossing_pct"] == pytest.approx(100 * expected, abs=1e-3)
+    # The bound crosses between kept 0.5 and 0.2, also in log(kept): 0.3 -> -0.1 is 3/4 of the way.
+    bound = math.exp(math.log(0.5) + (math.log(0.2) - math.log(0.5)) * 0.75)
+    assert row["bound_crossing_pct"] == pytest.approx(100 * bound, abs=1e-3)
+    assert row["held_beyond_crossing_pts"] == pytest.approx(100 * (bound - expected), abs=2e-3)
+    crossing = crossing_rows(frame, spec).iloc[0]
+    assert crossing["crossing_pct"] == pytest.approx(100 * bound, abs=1e-3)
+
+
+def test_a_bound_negative_from_the_start_predicts_nothing():
+    spec = SweepSpec(name="s", masks={"layers": ["W_hh"], "remaining": [1.0, 0.5, 0.1]},
+                     noise={"variances": []}, report={"bounds": ["delta_r"]})
+    frame = _frame([{"remaining_W_hh": r, "mask_method": "magnitude", "seed": 0, "acc/clean": a,
+                     "W_hh/kept_fraction": r, "W_hh/binary/delta_r": b}
+                    for r, a, b in [(1.0, 0.9, -0.5), (0.5, 0.9, -0.6), (0.1, 0.5, -0.9)]])
+    row = claim_rows(frame, spec).iloc[0]
+    assert row["bound_status"] == "negative_at_start"
+    assert row["bound_crossing_pct"] is None and row["held_beyond_crossing_pts"] is None
+    assert "predicts nothing" in row["verdict"]
+
+
+def test_tied_layers_compare_every_pruned_layer_with_the_drop():
+    spec = SweepSpec(name="s", masks={"schedule": "tied", "remaining": [1.0, 0.5, 0.1]},
+                     noise={"variances": []}, report={"bounds": ["delta_r"]})
+    frame = _frame([{"remaining_W_xh": r, "remaining_W_hh": r, "mask_method": "magnitude", "seed": 0,
+                     "acc/clean": a, "W_xh/kept_fraction": r, "W_hh/kept_fraction": r,
+                     "W_xh/binary/delta_r": b, "W_hh/binary/delta_r": b + 0.2}
+                    for r, a, b in [(1.0, 0.9, math.inf), (0.5, 0.88, 0.1), (0.1, 0.5, -0.3)]])
+    claim = claim_rows(frame, spec)
+    assert set(claim["graph"]) == {"W_xh", "W_hh"}
+    assert set(expansion_test_rows(frame, spec)["graph"]) == {"W_xh", "W_hh"}
+
+
+def test_undefined_seeds_stay_out_of_the_mean_and_the_table_says_so():
+    spec = SweepSpec(name="s", training={"seed": [0, 1]},
+                     masks={"layers": ["W_hh"], "remaining": [1.0, 0.5, 0.01]},
+                     noise={"variances": []}, report={"bounds": ["delta_r"]})
+    rows = []
+    for seed in (0, 1):
+        rows += [{"remaining_W_hh": 1.0, "mask_method": "magnitude", "seed": seed, "acc/clean": 0.9,
+                  "W_hh/kept_fraction": 1.0, "W_hh/binary/delta_r": math.inf},
+                 {"remaining_W_hh": 0.5, "mask_method": "magnitude", "seed": seed, "acc/clean": 0.9,
+                  "W_hh/kept_fraction": 0.5, "W_hh/binary/delta_r": 0.2 if seed else 0.4},
+                 {"remaining_W_hh": 0.01, "mask_method": "magnitude", "seed": seed, "acc/clean": 0.2,
+                  "W_hh/kept_fraction": 0.01, "W_hh/binary/delta_r": math.nan}]
+    frame = _frame(rows)
+    panel = panels_of(frame, spec)[0]
+    curve = panel.curve("W_hh/binary/delta_r")
+    assert curve.loc[0.5, "mean"] == pytest.approx(0.3)
+    assert curve.loc[1.0, "mean"] == math.inf and curve.loc[0.01, "n"] == 0
+    crossing = crossing_rows(frame, spec).iloc[0]
+    assert crossing["status"] == "never" and crossing["undefined_at_pct"] == "1"
+    assert "undefined" in crossing["where"]
+
+
+@pytest.mark.slow
+def test_trial_spectra_are_those_of_the_evaluated_checkpoint(tmp_path, mnist_dir):
+    from expander_sweeps.trial import SweepContext, TrialPlan, run_trial
+
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, spectral={"graphs": ["layer"]},
+                                         masks={"remaining": [1.0, 0.1], "layers": ["W_hh"]}))
+    result = run_trial(SweepContext(spec), TrialPlan({"W_hh": 0.1}), tmp_path / "trial")
+    checkpoint = torch.load(result.files["checkpoint"])
+    mask = np.load(result.files["masks"])["W_hh"]
+    weights = checkpoint["state_dict"]["recurrent.weight_hh_l0"].numpy().astype(np.float64)
+    assert ((weights != 0) <= (mask != 0)).all()  # the mask was held
+    recomputed = layer_spectrum(np.abs(weights) * mask)
+    assert result.metrics["W_hh/weighted/lambda_1"] == pytest.approx(recomputed.lambda_1, rel=1e-9)
+    assert result.metrics["W_hh/weighted/delta_r"] == pytest.approx(recomputed.delta_r, rel=1e-9)
+    # The at-mask values are kept, labelled, and differ after fine-tuning.
+    assert result.metrics["W_hh/weighted_at_mask/lambda_1"] != pytest.approx(recomputed.lambda_1, rel=1e-6)
+    assert result.metrics["W_hh/binary/components"] >= 1
+    assert 0 < result.metrics["W_hh/binary/largest_component"] <= 1
+    assert result.spectra["W_hh/binary"]["status"] == layer_spectrum(mask).describe_status()
