@@ -158,3 +158,44 @@ def test_unreachable_storage_exits_2_and_hides_the_password(tmp_path, write_spec
     assert result.returncode == 2
     assert "cannot open the Optuna storage postgresql+psycopg://someone:***@127.0.0.1:1/none" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+def test_compare_puts_two_settings_side_by_side(launched, tmp_path, mnist_dir):
+    import yaml
+    from click.testing import CliRunner
+
+    import expander_sweeps
+    from expander_sweeps.cli import main
+
+    spec_path, run_dir, _ = launched
+    tied = tiny_spec_dict(tmp_path / "tied", mnist_dir, name="tiny_tied",
+                          masks={"remaining": [1.0, 0.3, 0.05], "schedule": "tied"},
+                          model={"cell": "rnn", "hidden": 16, "init": "pytorch_default"},
+                          tracking={"mlflow": {"enabled": False}})
+    tied_path = tmp_path / "tied.yaml"
+    tied_path.write_text(yaml.safe_dump(tied))
+    assert expander_sweeps.launch(expander_sweeps.load_spec(tied_path)).failed == 0
+    result = CliRunner().invoke(main, ["compare", str(spec_path), str(tied_path), "-o", str(tmp_path / "cmp")],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "tiny: RNN init kaiming_uniform, schedule each" in table
+    assert "tiny_tied: RNN init pytorch_default, schedule tied" in table
+    # One row per layer graph, weighting and bound; the cells are the crossings of each sweep.
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert set(rows["layer"]) == {"W_xh", "W_hh"}
+    assert set(rows["others"]) == {"dense", "tied"}
+    each = json.loads((run_dir / "report" / "crossings.json").read_text())["crossings"]
+    expected = next(c for c in each if c["graph"] == "W_hh" and c["weighting"] == "binary"
+                    and c["bound"] == "Delta_R")
+    got = rows[(rows["setting"].str.startswith("tiny:")) & (rows["layer"] == "W_hh")
+               & (rows["weighting"] == "binary") & (rows["bound"] == "Delta_R")].iloc[0]
+    texts = {"crossed": f"{expected['crossing_pct']:.2f}%" if expected["crossing_pct"] is not None else None,
+             "never": f"never (to {expected['lower_pct']:.3g}%)" if expected["lower_pct"] is not None else None,
+             "negative_at_start": "never positive", "no_data": "undefined"}
+    assert got["crossing"] == texts[expected["status"]]
+    # A spec whose study does not exist is a clean error.
+    missing = CliRunner().invoke(main, ["compare", str(spec_path), "--set", "name=nothing_here"])
+    assert missing.exit_code == 2 and "run `expander-sweeps launch" in missing.output

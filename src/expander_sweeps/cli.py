@@ -308,6 +308,40 @@ def report(spec_path: str, overrides: tuple[str, ...]) -> None:
     _print_report(write_report(spec, study))
 
 
+@main.command()
+@click.argument("spec_paths", metavar="SPEC...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@set_option
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="runs/comparison", show_default=True,
+              help="Folder for comparison.md and comparison.csv.")
+def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str) -> None:
+    """Put the crossings of several finished sweeps side by side (for example the same protocol
+    under two inits and two schedules: what moves the paper's Table 2). --set applies to every SPEC."""
+    from pathlib import Path
+
+    from .reporting import comparison_markdown, comparison_rows
+
+    _quiet_libraries()
+    studies = []
+    for path in spec_paths:
+        spec = _load(path, overrides)
+        studies.append((spec, _existing_study(spec, f"run `expander-sweeps launch {path}` first")))
+    table = comparison_rows(studies)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(comparison_markdown(table))
+    table.to_csv(out / "comparison.csv", index=False)
+    if not table.empty:
+        settings = list(dict.fromkeys(table["setting"]))
+        grid = Table(title="Kept edges where each layer's bound first stops being positive", title_justify="left")
+        for column in ["layer", "weights", "bound", *settings]:
+            grid.add_column(escape(column))
+        for (layer, weighting, bound), group in table.groupby(["layer", "weighting", "bound"], sort=False):
+            grid.add_row(layer, weighting, bound, *(" / ".join(group[group["setting"] == s]["crossing"]) or "-"
+                                                     for s in settings))
+        console.print(grid)
+    console.print(f"comparison: {out / 'comparison.md'}", soft_wrap=True, highlight=False)
+
+
 def _existing_study(spec: SweepSpec, hint: str):
     """The spec's study, which must exist already; user errors exit 2 with `hint`."""
     from .sweep import StorageError, open_study

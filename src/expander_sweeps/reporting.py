@@ -776,3 +776,58 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
     for i, path in enumerate(figures):
         files[f"figure_{i}"] = path
     return Report(crossings, frame, markdown, files, failed, claim, expansion)
+
+
+def _setting(spec: SweepSpec) -> str:
+    """The choices that move a crossing (the paper's Table 2 depends on them), in words."""
+    return (f"{spec.model.cell.upper()} init {spec.model.init}, schedule {spec.masks.schedule}, "
+            f"{spec.masks.methods[0] if len(spec.masks.methods) == 1 else '/'.join(spec.masks.methods)}")
+
+
+def _short_crossing(row) -> str:
+    if row["status"] == "crossed":
+        return f"{row['crossing_pct']:.2f}%"
+    if row["status"] == "never":
+        return f"never (to {row['lower_pct']:.3g}%)"
+    if row["status"] == "negative_at_start":
+        return "never positive"
+    return "undefined"
+
+
+def comparison_rows(studies: list[tuple[SweepSpec, optuna.Study]]) -> pd.DataFrame:
+    """The layer graphs' crossings of several sweeps side by side: one row per (layer, weighting,
+    bound, mask method), one column per sweep's setting (init, schedule, mask method)."""
+    rows = []
+    for spec, study in studies:
+        frame = trials_frame(study)
+        if frame.empty:
+            continue
+        crossings = crossing_rows(_with_defaults(frame, spec), spec)
+        setting = f"{spec.name}: {_setting(spec)}"
+        for _, row in crossings[crossings["graph"].isin(spec.masks.layers)].iterrows():
+            rows.append({"layer": row["graph"], "weighting": row["weighting"], "bound": row["bound"],
+                         "mask_method": row["mask_method"], "setting": setting,
+                         "others": "tied" if "(tied)" in row["pruned"] else "dense",
+                         "crossing": _short_crossing(row), "crossing_pct": row["crossing_pct"]})
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    lines = ["# Crossings side by side", "",
+             "Kept edges of each layer's graph at which each bound first stops being positive, per sweep. "
+             "The settings differ in the choices that move a crossing: the initialisation (it decides the "
+             "trained magnitudes, so the magnitude masks) and whether the other layer stays dense (`each`) "
+             "or is pruned to the same fraction (`tied`). The layer graph's own bounds depend only on its "
+             "mask; the schedule acts through training.", ""]
+    if table.empty:
+        return "\n".join(lines + ["No finished trials in any of the sweeps.", ""])
+    settings = list(dict.fromkeys(table["setting"]))
+    lines += ["| layer | weighting | bound | " + " | ".join(_cell(s) for s in settings) + " |",
+              "| --- " * (3 + len(settings)) + "|"]
+    for (layer, weighting, bound), group in table.groupby(["layer", "weighting", "bound"], sort=False):
+        cells = []
+        for setting in settings:
+            match = group[group["setting"] == setting]
+            cells.append(" / ".join(match["crossing"]) if len(match) else "-")
+        lines.append(f"| {layer} | {weighting} | {bound} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + [""])

@@ -65,12 +65,16 @@ def _client(uri: str):
 
 
 def _ramanujan_tags(metrics: dict[str, float], layers: list[str]) -> dict[str, str]:
-    """Per pruned layer: 'true' while both bounds of its binary layer graph are positive."""
+    """Per pruned layer: 'true' while both bounds of its binary layer graph are positive,
+    'undefined' for a degenerate graph (NaN bounds), never 'true' for one."""
     tags = {}
     for layer in layers:
         dr, ds = metrics.get(f"{layer}/binary/delta_r"), metrics.get(f"{layer}/binary/delta_s")
         if dr is not None and ds is not None:
-            tags[f"ramanujan_{layer}"] = str(dr > 0 and ds > 0).lower()
+            if math.isnan(dr) or math.isnan(ds):
+                tags[f"ramanujan_{layer}"] = "undefined"
+            else:
+                tags[f"ramanujan_{layer}"] = str(dr > 0 and ds > 0).lower()
     return tags
 
 
