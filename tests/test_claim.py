@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_spec_dict
+from expander_sweeps.reporting import _panels as panels_of
 from expander_sweeps.reporting import (
     claim_rows,
     crossing_rows,
@@ -18,7 +19,6 @@ from expander_sweeps.reporting import (
     expansion_test_rows,
     partial_correlation_test,
 )
-from expander_sweeps.reporting import _panels as panels_of
 from expander_sweeps.spec import SweepSpec, spec_from_dict
 from expander_sweeps.spectral import layer_spectrum
 
