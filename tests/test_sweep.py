@@ -16,31 +16,6 @@ def _spec(tmp_path, mnist_dir, **sections) -> SweepSpec:
     return spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, **sections))
 
 
-def test_grid_plans_per_schedule():
-    each = SweepSpec(name="a", masks={"remaining": [1.0, 0.5, 0.1]})
-    plans = sweep.grid_plans(each)
-    assert len(plans) == 5  # the all-dense point once, not once per layer
-    assert plans[0].remaining == {"W_xh": 1.0, "W_hh": 1.0}
-    tied = SweepSpec(name="a", masks={"remaining": [1.0, 0.5], "schedule": "tied"})
-    assert [p.remaining for p in sweep.grid_plans(tied)] == [{"W_xh": 1.0, "W_hh": 1.0}, {"W_xh": 0.5, "W_hh": 0.5}]
-    independent = SweepSpec(name="a", masks={"remaining": [1.0, 0.5], "schedule": "independent"},
-                            noise={"at_training": True, "variances": [0.0, 0.3]})
-    assert len(sweep.grid_plans(independent)) == 4 * 2
-
-
-def test_grid_plans_cross_seeds_and_mask_methods_but_share_the_dense_point():
-    spec = SweepSpec(name="a", training={"seed": [0, 1, 2]},
-                     masks={"remaining": [1.0, 0.5, 0.1], "method": ["magnitude", "regular"]})
-    plans = sweep.grid_plans(spec)
-    # per seed: one dense trial + 2 layers x 2 fractions x 2 methods
-    assert len(plans) == 3 * (1 + 2 * 2 * 2)
-    dense = [p for p in plans if not p.pruned_layers]
-    assert [(p.seed, p.mask_method) for p in dense] == [(0, "magnitude"), (1, "magnitude"), (2, "magnitude")]
-    assert {p.mask_method for p in plans if p.pruned_layers} == {"magnitude", "regular"}
-    params = sweep._params_of(plans[1], spec)
-    assert set(params) == {"layer", "remaining", "mask_method", "seed"}
-
-
 @pytest.mark.slow
 def test_seeds_and_mask_methods_in_one_sweep_and_the_claim_report(tmp_path, mnist_dir):
     spec = _spec(tmp_path, mnist_dir, training={"seed": [0, 1]},

@@ -344,7 +344,7 @@ def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str
 
 def _existing_study(spec: SweepSpec, hint: str):
     """The spec's study, which must exist already; user errors exit 2 with `hint`."""
-    from .sweep import StorageError, open_study
+    from .study import StorageError, open_study
 
     try:
         return open_study(spec, create=False)
@@ -391,7 +391,7 @@ def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None)
     """SPEC as a W&B sweep config (`wandb sweep FILE`, then `wandb agent ID`)."""
     import yaml
 
-    from .tracking.wandb_backend import wandb_sweep_config
+    from .space import wandb_sweep_config
 
     spec = _load(spec_path, overrides)
     text = yaml.safe_dump(wandb_sweep_config(spec, spec_path), sort_keys=False)
@@ -407,21 +407,13 @@ def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None)
 @click.pass_context
 def agent_trial(ctx: click.Context, spec_path: str) -> None:
     """Run one point of SPEC given as --name=value arguments (what `wandb agent` passes)."""
+    from .space import AgentArgumentError, agent_point
+
     spec = _load(spec_path, ())
-    point: dict = {}
-    for argument in ctx.args:
-        name, sep, value = argument.removeprefix("--").partition("=")
-        if not sep:
-            _fail(f"agent-trial expects --name=value arguments, but got {argument!r}")
-        point[name] = value if name in ("layer", "mask_method") else _number(name, value)
-        if name == "seed":
-            point[name] = int(point[name])
-    if point.get("remaining") == 1.0:
-        # The all-dense point is one trial, whichever layer and mask method the agent drew.
-        if "layer" in point:
-            point["layer"] = spec.masks.layers[0]
-        if "mask_method" in point:
-            point["mask_method"] = spec.masks.methods[0]
+    try:
+        point = agent_point(list(ctx.args), spec)
+    except AgentArgumentError as err:
+        _fail(str(err))
     if not spec.tracking.wandb.enabled:  # an agent's run is a W&B run
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})
@@ -432,14 +424,6 @@ def agent_trial(ctx: click.Context, spec_path: str) -> None:
     console.print(f"agent trial {point}: ran {result.ran}, failed {result.failed}", highlight=False)
     if result.failed:
         sys.exit(1)
-
-
-def _number(name: str, value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        _fail(f"agent-trial: --{name} must be a number, but got {value!r}")
-        raise
 
 
 @main.command()

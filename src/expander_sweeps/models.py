@@ -13,10 +13,7 @@ from torch import nn
 
 from .spec import ModelSpec
 
-__all__ = ["SequenceClassifier", "build_model", "GATES"]
-
-# Gate order of PyTorch's stacked weight matrices.
-GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+__all__ = ["SequenceClassifier", "build_model"]
 
 
 class SequenceClassifier(nn.Module):

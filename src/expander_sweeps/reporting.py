@@ -47,10 +47,10 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from .models import GATES  # noqa: E402
+from .results import BOUND_LABELS as _BOUND_LABELS  # noqa: E402
+from .results import GATES, accuracy_key  # noqa: E402
 from .spec import SweepSpec  # noqa: E402
 from .spectral import find_crossing  # noqa: E402
-from .trial import accuracy_key  # noqa: E402
 
 __all__ = ["Report", "trials_frame", "crossing_rows", "claim_rows", "expansion_test_rows", "partial_correlation_test",
            "drop_points", "write_report"]
@@ -58,7 +58,6 @@ __all__ = ["Report", "trials_frame", "crossing_rows", "claim_rows", "expansion_t
 MIN_TRIALS_FOR_TEST = 8
 Z_95 = 1.959963984540054
 
-_BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
 
 
 @dataclass
@@ -719,7 +718,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
     """Write report.md, crossings.csv/json, claim.csv, trials.csv and one PNG per layer into <run_dir>/report."""
     if study is None:
-        from .sweep import open_study
+        from .study import open_study
 
         study = open_study(spec, create=False)
     frame = trials_frame(study)

@@ -61,7 +61,6 @@ __all__ = [
     "unrolled_top_eigenvalues",
     "find_crossing",
     "normalise_weights",
-    "BOUNDS",
 ]
 
 ZERO_TOL = 1e-9
@@ -74,7 +73,6 @@ def _one_blas_thread():
     if _blas is None:
         _blas = ThreadpoolController()
     return _blas.limit(limits=1, user_api="blas")
-BOUNDS = ("delta_r", "delta_s", "biregular")
 
 
 @dataclass(frozen=True)

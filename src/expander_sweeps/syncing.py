@@ -12,20 +12,18 @@ from optuna.trial import TrialState
 
 from .reporting import Report
 from .spec import SweepSpec
-from .sweep import StudyState, tracker_config
-from .tracking import TrialRecord, enabled_trackers
+from .study import StudyState, read_result
+from .tracking import TrialRecord, enabled_trackers, tracker_config
 
 __all__ = ["publish_report", "sync_trackers", "trial_record"]
 
 
 def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
     """A finished trial as the trackers log it, rebuilt from the study and its files."""
-    attrs = trial.user_attrs
-    params = {name: attrs[name] for name in attrs.get("param_names", []) if name in attrs}
-    metrics = {k: float(v) for k, v in attrs.items() if "/" in k and isinstance(v, (int, float))}
-    files = {k: v for k, v in attrs.get("files", {}).items() if Path(v).exists()}
+    result = read_result(trial)
+    files = result.files
     history = json.loads(Path(files["history"]).read_text()) if "history" in files else []
-    return TrialRecord(trial.number, params, metrics, history, files)
+    return TrialRecord(trial.number, result.params, result.metrics, history, files)
 
 
 def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None]) -> dict:

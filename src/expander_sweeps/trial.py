@@ -1,19 +1,6 @@
-"""One trial end to end: dense model (cached), one-shot masks, spectra, fine-tuning, accuracy.
+"""One trial end to end: dense model (cached), one-shot masks, fine-tuning, accuracy, spectra.
 
-Results come back as flat, human-readable names (the same names land in the Optuna study,
-in MLflow and in the report):
-    acc/clean, acc/var_0.15, ...        test accuracy, clean and per noise variance
-    dense/acc/clean, ...                the dense model before masking
-    masked/acc/clean                    right after masking, before fine-tuning
-    W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting, of the
-                                        weights that were evaluated (after fine-tuning)
-    W_xh/weighted_at_mask/lambda_2, ... the weighted layer and step graphs at the moment of
-                                        masking (before fine-tuning); binary graphs never change
-    W_xh/binary/components, .../largest_component, .../isolated_share, .../bounds_defined
-    W_xh.i/binary/delta_r, ...          per gate block of a stacked LSTM/GRU matrix
-    unrolled/binary/lambda_2, ...       the whole network unrolled over k steps
-    W_xh/kept_fraction                  edges the mask actually kept (a regular or
-                                        minimum-degree mask may differ from the asked fraction)
+Results come back under the names of `results.py`.
 """
 
 from __future__ import annotations
@@ -32,35 +19,13 @@ from . import spectral
 from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
 from .masks import MaskHolder, magnitude_mask, magnitude_min_degree_mask, random_mask, regular_mask
-from .models import GATES, SequenceClassifier, build_model
+from .models import SequenceClassifier, build_model
+from .results import GATES, accuracy_key, kept_key, save_checkpoint
+from .space import TrialPlan
 from .spec import SweepSpec
 from .train import EpochStats, accuracy, fit, resolve_device
 
-__all__ = ["TrialPlan", "TrialHooks", "TrialResult", "SweepContext", "run_trial", "accuracy_key"]
-
-
-def accuracy_key(variance: float) -> str:
-    return "acc/clean" if variance == 0 else f"acc/var_{variance:g}"
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """What one trial does: the remaining fraction of each maskable layer, and the training noise."""
-
-    remaining: dict[str, float]  # every layer in spec.masks.layers; 1.0 = left dense
-    train_variance: float = 0.0
-    mask_method: str = "magnitude"
-    seed: int = 0
-
-    @property
-    def pruned_layers(self) -> list[str]:
-        return [name for name, r in self.remaining.items() if r < 1.0]
-
-    def label(self) -> str:
-        parts = [f"{name} {100 * r:g}%" for name, r in self.remaining.items()]
-        noise = f", train noise var {self.train_variance:g}" if self.train_variance else ""
-        method = f", {self.mask_method}" if self.pruned_layers else ""
-        return ", ".join(parts) + noise + method + f", seed {self.seed}"
+__all__ = ["TrialHooks", "TrialResult", "SweepContext", "run_trial"]
 
 
 @dataclass
@@ -263,7 +228,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     # (the unrolled one is the costly one, and its fine-tuned version is what matters).
     at_mask = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len, weighted_only=True, unrolled=False)
     for name, mask in masks_np.items():
-        metrics[f"{name}/kept_fraction"] = float(mask.mean())
+        metrics[kept_key(name)] = float(mask.mean())
 
     history = ctx.train_phase(model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
                        hooks, holder, plan.train_variance)
@@ -290,9 +255,8 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         # A picture of each mask (rows = outputs, black = kept edge), for trackers and eyes.
         files[f"mask_picture_{name}"] = str(trial_dir / f"mask_{name}.png")
         plt.imsave(files[f"mask_picture_{name}"], mask, cmap="gray_r", vmin=0, vmax=1)
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "model": spec.model.model_dump(), "input_size": ctx.features,
-                "num_classes": ctx.num_classes, "remaining": plan.remaining}, files["checkpoint"])
+    save_checkpoint(files["checkpoint"], model, spec.model.model_dump(), ctx.features, ctx.num_classes,
+                    plan.remaining)
     Path(files["spectra"]).write_text(json.dumps(spectra, indent=2, allow_nan=True))
     dense_history = dense_meta.get("history", []) if dense_trained else []
     Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))

@@ -7,8 +7,8 @@ a tracker that fails is reported once, with the reason, and the trial goes on.
 
 from __future__ import annotations
 
-from .base import FanOut, SweepState, Tracker, TrackerUnavailable, TrialRecord
+from .base import FanOut, SweepState, Tracker, TrackerUnavailable, TrialRecord, tracker_config
 from .factory import build_trackers, enabled_trackers
 
-__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord", "build_trackers",
+__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord", "tracker_config", "build_trackers",
            "enabled_trackers"]

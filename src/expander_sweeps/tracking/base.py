@@ -81,18 +81,24 @@ class TrackerCalls:
     def end_sweep(self, report_files: list[str] | None = None) -> None:
         self._each("end_sweep", list(report_files or []))
 
-    def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
-        """A whole finished trial: params, per-epoch history, final metrics, files, model."""
-        self.start_trial(record.number, record.params)
-        for entry in record.history:
-            self.log_metrics({f"{entry['phase']}/loss": entry["loss"],
-                              f"{entry['phase']}/train_accuracy": entry["train_accuracy"]}, entry["epoch"])
+    def log_epoch(self, phase: str, epoch: int, loss: float, train_accuracy: float) -> None:
+        self.log_metrics({f"{phase}/loss": loss, f"{phase}/train_accuracy": train_accuracy}, epoch)
+
+    def finish_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
+        """The end of a trial whose run was started: final metrics, files, model, status."""
         self.log_metrics(record.metrics)
         for key, path in record.files.items():
             if key != "example":
                 self.log_artifact(path, "trial")
         self.log_model(record)
         self.end_trial(status)
+
+    def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
+        """A whole finished trial at once (for `sync`): params, per-epoch history, the rest."""
+        self.start_trial(record.number, record.params)
+        for entry in record.history:
+            self.log_epoch(entry["phase"], entry["epoch"], entry["loss"], entry["train_accuracy"])
+        self.finish_trial(record, status)
 
 
 class FanOut(TrackerCalls):
@@ -154,9 +160,31 @@ class FanOut(TrackerCalls):
         # parent run.
         self._call("start_sweep", (sweep, config, state))
 
+    def begin(self, spec, study) -> None:
+        """Start the sweep in every tracker under the study's sweep lock (parallel workers then
+        agree on one parent run). TrackerProcess has the same method; its child takes the lock."""
+        if not self._trackers:
+            return
+        from ..study import StudyState, sweep_lock
+
+        with sweep_lock(study, spec):
+            self.start_sweep(spec.name, tracker_config(spec), StudyState(study))
+
     def close(self) -> None:
         """Wait until every queued call has run."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+
+
+def tracker_config(spec) -> dict:
+    """The spec as trackers record it: URLs without their passwords."""
+    from ..spec import redact_url
+
+    config = spec.model_dump(mode="json")
+    if config["study"]["storage"]:
+        config["study"]["storage"] = redact_url(config["study"]["storage"])
+    if config["tracking"]["mlflow"]["uri"]:
+        config["tracking"]["mlflow"]["uri"] = redact_url(config["tracking"]["mlflow"]["uri"])
+    return config

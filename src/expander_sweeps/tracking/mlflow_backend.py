@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..results import ramanujan, spectrum_key
 from ..spec import SweepSpec
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
@@ -65,16 +66,13 @@ def _client(uri: str):
 
 
 def _ramanujan_tags(metrics: dict[str, float], layers: list[str]) -> dict[str, str]:
-    """Per pruned layer: 'true' while both bounds of its binary layer graph are positive,
-    'undefined' for a degenerate graph (NaN bounds), never 'true' for one."""
+    """Per layer: 'true' while both bounds of its binary layer graph are positive, 'false' when
+    not, 'undefined' for a degenerate graph (never 'true' for one)."""
     tags = {}
     for layer in layers:
-        dr, ds = metrics.get(f"{layer}/binary/delta_r"), metrics.get(f"{layer}/binary/delta_s")
-        if dr is not None and ds is not None:
-            if math.isnan(dr) or math.isnan(ds):
-                tags[f"ramanujan_{layer}"] = "undefined"
-            else:
-                tags[f"ramanujan_{layer}"] = str(dr > 0 and ds > 0).lower()
+        if spectrum_key(layer, "binary", "delta_r") in metrics:
+            verdict = ramanujan(metrics, layer)
+            tags[f"ramanujan_{layer}"] = "undefined" if verdict is None else str(verdict).lower()
     return tags
 
 
@@ -171,14 +169,9 @@ class MlflowTracker:
         import torch
         from mlflow.models import infer_signature
 
-        from ..models import SequenceClassifier
-        from ..spec import ModelSpec
+        from ..results import load_checkpoint
 
-        checkpoint = torch.load(record.files["checkpoint"], map_location="cpu", weights_only=True)
-        model = SequenceClassifier(ModelSpec(**checkpoint["model"]), checkpoint["input_size"],
-                                   checkpoint["num_classes"])
-        model.load_state_dict(checkpoint["state_dict"])
-        model.eval()
+        model, _ = load_checkpoint(record.files["checkpoint"])
         example = np.load(record.files["example"])
         with torch.no_grad():
             signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
@@ -306,12 +299,11 @@ def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
     def edges(t: dict) -> float:
         return sum(t.get(f"{layer}/binary/edges", 0.0) for layer in layers)
 
-    def ramanujan(t: dict) -> bool:
+    def keeps_the_property(t: dict) -> bool:
         pruned = [layer for layer in layers if t.get(f"remaining_{layer}", 1.0) < 1.0]
-        return all(t.get(f"{layer}/binary/delta_r", -1) > 0 and t.get(f"{layer}/binary/delta_s", -1) > 0
-                   for layer in pruned)
+        return all(ramanujan(t, layer) is True for layer in pruned)
 
-    keeping = [t for t in rows if ramanujan(t)]
+    keeping = [t for t in rows if keeps_the_property(t)]
     if keeping:
         chosen["sparsest-ramanujan"] = min(keeping, key=lambda t: (edges(t), -t["acc/clean"]))
     result = {}

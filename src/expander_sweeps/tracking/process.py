@@ -36,7 +36,6 @@ class TrackerProcess(TrackerCalls):
     """The FanOut interface, served by a child process (see the module notes)."""
 
     name = "tracker-process"
-    locks_the_study = True  # start_sweep takes the sweep lock in the child; the caller must not wait
 
     def __init__(self, spec, warn: Callable[[str], None]):
         self._warn = warn
@@ -85,9 +84,12 @@ class TrackerProcess(TrackerCalls):
         if self._process.is_alive():
             self._calls.put((method, args))
 
-    def start_sweep(self, sweep: str, config: dict[str, Any], state: Any = None) -> None:
-        # The child opens the study for the sweep's shared state and takes its lock itself.
-        self._each("start_sweep", sweep, config)
+    def begin(self, spec, study) -> None:
+        """Start the sweep in the trackers. Returns at once: the child opens the study for the
+        sweep's shared state and takes its lock itself, while the first trial starts here."""
+        from .base import tracker_config
+
+        self._each("start_sweep", spec.name, tracker_config(spec))
 
     def close(self) -> None:
         """Wait until every queued call has run, then let the child exit."""
@@ -134,7 +136,7 @@ def _serve(spec_data: dict, calls, replies, parent_pid: int) -> None:
             replies.put(("closed", fan.seconds))
             return
         if method == "start_sweep":
-            from ..sweep import StudyState, open_study, sweep_lock
+            from ..study import StudyState, open_study, sweep_lock
 
             try:
                 study = open_study(spec, create=False)

@@ -19,7 +19,7 @@ from typing import Any
 from ..spec import SweepSpec
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
-__all__ = ["WandbTracker", "wandb_mode", "sync_command", "wandb_sweep_config"]
+__all__ = ["WandbTracker", "wandb_mode", "sync_command"]
 
 _LEDGER = "expander_sweeps_logged.json"  # trials whose offline run finished (for `sync`)
 
@@ -141,39 +141,3 @@ class WandbTracker:
         path = f"{self._spec.tracking.wandb.entity + '/' if self._spec.tracking.wandb.entity else ''}{self._project}"
         runs = api.runs(path, filters={"group": self._spec.name, "jobType": "trial", "state": "finished"})
         return {int(r.config["trial"]) for r in runs if "trial" in r.config}
-
-
-def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
-    """The sweep as a W&B sweep config, for people who run `wandb agent`: each agent run calls
-    `expander-sweeps agent-trial SPEC --name=value ...`, which runs that point into the study."""
-    from ..spec import RangeSpec
-
-    remaining = spec.masks.remaining
-    if isinstance(remaining, RangeSpec):
-        fraction = {"min": remaining.low, "max": remaining.high,
-                    "distribution": "log_uniform_values" if remaining.log else "uniform"}
-    else:
-        fraction = {"values": sorted(remaining, reverse=True)}
-    parameters: dict[str, Any] = {}
-    if spec.masks.schedule == "each":
-        parameters["layer"] = {"values": list(spec.masks.layers)}
-        parameters["remaining"] = fraction
-    elif spec.masks.schedule == "tied":
-        parameters["remaining"] = fraction
-    else:
-        parameters.update({f"remaining_{layer}": fraction for layer in spec.masks.layers})
-    if spec.noise.at_training:
-        parameters["train_noise_variance"] = {"values": list(spec.noise.variances)}
-    if len(spec.masks.methods) > 1:
-        parameters["mask_method"] = {"values": list(spec.masks.methods)}
-    if len(spec.training.seeds) > 1:
-        parameters["seed"] = {"values": list(spec.training.seeds)}
-    method = {"grid": "grid", "tpe": "bayes"}.get(spec.study.sampler, "random")
-    return {
-        "name": spec.name,
-        "project": spec.tracking.wandb.project or spec.name,
-        "method": method,
-        "metric": {"name": "acc/clean", "goal": "maximize"},
-        "parameters": parameters,
-        "command": ["${env}", "expander-sweeps", "agent-trial", str(spec_path), "${args}"],
-    }

@@ -1,0 +1,90 @@
+"""What a trial's results are called, when a layer counts as Ramanujan, and the format of a
+pruned checkpoint: one home for the names every other module reads and writes.
+
+Result names are flat and human-readable; the same names land in the Optuna study, in MLflow
+and W&B, and in the report:
+    acc/clean, acc/var_0.15, ...        test accuracy, clean and per noise variance
+    dense/acc/clean, ...                the dense model before masking
+    masked/acc/clean                    right after masking, before fine-tuning
+    n_test                              test examples behind every accuracy
+    W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting, of the
+                                        weights that were evaluated (after fine-tuning)
+    W_xh/weighted_at_mask/lambda_2, ... the weighted layer and step graphs at masking time
+    W_xh.i/binary/delta_r, ...          per gate block of a stacked LSTM/GRU matrix
+    unrolled/binary/lambda_2, ...       the whole network unrolled over k steps
+    W_xh/kept_fraction                  edges the mask actually kept
+
+Only the standard library at import time: the report reads these names without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "GATES",
+    "BOUNDS",
+    "BOUND_LABELS",
+    "accuracy_key",
+    "spectrum_key",
+    "kept_key",
+    "ramanujan",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+# Gate order of PyTorch's stacked weight matrices.
+GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+BOUNDS = ("delta_r", "delta_s", "biregular")
+BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
+CHECKPOINT_FORMAT = 1
+
+
+def accuracy_key(variance: float) -> str:
+    """`acc/clean` for clean data, `acc/var_0.3` at noise variance 0.3."""
+    return "acc/clean" if variance == 0 else f"acc/var_{variance:g}"
+
+
+def spectrum_key(graph: str, weighting: str, quantity: str) -> str:
+    """`W_hh/binary/delta_r`: a quantity of one graph (layer, gate block, step, unrolled)."""
+    return f"{graph}/{weighting}/{quantity}"
+
+
+def kept_key(layer: str) -> str:
+    return f"{layer}/kept_fraction"
+
+
+def ramanujan(metrics: dict[str, Any], layer: str) -> bool | None:
+    """Whether a layer's binary graph has the Ramanujan property: both Delta_R and Delta_S > 0.
+    None when it cannot be said: a bound is missing or undefined (a degenerate graph). A dense
+    layer's unbounded (+inf) bounds count as having it."""
+    values = [metrics.get(spectrum_key(layer, "binary", b)) for b in ("delta_r", "delta_s")]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return None
+    return all(float(v) > 0 for v in values)
+
+
+def save_checkpoint(path: str | Path, model, model_spec: dict, input_size: int, num_classes: int,
+                    remaining: dict[str, float]) -> None:
+    """A pruned, fine-tuned model: its weights (masked entries are exact zeros) and what rebuilds it."""
+    import torch
+
+    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "model": model_spec, "input_size": input_size, "num_classes": num_classes,
+                "remaining": remaining}, path)
+
+
+def load_checkpoint(path: str | Path):
+    """The model saved by `save_checkpoint`, on the CPU in eval mode, and the checkpoint's metadata."""
+    import torch
+
+    from .models import SequenceClassifier
+    from .spec import ModelSpec
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = SequenceClassifier(ModelSpec(**checkpoint["model"]), checkpoint["input_size"], checkpoint["num_classes"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return model, {k: v for k, v in checkpoint.items() if k != "state_dict"}

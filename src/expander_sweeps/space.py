@@ -1,0 +1,218 @@
+"""THE search space of a sweep: what one trial does (a `TrialPlan`), every plan of a grid, a
+plan suggested from an Optuna trial, a plan as Optuna parameters and back, the parameters a
+`wandb agent` passes, and the space as a W&B sweep config.
+
+Adding a study dimension means changing this module (and the spec): every other module asks
+it. Optuna parameter names: `layer` + `remaining` (schedule each), `remaining` (tied),
+`remaining_W_xh`, `remaining_W_hh` (independent), `train_noise_variance` (noise at training),
+`mask_method` and `seed` (only when the spec lists several, so single-valued studies keep the
+parameters they always had).
+
+Only the spec and Optuna: no torch, no training stack.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from .spec import MASK_METHODS, RangeSpec, SweepSpec
+
+__all__ = ["TrialPlan", "grid_plans", "suggest_plan", "params_of", "plan_of", "agent_point", "AgentArgumentError",
+           "wandb_sweep_config"]
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What one trial does: the remaining fraction of each maskable layer, the training noise,
+    the mask method and the seed."""
+
+    remaining: dict[str, float]  # every layer in spec.masks.layers; 1.0 = left dense
+    train_variance: float = 0.0
+    mask_method: str = "magnitude"
+    seed: int = 0
+
+    @property
+    def pruned_layers(self) -> list[str]:
+        return [name for name, r in self.remaining.items() if r < 1.0]
+
+    def label(self) -> str:
+        parts = [f"{name} {100 * r:g}%" for name, r in self.remaining.items()]
+        noise = f", train noise var {self.train_variance:g}" if self.train_variance else ""
+        method = f", {self.mask_method}" if self.pruned_layers else ""
+        return ", ".join(parts) + noise + method + f", seed {self.seed}"
+
+
+def _is_dense(remaining: dict[str, float]) -> bool:
+    return all(r >= 1.0 for r in remaining.values())
+
+
+def _canonical(plan: TrialPlan, spec: SweepSpec) -> TrialPlan:
+    """The all-dense point is one trial whatever the layer or mask method: no method changes a
+    layer that keeps every edge, so it always carries the first method."""
+    if _is_dense(plan.remaining) and plan.mask_method != spec.masks.methods[0]:
+        return TrialPlan(plan.remaining, plan.train_variance, spec.masks.methods[0], plan.seed)
+    return plan
+
+
+def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
+    """Every distinct trial of a grid sweep, densest first, the all-dense point once per seed."""
+    fractions = sorted(spec.masks.remaining, reverse=True)
+    layers = spec.masks.layers
+    if spec.masks.schedule == "each":
+        remainings = [{n: (f if n == pruned else 1.0) for n in layers} for pruned in layers for f in fractions]
+    elif spec.masks.schedule == "tied":
+        remainings = [dict.fromkeys(layers, f) for f in fractions]
+    else:
+        remainings = [dict(zip(layers, combo, strict=True))
+                      for combo in itertools.product(fractions, repeat=len(layers))]
+    variances = list(spec.noise.variances) if spec.noise.at_training else [0.0]
+    plans, seen = [], set()
+    for seed in spec.training.seeds:
+        for variance in variances:
+            for remaining in remainings:
+                for method in spec.masks.methods:
+                    plan = _canonical(TrialPlan(remaining, variance, method, seed), spec)
+                    key = (tuple(plan.remaining.items()), variance, plan.mask_method, seed)
+                    if key not in seen:
+                        seen.add(key)
+                        plans.append(plan)
+    return plans
+
+
+def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec) -> float:
+    space = spec.masks.remaining
+    if isinstance(space, RangeSpec):
+        return trial.suggest_float(name, space.low, space.high, log=space.log)
+    if spec.study.sampler == "grid":
+        # Grid points arrive as fixed parameters. A fixed (0, 1] float distribution, unlike a
+        # categorical one, lets a later launch add fractions to the grid of an existing study.
+        return trial.suggest_float(name, 0.0, 1.0)
+    return trial.suggest_categorical(name, list(space))
+
+
+def suggest_plan(trial: optuna.Trial, spec: SweepSpec) -> TrialPlan:
+    """The plan of an Optuna trial: fixed parameters for a grid point, sampled otherwise."""
+    layers = spec.masks.layers
+    if spec.masks.schedule == "each":
+        pruned = trial.suggest_categorical("layer", list(layers))
+        fraction = _suggest_fraction(trial, "remaining", spec)
+        remaining = {name: (fraction if name == pruned else 1.0) for name in layers}
+    elif spec.masks.schedule == "tied":
+        fraction = _suggest_fraction(trial, "remaining", spec)
+        remaining = dict.fromkeys(layers, fraction)
+    else:
+        remaining = {name: _suggest_fraction(trial, f"remaining_{name}", spec) for name in layers}
+    grid = spec.study.sampler == "grid"
+    variance = 0.0
+    if spec.noise.at_training and grid:
+        variance = trial.suggest_float("train_noise_variance", 0.0, max(1.0, *spec.noise.variances))
+    elif spec.noise.at_training:
+        variance = trial.suggest_categorical("train_noise_variance", list(spec.noise.variances))
+    methods, seeds = spec.masks.methods, spec.training.seeds
+    method = methods[0]
+    if len(methods) > 1:
+        # Grid: every known method as a choice, so a later launch may add one to the study.
+        method = trial.suggest_categorical("mask_method", list(MASK_METHODS) if grid else methods)
+    seed = seeds[0]
+    if len(seeds) > 1:
+        seed = (trial.suggest_int("seed", -(2**31), 2**31 - 1) if grid
+                else trial.suggest_categorical("seed", seeds))
+    return TrialPlan(remaining, variance, method, seed)
+
+
+def params_of(plan: TrialPlan, spec: SweepSpec) -> dict[str, Any]:
+    """The Optuna parameters that make `suggest_plan` return `plan`."""
+    layers = spec.masks.layers
+    if spec.masks.schedule == "each":
+        pruned = plan.pruned_layers or [layers[0]]  # the dense point is shared by every layer
+        params: dict[str, Any] = {"layer": pruned[0], "remaining": plan.remaining[pruned[0]]}
+    elif spec.masks.schedule == "tied":
+        params = {"remaining": plan.remaining[layers[0]]}
+    else:
+        params = {f"remaining_{n}": plan.remaining[n] for n in layers}
+    if spec.noise.at_training:
+        params["train_noise_variance"] = plan.train_variance
+    if len(spec.masks.methods) > 1:
+        params["mask_method"] = plan.mask_method
+    if len(spec.training.seeds) > 1:
+        params["seed"] = plan.seed
+    return params
+
+
+def plan_of(params: dict[str, Any], spec: SweepSpec) -> TrialPlan:
+    """The plan a set of Optuna parameters stands for (the inverse of `params_of`)."""
+    return suggest_plan(optuna.trial.FixedTrial(params), spec)
+
+
+class AgentArgumentError(ValueError):
+    """An argument of `agent-trial` that is not --name=value, or not a value of the space."""
+
+
+_TEXT_PARAMS = ("layer", "mask_method")
+
+
+def agent_point(arguments: list[str], spec: SweepSpec) -> dict[str, Any]:
+    """The Optuna parameters of `--name=value` arguments (what `wandb agent` passes), with the
+    all-dense point made canonical (one trial, whichever layer and mask method the agent drew)."""
+    raw: dict[str, Any] = {}
+    for argument in arguments:
+        name, sep, value = argument.removeprefix("--").partition("=")
+        if not sep:
+            raise AgentArgumentError(f"agent-trial expects --name=value arguments, but got {argument!r}")
+        if name in _TEXT_PARAMS:
+            raw[name] = value
+            continue
+        try:
+            raw[name] = int(value) if name == "seed" else float(value)
+        except ValueError:
+            raise AgentArgumentError(f"agent-trial: --{name} must be a number, but got {value!r}") from None
+    expected = set(params_of(grid_plans(spec)[0], spec)) if spec.study.sampler == "grid" else None
+    if expected is not None and set(raw) != expected:
+        raise AgentArgumentError(f"agent-trial: this spec's parameters are {sorted(expected)}, but got {sorted(raw)}")
+    try:
+        plan = plan_of(raw, spec)
+    except ValueError as err:
+        raise AgentArgumentError(f"agent-trial: {err}") from None
+    return params_of(_canonical(plan, spec), spec)
+
+
+def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
+    """The sweep as a W&B sweep config, for people who run `wandb agent`: each agent run calls
+    `expander-sweeps agent-trial SPEC --name=value ...`, which runs that point into the study."""
+    remaining = spec.masks.remaining
+    if isinstance(remaining, RangeSpec):
+        fraction = {"min": remaining.low, "max": remaining.high,
+                    "distribution": "log_uniform_values" if remaining.log else "uniform"}
+    else:
+        fraction = {"values": sorted(remaining, reverse=True)}
+    parameters: dict[str, Any] = {}
+    if spec.masks.schedule == "each":
+        parameters["layer"] = {"values": list(spec.masks.layers)}
+        parameters["remaining"] = fraction
+    elif spec.masks.schedule == "tied":
+        parameters["remaining"] = fraction
+    else:
+        parameters.update({f"remaining_{layer}": fraction for layer in spec.masks.layers})
+    if spec.noise.at_training:
+        parameters["train_noise_variance"] = {"values": list(spec.noise.variances)}
+    if len(spec.masks.methods) > 1:
+        parameters["mask_method"] = {"values": list(spec.masks.methods)}
+    if len(spec.training.seeds) > 1:
+        parameters["seed"] = {"values": list(spec.training.seeds)}
+    method = {"grid": "grid", "tpe": "bayes"}.get(spec.study.sampler, "random")
+    config = {
+        "name": spec.name,
+        "project": spec.tracking.wandb.project or spec.name,
+        "method": method,
+        # W&B sweeps optimise one metric: a multi-objective study's first objective (accuracy).
+        "metric": {"name": "acc/clean", "goal": "maximize"},
+        "parameters": parameters,
+        "command": ["${env}", "expander-sweeps", "agent-trial", str(spec_path), "${args}"],
+    }
+    if spec.study.n_trials is not None:
+        config["run_cap"] = spec.study.n_trials
+    return config

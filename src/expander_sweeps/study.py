@@ -1,0 +1,277 @@
+"""The Optuna study as this tool keeps it: opening its storage (WAL for SQLite, retries while
+workers race to create tables), the sweep lock, the shared state trackers keep in it, atomic
+claims of waiting trials, heartbeats and stale trials, and the schema of what a finished trial
+records (written by `record_result`, read back by `read_result`).
+
+The study is the source of truth: a trial's results are written here before any tracker
+sees them, so a tracker that is down loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from filelock import FileLock
+from optuna.trial import TrialState
+
+from .space import grid_plans, params_of
+from .spec import SweepSpec, redact_url
+
+__all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
+           "enqueue_grid", "claim_waiting", "heartbeat", "fail_stale", "running_trials", "record_result",
+           "read_result", "point_key"]
+
+
+@contextlib.contextmanager
+def _heartbeats_allowed():
+    """Heartbeats are marked experimental in Optuna; they are what makes crash recovery work here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
+    """Open (or create) the spec's study in its storage (any SQLAlchemy URL)."""
+    url = spec.storage_url
+    engine_kwargs = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Several local workers write to one SQLite file: wait for the lock instead of failing.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            with _heartbeats_allowed():
+                storage = optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=spec.study.heartbeat_seconds,
+                    grace_period=spec.study.grace_seconds,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=spec.study.retries
+                    ),
+                )
+            break
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            # Workers starting together on an empty database race to create its tables; the
+            # loser's next attempt finds them there. A server that is down fails every attempt.
+            if attempt == attempts:
+                raise StorageError.about(url, err) from None
+            time.sleep(0.5 * attempt)
+        except (ImportError, ValueError) as err:  # a missing driver, a malformed URL
+            raise StorageError.about(url, err) from None
+    if url.startswith("sqlite:///"):
+        _cheap_sqlite_commits(storage.engine)
+    directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
+    if not create:
+        return optuna.load_study(study_name=spec.name, storage=storage)
+    return optuna.create_study(
+        study_name=spec.name, storage=storage, sampler=_sampler(spec),
+        directions=directions, load_if_exists=True,
+    )
+
+
+def _cheap_sqlite_commits(engine: sqlalchemy.engine.Engine) -> None:
+    """Write-ahead log, synced at checkpoints: a trial writes ~100 results, each its own commit,
+    and SQLite's default (two fsyncs a commit) made that 0.7 s a trial. A killed process still
+    loses nothing committed; only a power cut can lose the last commits (their trials rerun)."""
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the hook get the pragmas when reopened
+
+
+class StorageError(RuntimeError):
+    """The study's storage cannot be opened; the message says which URL and what to check."""
+
+    @classmethod
+    def about(cls, url: str, err: Exception) -> StorageError:
+        return cls(
+            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {err}. "
+            "Check study.storage (a SQLAlchemy URL such as postgresql+psycopg://user@host/db), "
+            "that the server is reachable and the database exists"
+        )
+
+
+
+def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    seed = spec.study.seed
+    match spec.study.sampler:
+        case "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        case "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        case "qmc":
+            return optuna.samplers.QMCSampler(seed=seed)
+        case _:
+            # Grid trials are all enqueued with fixed parameters; the sampler is never asked.
+            return optuna.samplers.RandomSampler(seed=seed)
+
+
+# ----------------------------------------------------------------------------- grid points
+def point_key(params: dict) -> tuple:
+    return tuple(sorted((k, float(v) if isinstance(v, (int, float)) else v) for k, v in params.items()))
+
+
+def enqueue_points(study: optuna.Study, points: list[dict[str, Any]]) -> None:
+    """Enqueue the points that no trial holds: finished, running (here or in another worker; a
+    dead worker's trial comes back through the heartbeat retry) or waiting."""
+    taken = set()
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=states):
+        # An enqueued trial carries its point in fixed_params until its parameters are suggested.
+        taken.add(point_key({**t.system_attrs.get("fixed_params", {}), **t.params}))
+    for params in points:
+        if point_key(params) not in taken:
+            study.enqueue_trial(params)
+            taken.add(point_key(params))
+
+
+def enqueue_grid(study: optuna.Study, spec: SweepSpec) -> None:
+    """Enqueue every grid point of the spec that no trial holds."""
+    enqueue_points(study, [params_of(plan, spec) for plan in grid_plans(spec)])
+
+
+@contextlib.contextmanager
+def sweep_lock(study: optuna.Study, spec: SweepSpec):
+    """One process at a time enqueues the grid and sets up the trackers' shared state, so that
+    several workers starting together neither enqueue a point twice nor make two parent runs."""
+    url = spec.storage_url
+    if url.startswith("sqlite:///"):
+        with FileLock(url.removeprefix("sqlite:///") + ".enqueue.lock"):
+            yield
+    elif url.startswith("postgresql"):
+        key = int(hashlib.sha256(f"expander-sweeps:{spec.name}".encode()).hexdigest()[:15], 16)
+        # A session-level advisory lock, on a connection of its own, released on exit (or when
+        # the connection drops, if this process dies while holding it).
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        finally:
+            engine.dispose()
+    else:  # other databases: start one worker first, then the rest
+        yield
+
+
+class StudyState:
+    """The sweep's shared state for trackers, in the study's user attributes (every worker sees it)."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def get(self, key: str):
+        return self._study.user_attrs.get(key)
+
+    def set(self, key: str, value) -> None:
+        self._study.set_user_attr(key, value)
+
+
+# ----------------------------------------------------------------------------- claims and heartbeats
+def claim_waiting(study: optuna.Study, only: dict[str, Any] | None = None) -> optuna.Trial | None:
+    """Take one WAITING trial (with the parameters `only`, if given) for this process. The
+    storage's conditional update makes the claim atomic: of several workers reaching for the
+    same trial, exactly one gets it."""
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if only is not None and point_key(frozen.system_attrs.get("fixed_params", frozen.params)) != point_key(only):
+            continue
+        # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
+        # never a RUNNING one without a heartbeat (which no one would ever find stale).
+        with contextlib.suppress(Exception):  # two workers racing to insert the same heartbeat row
+            study._storage.record_heartbeat(frozen._trial_id)
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial_id: int, interval: float):
+    """Record a heartbeat now and every `interval` seconds while the trial runs: a worker that
+    dies (SIGKILL, power loss) stops beating, and the others fail and retry its trial."""
+    storage = study._storage
+    storage.record_heartbeat(trial_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a missed beat is retried at the next interval
+                pass
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale(study: optuna.Study) -> None:
+    with _heartbeats_allowed():
+        optuna.storages.fail_stale_trials(study)  # and re-enqueue them, up to study.retries times
+
+
+def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+# ----------------------------------------------------------------------------- what a trial records
+@dataclass
+class TrialResults:
+    """A finished trial's results as the study holds them."""
+
+    number: int
+    params: dict[str, Any]  # flat, human-readable (remaining_W_xh, cell, init, ...)
+    metrics: dict[str, float]  # accuracies, spectra, kept fractions (names of results.py)
+    files: dict[str, str] = field(default_factory=dict)  # masks, checkpoint, spectra, history, ...
+    dense_trained: bool = False
+    seconds: float = 0.0
+
+
+def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str, float], files: dict[str, str],
+                  dense_trained: bool, seconds: float) -> None:
+    """Store a finished trial's results on it (user attributes), with the lists of which names
+    are parameters and which are metrics, so nothing has to be guessed when reading back."""
+    storage, trial_id = trial.study._storage, trial._trial_id
+    for key, value in {**params, **metrics}.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    storage.set_trial_user_attr(trial_id, "param_names", sorted(params))
+    storage.set_trial_user_attr(trial_id, "metric_names", sorted(metrics))
+    storage.set_trial_user_attr(trial_id, "files", files)
+    storage.set_trial_user_attr(trial_id, "dense_trained", dense_trained)
+    storage.set_trial_user_attr(trial_id, "seconds", round(seconds, 3))
+
+
+def read_result(trial: optuna.trial.FrozenTrial) -> TrialResults:
+    """What `record_result` stored. Trials recorded before `metric_names` existed: every numeric
+    attribute whose name has a '/' (the metric names all do)."""
+    attrs = trial.user_attrs
+    params = {name: attrs[name] for name in attrs.get("param_names", []) if name in attrs}
+    names = attrs.get("metric_names") or [k for k, v in attrs.items() if "/" in k and isinstance(v, (int, float))]
+    metrics = {name: float(attrs[name]) for name in names if isinstance(attrs.get(name), (int, float))}
+    files = {k: v for k, v in attrs.get("files", {}).items() if Path(v).exists()}
+    return TrialResults(trial.number, params, metrics, files, bool(attrs.get("dense_trained")),
+                        float(attrs.get("seconds", 0.0)))

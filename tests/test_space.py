@@ -1,0 +1,108 @@
+"""The search space (space.py): grid plans, plan <-> Optuna parameters for every shipped spec,
+agent arguments, and the W&B export of every schedule. Milliseconds, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from expander_sweeps import space
+from expander_sweeps.space import AgentArgumentError, TrialPlan
+from expander_sweeps.spec import SweepSpec, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
+
+
+def test_grid_plans_per_schedule():
+    each = SweepSpec(name="a", masks={"remaining": [1.0, 0.5, 0.1]})
+    plans = space.grid_plans(each)
+    assert len(plans) == 5  # the all-dense point once, not once per layer
+    assert plans[0].remaining == {"W_xh": 1.0, "W_hh": 1.0}
+    tied = SweepSpec(name="a", masks={"remaining": [1.0, 0.5], "schedule": "tied"})
+    assert [p.remaining for p in space.grid_plans(tied)] == [{"W_xh": 1.0, "W_hh": 1.0}, {"W_xh": 0.5, "W_hh": 0.5}]
+    independent = SweepSpec(name="a", masks={"remaining": [1.0, 0.5], "schedule": "independent"},
+                            noise={"at_training": True, "variances": [0.0, 0.3]})
+    assert len(space.grid_plans(independent)) == 4 * 2
+
+
+def test_grid_plans_cross_seeds_and_mask_methods_but_share_the_dense_point():
+    spec = SweepSpec(name="a", training={"seed": [0, 1, 2]},
+                     masks={"remaining": [1.0, 0.5, 0.1], "method": ["magnitude", "regular"]})
+    plans = space.grid_plans(spec)
+    # per seed: one dense trial + 2 layers x 2 fractions x 2 methods
+    assert len(plans) == 3 * (1 + 2 * 2 * 2)
+    dense = [p for p in plans if not p.pruned_layers]
+    assert [(p.seed, p.mask_method) for p in dense] == [(0, "magnitude"), (1, "magnitude"), (2, "magnitude")]
+    assert {p.mask_method for p in plans if p.pruned_layers} == {"magnitude", "regular"}
+    assert set(space.params_of(plans[1], spec)) == {"layer", "remaining", "mask_method", "seed"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO / "sweeps")))
+def test_every_grid_plan_survives_the_round_trip_through_optuna_parameters(path):
+    spec = load_spec(path)
+    plans = space.grid_plans(spec)
+    assert plans, "a shipped grid has points"
+    seen = set()
+    for plan in plans:
+        params = space.params_of(plan, spec)
+        assert space.plan_of(params, spec) == plan
+        key = tuple(sorted(params.items()))
+        assert key not in seen, f"two plans share the parameters {params}"
+        seen.add(key)
+
+
+@pytest.mark.parametrize("schedule", ["each", "tied", "independent"])
+def test_round_trip_with_seeds_methods_and_training_noise(schedule):
+    spec = SweepSpec(name="a", training={"seed": [3, 4]}, masks={"remaining": [1.0, 0.3, 0.05], "schedule": schedule,
+                                                                  "method": ["magnitude", "regular"]},
+                     noise={"at_training": True, "variances": [0.0, 0.6]})
+    for plan in space.grid_plans(spec):
+        assert space.plan_of(space.params_of(plan, spec), spec) == plan
+
+
+def test_non_grid_samplers_suggest_plans_from_the_space():
+    spec = SweepSpec(name="a", study={"sampler": "tpe", "n_trials": 5},
+                     masks={"remaining": {"low": 0.05, "high": 1.0}, "schedule": "tied"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    plan = space.suggest_plan(study.ask(), spec)
+    assert 0.05 <= plan.remaining["W_xh"] == plan.remaining["W_hh"] <= 1.0
+
+
+def test_agent_arguments_become_canonical_points():
+    spec = SweepSpec(name="a", training={"seed": [0, 1]},
+                     masks={"remaining": [1.0, 0.5], "method": ["magnitude", "regular"]})
+    point = space.agent_point(["--layer=W_hh", "--remaining=0.5", "--mask_method=regular", "--seed=1"], spec)
+    assert point == {"layer": "W_hh", "remaining": 0.5, "mask_method": "regular", "seed": 1}
+    # The all-dense point is one trial, whichever layer and method the agent drew.
+    dense = space.agent_point(["--layer=W_hh", "--remaining=1.0", "--mask_method=regular", "--seed=0"], spec)
+    assert dense == {"layer": "W_xh", "remaining": 1.0, "mask_method": "magnitude", "seed": 0}
+    assert space.plan_of(dense, spec) == TrialPlan({"W_xh": 1.0, "W_hh": 1.0}, 0.0, "magnitude", 0)
+    with pytest.raises(AgentArgumentError, match="--name=value"):
+        space.agent_point(["remaining"], spec)
+    with pytest.raises(AgentArgumentError, match="must be a number, but got 'half'"):
+        space.agent_point(["--remaining=half"], spec)
+    with pytest.raises(AgentArgumentError, match="parameters are"):
+        space.agent_point(["--remaining=0.5"], spec)
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    ("each", {"layer", "remaining"}),
+    ("tied", {"remaining"}),
+    ("independent", {"remaining_W_xh", "remaining_W_hh"}),
+])
+def test_wandb_export_of_every_schedule(schedule, expected):
+    spec = SweepSpec(name="a", masks={"remaining": [1.0, 0.5, 0.1], "schedule": schedule})
+    config = space.wandb_sweep_config(spec, "sweeps/a.yaml")
+    assert set(config["parameters"]) == expected
+    assert config["method"] == "grid" and config["metric"] == {"name": "acc/clean", "goal": "maximize"}
+    assert config["command"][2:4] == ["agent-trial", "sweeps/a.yaml"]
+    # Every point W&B's grid can draw is a point of the study's grid.
+    fractions = config["parameters"].get("remaining", config["parameters"].get("remaining_W_xh"))["values"]
+    assert fractions == [1.0, 0.5, 0.1]
+    sampled = SweepSpec(name="a", study={"sampler": "tpe", "n_trials": 7},
+                        masks={"remaining": {"low": 0.01, "high": 1.0}, "schedule": schedule})
+    exported = space.wandb_sweep_config(sampled, "a.yaml")
+    assert exported["method"] == "bayes" and exported["run_cap"] == 7
