@@ -47,3 +47,8 @@ def write_spec(tmp_path):
         return path
 
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast tests first, the end-to-end (slow) ones after: a broken definition fails in seconds."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

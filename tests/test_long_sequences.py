@@ -82,6 +82,7 @@ def pixel_mnist(mnist_dir):
     return load_dataset(spec.data)
 
 
+@pytest.mark.slow
 def test_kaiming_uniform_diverges_at_k_784_and_the_message_names_the_cure(pixel_mnist):
     # The reproduction: a tanh RNN with Kaiming-uniform W_hh (spectral radius > 1).
     model = build_model(ModelSpec(hidden=128, init="kaiming_uniform"), 1, 10, seed=0)
@@ -90,6 +91,7 @@ def test_kaiming_uniform_diverges_at_k_784_and_the_message_names_the_cure(pixel_
             lr=1e-3, seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init,nonlinearity,lr", [("orthogonal", "tanh", 1e-3), ("identity", "relu", 1e-4)])
 def test_long_sequence_trains_with_clipping_and_a_radius_one_init(pixel_mnist, init, nonlinearity, lr):
     model = build_model(ModelSpec(hidden=16, init=init, nonlinearity=nonlinearity), 1, 10, seed=0)

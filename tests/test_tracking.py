@@ -133,6 +133,20 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
 
     chosen = client.get_model_version_by_alias("tiny-pruned", "sparsest-ramanujan")
     assert chosen.tags["ramanujan_W_xh"] == "true" and chosen.tags["ramanujan_W_hh"] == "true"
+    # The rule, recomputed from the study: among trials whose every pruned layer has both bounds
+    # > 0, the fewest kept edges (ties: the higher clean accuracy).
+    finished = optuna.load_study(study_name="tiny", storage=load_spec(spec_path).storage_url).get_trials(
+        states=(TrialState.COMPLETE,))
+
+    def qualifies(attrs) -> bool:
+        pruned = [layer for layer in ("W_xh", "W_hh") if attrs[f"remaining_{layer}"] < 1.0]
+        return all(attrs[f"{layer}/binary/delta_r"] > 0 and attrs[f"{layer}/binary/delta_s"] > 0 for layer in pruned)
+
+    edges = {t.number: t.user_attrs["W_xh/binary/edges"] + t.user_attrs["W_hh/binary/edges"] for t in finished}
+    expected = min((t for t in finished if qualifies(t.user_attrs)),
+                   key=lambda t: (edges[t.number], -t.user_attrs["acc/clean"]))
+    assert int(chosen.tags["expander_sweeps.trial"]) == expected.number
+    assert any(not qualifies(t.user_attrs) or edges[t.number] > edges[expected.number] for t in finished)
     mlflow.set_tracking_uri(server.uri)
     loaded = mlflow.pytorch.load_model("models:/tiny-pruned@sparsest-ramanujan")
     spec = load_spec(spec_path)
@@ -171,8 +185,10 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
         artifacts = [r for r in records if r["type"] == "artifact"]
         assert any(a["artifact"]["type"] == "model" for a in artifacts)
         assert any(a["artifact"]["type"] == "masks" for a in artifacts)
-    summary = next((run_dir / "wandb").glob("offline-run-*"), None)
-    assert summary is not None
+    # Besides the trial runs, exactly one summary run, holding the crossing table.
+    others = [f for f in (run_dir / "wandb").glob("offline-run-*") if f not in runs]
+    assert len(others) == 1
+    assert "crossings" in _inspect(others[0], summary=True)["summary"]
 
 
 def test_no_secret_reaches_params_tags_artifacts_or_logs(tracked):

@@ -148,7 +148,7 @@ def _print_report(rep) -> None:
         console.print("No finished trials: the report is empty.")
         return
     bounds = list(dict.fromkeys(rep.crossings["bound"]))
-    table = Table(title="Remaining edges where each bound first turns negative", title_justify="left",
+    table = Table(title="Kept edges where each bound first stops being positive", title_justify="left",
                   caption="swept: the pruned layer, others dense unless tied; step: [W_xh | W_hh] -> h_t",
                   caption_justify="left")
     several_methods = rep.crossings["mask_method"].nunique() > 1

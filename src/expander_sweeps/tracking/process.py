@@ -41,6 +41,7 @@ class TrackerProcess(TrackerCalls):
         self._warn = warn
         self.seconds: dict[str, float] = {}
         self.names: list[str] = []
+        self._dead = False
         context = multiprocessing.get_context("spawn")  # no forked copy of torch's threads and CUDA
         self._calls = context.Queue()
         self._replies = context.Queue()
@@ -75,14 +76,23 @@ class TrackerProcess(TrackerCalls):
                 if kind == expected:
                     return value
             elif not self._process.is_alive():
-                self._warn(f"the tracker process stopped (exit code {self._process.exitcode}); the results "
-                           "are safe in the Optuna study, and `expander-sweeps sync SPEC` pushes them")
+                self._report_death()
                 return None
+
+    def _report_death(self) -> None:
+        """Said once: from then on calls are dropped, and `sync` pushes what they carried."""
+        if not self._dead:
+            self._dead = True
+            self._warn(f"the tracker process stopped (exit code {self._process.exitcode}); tracker calls "
+                       "from here on are dropped. The results are safe in the Optuna study, and "
+                       "`expander-sweeps sync SPEC` pushes them")
 
     def _each(self, method: str, *args: Any) -> None:
         self._pump()
         if self._process.is_alive():
             self._calls.put((method, args))
+        else:
+            self._report_death()
 
     def begin(self, spec, study) -> None:
         """Start the sweep in the trackers. Returns at once: the child opens the study for the

@@ -1,0 +1,54 @@
+"""Tracker plumbing with fake trackers: a failing tracker is isolated and reported once, and a
+tracker child process that dies is reported once while the sweep's calls go on returning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from expander_sweeps.spec import SweepSpec
+from expander_sweeps.tracking import FanOut, TrialRecord
+
+
+class Recorder:
+    def __init__(self, name: str, fail_in: str | None = None):
+        self.name, self.fail_in, self.calls = name, fail_in, []
+
+    def __getattr__(self, method):
+        def call(*args):
+            self.calls.append(method)
+            if method == self.fail_in:
+                raise ConnectionError("server went away")
+        return call
+
+
+def test_a_failing_tracker_is_reported_once_and_the_others_get_every_call():
+    good, bad, warnings = Recorder("good"), Recorder("bad", fail_in="log_metrics"), []
+    fan = FanOut([bad, good], warnings.append, background=False)
+    record = TrialRecord(3, {"remaining_W_hh": 0.5}, {"acc/clean": 0.9},
+                         history=[{"phase": "dense", "epoch": 1, "loss": 1.0, "train_accuracy": 0.5}])
+    fan.log_trial(record)
+    fan.log_trial(record)
+    assert good.calls == ["start_trial", "log_metrics", "log_metrics", "log_model", "end_trial"] * 2
+    assert bad.calls == ["start_trial", "log_metrics"]  # nothing after its failure
+    assert len(warnings) == 1 and "tracker 'bad' failed in log_metrics (ConnectionError" in warnings[0]
+    assert "expander-sweeps sync" in warnings[0]
+    assert fan.names == ["good"]
+
+
+def test_a_dead_tracker_process_is_reported_once_and_calls_return():
+    from expander_sweeps.tracking.process import TrackerProcess
+
+    spec = SweepSpec(name="t", tracking={"mlflow": {"enabled": False}})
+    warnings = []
+    process = TrackerProcess(spec, warnings.append)
+    os.kill(process._process.pid, signal.SIGKILL)
+    process._process.join(timeout=30)
+    started = time.monotonic()
+    for _ in range(3):
+        process.log_metrics({"acc/clean": 0.5})
+    process.close()
+    assert time.monotonic() - started < 10
+    stopped = [w for w in warnings if "tracker process stopped" in w]
+    assert len(stopped) == 1 and "exit code -9" in stopped[0] and "sync" in stopped[0]
