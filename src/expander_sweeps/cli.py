@@ -26,7 +26,8 @@ USER_ERROR = 2
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not markup: a value such as [nan] or a path holding [/x] is printed as it is.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(USER_ERROR)
 
 
@@ -52,6 +53,12 @@ def _load(path: str, overrides: tuple[str, ...]) -> SweepSpec:
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE",
     help="Override a spec field, e.g. --set data.root=../data --set training.epochs=2 (repeatable).",
+)
+
+extend_option = click.option(
+    "--extend", is_flag=True,
+    help="Accept a search space (masks.remaining, masks.method, training.seed) that differs from the "
+         "study's: new points are added, finished ones kept. Result settings must still match.",
 )
 
 
@@ -200,17 +207,17 @@ def _print_claim(rep) -> None:
                           f"(clean): [bold]{row['verdict']}[/] -{r} {escape(row['why'])}", highlight=False, soft_wrap=True)
 
 
-def _run_here(spec: SweepSpec, label: str = ""):
+def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
     """Run trials of the study in this process, with progress; user errors exit 2."""
     from .data import DataError
-    from .sweep import StorageError, launch_study
+    from .sweep import SpecMismatch, StorageError, launch_study
 
     _quiet_libraries()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         try:
-            return launch_study(spec, _ConsoleEvents(progress, label))
-        except (DataError, StorageError) as err:
+            return launch_study(spec, _ConsoleEvents(progress, label), extend=extend)
+        except (DataError, StorageError, SpecMismatch) as err:
             _fail(str(err))
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current one "
@@ -224,7 +231,8 @@ def _run_here(spec: SweepSpec, label: str = ""):
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes for the trials. Default: one per visible GPU, or 1 on a CPU.")
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
-def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_report: bool) -> None:
+@extend_option
+def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_report: bool, extend: bool) -> None:
     """Run the sweep SPEC (relaunching continues it), then write its report."""
     from .reporting import write_report
     from .workers import default_workers
@@ -233,13 +241,13 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
     workers = workers or default_workers()
     started = time.perf_counter()
     if workers == 1:
-        result = _run_here(spec)
+        result = _run_here(spec, extend=extend)
         ran, failed, study = result.ran, result.failed, result.study
     else:
         from .workers import run_workers
 
         _quiet_libraries()
-        codes = run_workers(spec_path, overrides, workers, console)
+        codes = run_workers(spec_path, overrides, workers, console, extend)
         if any(code == USER_ERROR for code in codes):
             sys.exit(USER_ERROR)
         study = _existing_study(spec, "the workers created none; see their lines above")
@@ -281,7 +289,8 @@ def _failed_count(study) -> int:
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @set_option
-def worker(spec_path: str, overrides: tuple[str, ...]) -> None:
+@extend_option
+def worker(spec_path: str, overrides: tuple[str, ...], extend: bool) -> None:
     """Join SPEC's study and take trials until it is done (start one per GPU, on any machine)."""
     import os
 
@@ -291,7 +300,7 @@ def worker(spec_path: str, overrides: tuple[str, ...]) -> None:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     console.print(f"worker {os.getpid()} on {resolve_device(spec.training.device)}"
                   + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""), highlight=False)
-    result = _run_here(spec, label=f"[{os.getpid()}] ")
+    result = _run_here(spec, label=f"[{os.getpid()}] ", extend=extend)
     console.print(f"worker {os.getpid()}: ran {result.ran} trial(s), {result.failed} failed", highlight=False)
 
 
@@ -344,11 +353,13 @@ def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str
 
 def _existing_study(spec: SweepSpec, hint: str):
     """The spec's study, which must exist already; user errors exit 2 with `hint`."""
-    from .study import StorageError, open_study
+    from .study import SpecMismatch, StorageError, check_spec, open_study
 
     try:
-        return open_study(spec, create=False)
-    except StorageError as err:
+        study = open_study(spec, create=False)
+        check_spec(study, spec)  # a report must describe the trials as they were run
+        return study
+    except (StorageError, SpecMismatch) as err:
         _fail(str(err))
     except KeyError:
         _fail(f"no study named '{spec.name}' in {redact_url(spec.storage_url)}; {hint}")
@@ -417,10 +428,14 @@ def agent_trial(ctx: click.Context, spec_path: str) -> None:
     if not spec.tracking.wandb.enabled:  # an agent's run is a W&B run
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})
-    from .sweep import launch_study
+    from .data import DataError
+    from .sweep import SpecMismatch, StorageError, launch_study
 
     _quiet_libraries()
-    result = launch_study(spec, point=point)
+    try:
+        result = launch_study(spec, point=point)
+    except (DataError, StorageError, SpecMismatch) as err:
+        _fail(str(err))
     console.print(f"agent trial {point}: ran {result.ran}, failed {result.failed}", highlight=False)
     if result.failed:
         sys.exit(1)

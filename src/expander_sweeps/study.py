@@ -23,12 +23,20 @@ import sqlalchemy
 from filelock import FileLock
 from optuna.trial import TrialState
 
+from .fingerprint import (
+    SpecMismatch,
+    differences,
+    fingerprint_of,
+    mismatch_message,
+    result_settings,
+    search_space,
+)
 from .space import grid_plans, params_of
 from .spec import SweepSpec, redact_url
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "heartbeat", "fail_stale", "running_trials", "record_result",
-           "read_result", "point_key"]
+           "read_result", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
 @contextlib.contextmanager
@@ -172,6 +180,52 @@ def sweep_lock(study: optuna.Study, spec: SweepSpec):
         yield
 
 
+# ----------------------------------------------------------------------------- what the trials ran with
+_SETTINGS, _FINGERPRINT, _SPACE = "settings", "settings_fingerprint", "search_space"
+
+
+def bind_spec(study: optuna.Study, spec: SweepSpec, extend: bool = False) -> str | None:
+    """Tie the study to the spec's result settings and search space: recorded by the first
+    launch, compared by every later one (call under `sweep_lock`). Raises SpecMismatch when the
+    settings differ, or when the search space differs and `extend` is not set (with `extend`,
+    the new space is recorded). Returns a note for the user, or None."""
+    attrs = study.user_attrs
+    settings, space = result_settings(spec), search_space(spec)
+    if _SETTINGS not in attrs:
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        study.set_user_attr(_SETTINGS, settings)
+        study.set_user_attr(_FINGERPRINT, fingerprint_of(settings))
+        study.set_user_attr(_SPACE, space)
+        if finished:
+            return (f"study '{spec.name}' was created before its settings were recorded; its {finished} "
+                    "finished trial(s) are taken to match this spec from now on")
+        return None
+    check_spec(study, spec)
+    changed = differences(attrs.get(_SPACE, {}), space)
+    if changed and not extend:
+        raise SpecMismatch(mismatch_message(spec.name, "search space (masks.remaining, masks.method, "
+                                            "training.seed)", changed, extendable=True))
+    if changed:
+        study.set_user_attr(_SPACE, space)
+        return f"search space of study '{spec.name}' extended: " + "; ".join(changed)
+    return None
+
+
+def check_spec(study: optuna.Study, spec: SweepSpec) -> None:
+    """Raise SpecMismatch when the spec's result settings are not those the study's trials were
+    run with (a study that recorded none is taken as it is)."""
+    stored = study.user_attrs.get(_SETTINGS)
+    if stored is None:
+        return
+    changed = differences(stored, result_settings(spec))
+    if changed:
+        raise SpecMismatch(mismatch_message(spec.name, "result settings", changed, extendable=False))
+
+
+def study_fingerprint(study: optuna.Study) -> str | None:
+    return study.user_attrs.get(_FINGERPRINT)
+
+
 class StudyState:
     """The sweep's shared state for trackers, in the study's user attributes (every worker sees it)."""
 
@@ -263,6 +317,9 @@ def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str
     storage.set_trial_user_attr(trial_id, "files", files)
     storage.set_trial_user_attr(trial_id, "dense_trained", dense_trained)
     storage.set_trial_user_attr(trial_id, "seconds", round(seconds, 3))
+    fingerprint = study_fingerprint(trial.study)
+    if fingerprint:
+        storage.set_trial_user_attr(trial_id, _FINGERPRINT, fingerprint)
 
 
 def read_result(trial: optuna.trial.FrozenTrial) -> TrialResults:

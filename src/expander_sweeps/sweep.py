@@ -26,7 +26,9 @@ from optuna.trial import TrialState
 from .space import TrialPlan, suggest_plan
 from .spec import SweepSpec
 from .study import (
+    SpecMismatch,
     StorageError,
+    bind_spec,
     claim_waiting,
     enqueue_grid,
     enqueue_points,
@@ -40,7 +42,7 @@ from .study import (
 from .tracking import TrialRecord, build_trackers
 from .trial import SweepContext, TrialHooks, TrialResult, run_trial, trial_params
 
-__all__ = ["SweepEvents", "LaunchResult", "StorageError", "open_study", "launch_study", "describe_failure"]
+__all__ = ["SweepEvents", "LaunchResult", "StorageError", "SpecMismatch", "open_study", "launch_study", "describe_failure"]
 
 
 class SweepEvents:
@@ -72,16 +74,17 @@ class LaunchResult:
 
 
 def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None,
-                 point: dict[str, Any] | None = None) -> LaunchResult:
+                 point: dict[str, Any] | None = None, extend: bool = False) -> LaunchResult:
     """Run trials until the study has every one it needs, recording each in the study, then in
     the trackers. Any number of processes may run this on the same study at once.
 
     With `point` (Optuna parameters, as a `wandb agent` passes them), run that one point only
-    (unless the study already has it)."""
+    (unless the study already has it). A spec whose settings differ from the study's is
+    refused (SpecMismatch); a changed search space only with `extend`."""
     events = events or SweepEvents()
     study = open_study(spec)
     fail_stale(study)
-    _enqueue(study, spec, point)
+    _enqueue(study, spec, point, extend, events)
     to_run = 1 if point is not None else _to_run(study, spec)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if to_run == 0 and not running_trials(study):
@@ -106,11 +109,16 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     return LaunchResult(study, ran, failed, trackers.seconds)
 
 
-def _enqueue(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] | None) -> None:
-    """Put the points this launch runs into the study as WAITING trials (one process at a time)."""
-    if point is None and spec.study.sampler != "grid":
-        return  # sampled trials are asked for one at a time
+def _enqueue(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] | None, extend: bool,
+             events: SweepEvents) -> None:
+    """Check the spec against the study, then put the points this launch runs into the study
+    as WAITING trials (one process at a time)."""
     with sweep_lock(study, spec):
+        note = bind_spec(study, spec, extend)
+        if note:
+            events.warn(note)
+        if point is None and spec.study.sampler != "grid":
+            return  # sampled trials are asked for one at a time
         if point is not None:
             enqueue_points(study, [point])
         else:

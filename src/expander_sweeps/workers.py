@@ -30,12 +30,14 @@ def default_workers() -> int:
     return max(1, len(visible_gpus()))
 
 
-def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console) -> list[int]:
+def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False) -> list[int]:
     """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes."""
     gpus = visible_gpus()
     command = [sys.executable, "-m", "expander_sweeps.cli", "worker", str(spec_path)]
     for assignment in overrides:
         command += ["--set", assignment]
+    if extend:
+        command.append("--extend")
     processes = []
     for index in range(count):
         env = dict(os.environ)
