@@ -10,6 +10,8 @@ import copy
 import json
 import math
 import os
+import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,8 +44,14 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    # Unknown keys are errors: a typo such as `hiden: 64` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Unknown keys are errors: a typo such as `hiden: 64` must not be silently ignored. Strict
+    # types: `batch_size: true` is not 1 and `epochs: 1e30` is not an integer (an int is still
+    # a float). Non-finite numbers are refused everywhere: no field means anything at inf or nan.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+# Seeds go to numpy, which takes 0 .. 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class RangeSpec(_Strict):
@@ -68,28 +76,31 @@ class StudySpec(_Strict):
     )
     storage: str | None = Field(
         None,
+        min_length=1,
         description="Optuna storage, any SQLAlchemy URL. Default: $EXPANDER_SWEEPS_STORAGE, else "
         "sqlite:///<run_dir>/optuna.db. Use postgresql+psycopg://user@host/db to share one study "
         "between workers on several machines.",
     )
-    seed: int = Field(0, description="Seed of the sampler.")
+    seed: Seed = Field(0, description="Seed of the sampler.")
     n_trials: int | None = Field(
         None,
         ge=1,
+        le=1_000_000,
         description="Trials to run in total (finished ones count). Default for `grid`: the "
         "whole grid; required for the other samplers.",
     )
     heartbeat_seconds: int = Field(
-        30, ge=1, description="A running trial records a heartbeat this often (seconds)."
+        30, ge=1, le=3600, description="A running trial records a heartbeat this often (seconds)."
     )
     grace_seconds: int = Field(
         120,
         ge=2,
+        le=7 * 24 * 3600,
         description="A RUNNING trial without a heartbeat for this long belongs to a dead worker: "
         "it is failed and retried (see `retries`).",
     )
     retries: int = Field(
-        2, ge=0, description="How many times a trial whose worker died is retried by another worker."
+        2, ge=0, le=100, description="How many times a trial whose worker died is retried by another worker."
     )
     objectives: list[Literal["accuracy", "remaining_edges"]] = Field(
         default_factory=lambda: ["accuracy"],
@@ -118,7 +129,7 @@ class StudySpec(_Strict):
 
 class _SplitFields(_Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out share for a `pooled` split.")
-    split_seed: int = Field(0, description="Seed of the stratified split and of the `limit_*` subsets.")
+    split_seed: Seed = Field(0, description="Seed of the stratified split and of the `limit_*` subsets.")
     limit_train: int | None = Field(
         None, ge=10, description="Use only this many training examples (stratified); for quick runs."
     )
@@ -131,6 +142,7 @@ class MnistDataSpec(_SplitFields):
     dataset: Literal["mnist"] = Field("mnist", description="`mnist`: sequential MNIST.")
     root: str = Field(
         "~/.cache/expander-sweeps/mnist",
+        min_length=1,
         description="Folder with the IDX files (plain or .gz; also torchvision's MNIST/raw "
         "layout). A folder with only the 10k test pair works too (see `split`).",
     )
@@ -165,6 +177,7 @@ class AudioDataSpec(_SplitFields):
         "downloads it). `fsdd`: a Free Spoken Digit Dataset folder (`{digit}_{speaker}_{index}.wav`)."
     )
     root: str = Field(
+        min_length=1,
         description="Speech Commands: the folder holding SpeechCommands/speech_commands_v0.02 (or "
         "that folder itself). FSDD: the folder holding the WAV files (or its `recordings/`)."
     )
@@ -214,6 +227,8 @@ DATASETS = ("mnist", "speech_commands", "fsdd")
 def _data_kind(value: Any) -> str | None:
     """Which model validates the data section; `dataset` may be left out and means mnist."""
     kind = value.get("dataset", "mnist") if isinstance(value, dict) else getattr(value, "dataset", None)
+    if not isinstance(kind, str):
+        return None  # a list or a mapping: reported as an unknown dataset, not a TypeError
     return {"mnist": "mnist", "speech_commands": "audio", "fsdd": "audio"}.get(kind, kind)
 
 
@@ -251,13 +266,13 @@ class ModelSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    lr: float = Field(0.001, gt=0.0, description="Adam learning rate.")
-    batch_size: int = Field(128, ge=1, description="Mini-batch size.")
-    epochs: int = Field(20, ge=0, description="Epochs of dense training before the one-shot mask.")
+    lr: float = Field(0.001, gt=0.0, le=10.0, description="Adam learning rate.")
+    batch_size: int = Field(128, ge=1, le=1_000_000, description="Mini-batch size.")
+    epochs: int = Field(20, ge=0, le=100_000, description="Epochs of dense training before the one-shot mask.")
     finetune_epochs: int = Field(
-        20, ge=0, description="Epochs of training after masking, with the mask held ('pruning epochs')."
+        20, ge=0, le=100_000, description="Epochs of training after masking, with the mask held ('pruning epochs')."
     )
-    seed: int | list[int] = Field(
+    seed: Seed | list[Seed] = Field(
         0,
         description="Seed of initialisation, batch order and training noise. A list runs every "
         "point once per seed (a study dimension), and the report shows mean and spread.",
@@ -265,7 +280,7 @@ class TrainingSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto`: CUDA when available, else CPU."
     )
-    eval_batch_size: int = Field(2048, ge=1, description="Batch size of evaluation passes.")
+    eval_batch_size: int = Field(2048, ge=1, le=1_000_000, description="Batch size of evaluation passes.")
     clip_grad_norm: float | None = Field(
         None,
         gt=0.0,
@@ -308,7 +323,7 @@ class MaskSpec(_Strict):
         "the method in the search space, so the report compares methods at equal remaining edges.",
     )
     min_degree: int = Field(
-        1, ge=0, description="`magnitude_min_degree`: edges every row and every column keeps at least."
+        1, ge=0, le=65536, description="`magnitude_min_degree`: edges every row and every column keeps at least."
     )
     layers: list[Literal["W_xh", "W_hh"]] = Field(
         default_factory=lambda: ["W_xh", "W_hh"],
@@ -326,7 +341,7 @@ class MaskSpec(_Strict):
         description="Remaining-edge fractions to try (1 = dense): a list (grid or categorical), "
         "or {low, high, log} for non-grid samplers.",
     )
-    seed: int = Field(0, description="Seed of random masks.")
+    seed: Seed = Field(0, description="Seed of random masks.")
 
     @field_validator("method")
     @classmethod
@@ -367,11 +382,12 @@ class NoiseSpec(_Strict):
     fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="p: share of input values (pixels) that receive noise."
     )
-    variances: list[float] = Field(
+    variances: list[Annotated[float, Field(ge=0.0, le=100.0)]] = Field(
         default_factory=lambda: [0.15, 0.30, 0.45, 0.60],
         description="sigma as the paper writes it: the VARIANCE of the zero-mean Gaussian noise "
         "(standard deviation = sqrt(variance)), on inputs scaled to [0, 1]. Clean data is "
-        "always evaluated too; 0 may be listed and means clean.",
+        "always evaluated too; 0 may be listed and means clean. At most 100 (a standard deviation "
+        "of 10 on [0, 1] inputs: pure noise).",
     )
     at_training: bool = Field(
         False,
@@ -379,7 +395,7 @@ class NoiseSpec(_Strict):
         "True: the training noise variance becomes a study dimension (dense and fine-tuning "
         "see it), and each trial is still tested at every variance.",
     )
-    seed: int = Field(0, description="Seed of the test-time noise (the same noisy test set in every trial).")
+    seed: Seed = Field(0, description="Seed of the test-time noise (the same noisy test set in every trial).")
 
     @field_validator("variances")
     @classmethod
@@ -405,7 +421,7 @@ class SpectralSpec(_Strict):
         "and M_hh at every step; gate blocks merged), solved with a sparse shift-invert eigensolver.",
     )
     unrolled_steps: int | None = Field(
-        None, ge=1, description="k of the unrolled graph. Default: the data's sequence length."
+        None, ge=1, le=1_000_000, description="k of the unrolled graph. Default: the data's sequence length."
     )
     weighted: bool = Field(
         True, description="Also compute spectra of the weighted graph |W| on the mask (Figure 4)."
@@ -426,6 +442,7 @@ class MlflowSpec(_Strict):
     enabled: bool = Field(True, description="Log one MLflow run per trial.")
     uri: str | None = Field(
         None,
+        min_length=1,
         description="Tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db "
         "with artifacts in <run_dir>/mlartifacts.",
     )
@@ -486,10 +503,11 @@ class SweepSpec(_Strict):
         description="Name of the sweep: the Optuna study, the MLflow experiment, the run folder.",
     )
     run_dir: str | None = Field(
-        None, description="Folder for the study, caches, masks, checkpoints, report. Default: runs/<name>."
+        None, min_length=1, description="Folder for the study, caches, masks, checkpoints, report. Default: runs/<name>."
     )
     cache_dir: str | None = Field(
         None,
+        min_length=1,
         description="Folder of the dense-model cache. Default: <run_dir>/cache. Point several "
         "sweeps at one folder to share dense models.",
     )
@@ -544,6 +562,21 @@ class SweepSpec(_Strict):
 
 
 # ----------------------------------------------------------------------------- loading
+class _SpecLoader(yaml.SafeLoader):
+    """YAML as people write numbers: PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string;
+    YAML 1.2 and every other parser read it as a float, and so does a spec."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 
 def _apply_override(raw: dict, assignment: str) -> None:
@@ -555,9 +588,9 @@ def _apply_override(raw: dict, assignment: str) -> None:
     if not parts:
         raise SpecError(f"--set has an empty key in {assignment!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as err:
-        raise SpecError(f"--set {key}: the value {text!r} is not valid YAML ({err})") from None
+        value = _yaml_load(text) if text.strip() else ""
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: an integer of thousands of digits
+        raise SpecError(f"--set {key}: the value {_short_repr(text)} is not valid YAML ({err})") from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -590,15 +623,49 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The spec models an annotation can hold (through unions, lists and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _field_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A Pydantic error location as the user's keys: Pydantic adds the names of union members
+    (`int`, `list[int]`, `literal['a','b']`, `RangeSpec`, the data section's tag) and of
+    validators; only field names and list indices are kept."""
+    models: list[type[BaseModel]] = [SweepSpec]
+    kept: list[Any] = []
+    for part in loc:
+        if isinstance(part, int):
+            kept.append(part)
+        elif any(part in m.model_fields for m in models):
+            kept.append(part)
+            models = [n for m in models if part in m.model_fields for n in _models_in(m.model_fields[part].annotation)]
+    return tuple(kept)
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
+
+
 def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, overridden: set[str]) -> str:
-    lines = [f"{source}: the spec is invalid ({err.error_count()} problem(s)):"]
+    problems: dict[tuple[Any, ...], list[str]] = {}  # one line per field, its messages joined
+    places: dict[tuple[Any, ...], str] = {}
+    inputs: dict[tuple[Any, ...], str] = {}
     for error in err.errors():
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        # Pydantic puts union members' names in the location (list[float] | RangeSpec, and the
-        # data section's tag: "data.mnist.root"); they are noise to a user.
-        loc = tuple(p for i, p in enumerate(loc) if p not in ("list[float]", "RangeSpec")
-                    and not (i == 1 and loc[0] == "data" and p in ("mnist", "audio")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        unknown = error["type"] == "extra_forbidden"  # the last part is the user's (unknown) key
+        loc = _field_loc(error["loc"][:-1]) + error["loc"][-1:] if unknown else _field_loc(error["loc"])
+        message = error["msg"].removeprefix("Value error, ").replace(" or instance of RangeSpec", "")
+        if error["type"] == "missing":
+            message = "this field is required; add it"
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and loc == ("data",):
+            loc = ("data", "dataset")
+            got = error["input"].get("dataset") if isinstance(error.get("input"), dict) else None
+            message = f"unknown dataset {_short_repr(got)}; allowed: {', '.join(DATASETS)}"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `expander-sweeps schema` lists every key)"
         dotted = ".".join(str(p) for p in loc if isinstance(p, str))
         if any(dotted == o or dotted.startswith(o + ".") for o in overridden):
             where = "from --set"
@@ -608,22 +675,23 @@ def _format_errors(err: ValidationError, source: str, root: yaml.Node | None, ov
         else:
             line = _line_of(root, loc)
             where = f"line {line}" if line else "not in the file (default)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            message = "this field is required; add it"
-        if error["type"] in ("union_tag_invalid", "union_tag_not_found") and loc == ("data",):
-            loc, path = ("data", "dataset"), "data.dataset"
-            got = (error.get("input") or {}).get("dataset") if isinstance(error.get("input"), dict) else None
-            message = f"unknown dataset {got!r}; allowed: {', '.join(DATASETS)}"
-            line = _line_of(root, loc)
-            where = f"line {line}" if line else where
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; `expander-sweeps schema` lists every key)"
         got = error.get("input")
         # Our own validators already say "but got ..."; Pydantic's built-in messages do not.
-        quiet = error["type"] in ("missing", "value_error") or isinstance(got, dict)
-        got_text = "" if quiet else f"; got {got!r}"
-        lines.append(f"  - {path} ({where}): {message}{got_text}")
+        if not (error["type"] in ("missing", "value_error") or isinstance(got, dict) or "dataset" in message):
+            inputs.setdefault(loc, f"; got {_short_repr(got)}")
+        messages = problems.setdefault(loc, [])
+        if message not in messages:
+            messages.append(message if not messages else message.removeprefix("Input should be "))
+        places.setdefault(loc, where)
+    # A union reports every member: for `method: [foo]` both "not one of the names" (the
+    # single-name member) and "[0] is not one of the names" (the list member). The deeper
+    # location says what is wrong; the shallower one is dropped.
+    for loc in [loc for loc in problems if any(len(o) > len(loc) and o[:len(loc)] == loc for o in problems)]:
+        del problems[loc]
+    lines = [f"{source}: the spec is invalid ({len(problems)} problem(s)):"]
+    for loc, messages in problems.items():
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        lines.append(f"  - {path} ({places[loc]}): {', or '.join(messages)}{inputs.get(loc, '')}")
     return "\n".join(lines)
 
 
@@ -646,8 +714,10 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
     try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        root_node = yaml.compose(text, Loader=_SpecLoader)
+        raw = _yaml_load(text)
+    except ValueError as err:  # an integer of thousands of digits
+        raise SpecError(f"{path}: a value cannot be read: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
