@@ -6,6 +6,7 @@ and exit with code 2; no traceback.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -66,6 +67,21 @@ extend_option = click.option(
 @click.version_option(package_name="expander-sweeps")
 def main() -> None:
     """Sweeps over pruned RNN/LSTM layers: accuracy, noise, and the Ramanujan bounds of each layer."""
+    _show_our_warnings()
+
+
+class _WarningLines(logging.Handler):
+    """The package's own warnings (a damaged cache rebuilt, ...) as `warning:` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
+def _show_our_warnings() -> None:
+    log = logging.getLogger("expander_sweeps")
+    if not any(isinstance(h, _WarningLines) for h in log.handlers):
+        log.addHandler(_WarningLines(logging.WARNING))
+        log.propagate = False
 
 
 class _ConsoleEvents:

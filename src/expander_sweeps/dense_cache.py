@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from .cache_files import read_checked, write_checked
 from .spec import SweepSpec
 
 __all__ = ["dense_key", "DenseCache", "CacheResult"]
@@ -66,28 +66,32 @@ class DenseCache:
     ) -> CacheResult:
         """Load the dense model of `key`, or train it with `train()` -> (state_dict, metadata) and store it."""
         path = self.path(key)
-        if path.exists():  # fast path: no lock needed to read a finished file
-            return self._load(path, trained=False)
+        cached = read_checked(path, self._payload, "dense model", repair=False)  # no lock to read a sound file
+        if cached is not None:
+            return CacheResult(cached["state_dict"], path, False, cached.get("metadata", {}))
         self.folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
-            if path.exists():  # another trial trained it while we waited
-                return self._load(path, trained=False)
+            # Trained by another trial while we waited, or damaged (then deleted and retrained).
+            cached = read_checked(path, self._payload, "dense model")
+            if cached is not None:
+                return CacheResult(cached["state_dict"], path, False, cached.get("metadata", {}))
             state_dict, metadata = train()
             payload = {
                 "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                 "config": config,
                 "metadata": metadata,
             }
-            # Write then rename: a crash mid-write leaves no half file that looks finished.
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
+            # Write then rename, with a size and checksum record: a crash mid-write leaves no
+            # half file that looks finished, and a file damaged later is caught.
+            write_checked(path, lambda tmp: torch.save(payload, tmp))
             (self.folder / f"dense-{key}.json").write_text(
                 json.dumps({"config": config, "metadata": metadata}, indent=2)
             )
             return CacheResult(payload["state_dict"], path, True, metadata)
 
     @staticmethod
-    def _load(path: Path, trained: bool) -> CacheResult:
+    def _payload(path: Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        return CacheResult(payload["state_dict"], path, trained, payload.get("metadata", {}))
+        if not isinstance(payload, dict) or "state_dict" not in payload:
+            raise ValueError("not a dense-model checkpoint of this tool")
+        return payload

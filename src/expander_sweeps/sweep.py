@@ -82,6 +82,8 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     (unless the study already has it). A spec whose settings differ from the study's is
     refused (SpecMismatch); a changed search space only with `extend`."""
     events = events or SweepEvents()
+    # The data first: a missing or broken dataset is reported before anything is created.
+    ctx = context or SweepContext(spec)
     study = open_study(spec)
     fail_stale(study)
     _enqueue(study, spec, point, extend, events)
@@ -91,7 +93,6 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
         events.sweep_started(spec, 0, done, "", "")
         return LaunchResult(study, 0, 0)
 
-    ctx = context or SweepContext(spec)
     events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
     trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
     trackers.begin(spec, study)

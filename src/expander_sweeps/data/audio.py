@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +24,16 @@ import torch
 import torchaudio
 from filelock import FileLock
 
+from ..cache_files import read_checked, write_checked
 from ..spec import AudioDataSpec
 from .base import DataError, SequenceDataset, stratified_split, stratified_subset
+
+log = logging.getLogger("expander_sweeps")
 
 __all__ = ["decode", "fit_window", "clip_features", "load_audio", "list_fsdd", "list_speech_commands"]
 
 _CHUNK = 512  # clips decoded and featurised at a time: bounds memory on Speech Commands (105k clips)
-_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,26 @@ def clip_features(windows: torch.Tensor, spec: AudioDataSpec) -> torch.Tensor:
 
 
 def list_fsdd(root: Path) -> tuple[list[Clip], list[str]]:
-    """FSDD files `{digit}_{speaker}_{index}.wav`; the customary test split is indices 0-4."""
+    """FSDD files `{digit}_{speaker}_{index}.wav` (any case of .wav); the customary test split
+    is indices 0-4. WAV files named otherwise have no label: they are left out with a warning."""
     folder = root / "recordings" if (root / "recordings").is_dir() else root
-    clips = []
-    for path in sorted(folder.glob("*.wav")):
+    clips, unnamed = [], []
+    wavs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav") if folder.is_dir() else []
+    for path in wavs:
         match = _FSDD_NAME.match(path.name)
         if match:
             clips.append(Clip(path, int(match.group(1)), int(match.group(3)) <= 4))
+        else:
+            unnamed.append(path.name)
     if not clips:
         raise DataError(
-            f"no FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in {folder}; "
-            "set data.root to the folder that holds them"
+            f"no FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in {folder}"
+            + (f" ({len(unnamed)} WAV file(s) named otherwise, such as {unnamed[0]})" if unnamed else "")
+            + "; set data.root to the folder that holds them"
         )
+    if unnamed:
+        log.warning("%d WAV file(s) in %s are not named {digit}_{speaker}_{index}.wav and are left out "
+                    "(for example %s)", len(unnamed), folder, ", ".join(unnamed[:3]))
     return clips, [str(d) for d in range(10)]
 
 
@@ -185,16 +196,23 @@ def _featurise(clips: list[Clip], spec: AudioDataSpec) -> torch.Tensor:
 def _cached_features(spec: AudioDataSpec, clips: list[Clip], cache_dir: Path) -> tuple[torch.Tensor, bool]:
     """Features of every clip, from the cache or computed (once, under a lock) and stored."""
     path = cache_dir / f"features-{spec.dataset}-{_cache_key(spec, clips)}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True), True
+
+    def load(file: Path) -> torch.Tensor:
+        features = torch.load(file, weights_only=True)
+        if not isinstance(features, torch.Tensor) or features.shape[0] != len(clips):
+            raise ValueError(f"holds {getattr(features, 'shape', type(features))}, not features of {len(clips)} clips")
+        return features
+
+    cached = read_checked(path, load, "audio features", repair=False)
+    if cached is not None:
+        return cached, True
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.exists():
-            return torch.load(path, weights_only=True), True
+        cached = read_checked(path, load, "audio features")  # computed meanwhile, or damaged and deleted
+        if cached is not None:
+            return cached, True
         features = _featurise(clips, spec)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(features, tmp)
-        os.replace(tmp, path)
+        write_checked(path, lambda tmp: torch.save(features, tmp))
         return features, False
 
 

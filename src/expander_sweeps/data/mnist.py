@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +25,27 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into a numpy array."""
+    """Read an IDX file (optionally gzip-compressed) into a numpy array. A file that is not
+    IDX, is cut short or holds a partial value raises DataError naming the file."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; a cut .gz ends early
+        kind = "not a gzip file or a damaged one" if path.suffix == ".gz" else "cannot be read"
+        raise DataError(f"{path}: {kind} ({type(err).__name__}: {err}); replace the file") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: the IDX header is cut short ({len(data)} bytes; {header} expected)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    itemsize = np.dtype(_IDX_DTYPES[data[2]]).itemsize
+    if (len(data) - header) % itemsize:
+        raise DataError(f"{path}: {len(data) - header} bytes of values is not a whole number of "
+                        f"{itemsize}-byte values (the file is cut short)")
     array = np.frombuffer(data, dtype=_IDX_DTYPES[data[2]], offset=header)
     if array.size != math.prod(shape):
         raise DataError(f"{path}: IDX header says {shape} but the file holds {array.size} values")
@@ -60,21 +73,34 @@ def _mnist_parts(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         images, labels = _find(root, images_stem), _find(root, labels_stem)
         if images and labels:
             x, y = read_idx(images), read_idx(labels)
+            if x.ndim != 3 or x.shape[1:] != (28, 28):
+                raise DataError(f"{images}: images of shape {x.shape[1:]}, but MNIST's are 28 x 28")
+            if y.ndim != 1:
+                raise DataError(f"{labels}: labels must be one number per image, but the file holds shape {y.shape}")
             if len(x) != len(y):
                 raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
+            bad = np.flatnonzero((y < 0) | (y > 9))
+            if len(bad):
+                raise DataError(f"{labels}: {len(bad)} label(s) outside 0-9 (the first: {int(y[bad[0]])} "
+                                f"at index {int(bad[0])})")
             parts[part] = (x, y.astype(np.int64))
     return parts
 
 
 def _download_mnist(root: Path) -> None:
+    """torchvision's download into root/MNIST/raw; on failure, nothing it created is left behind."""
     try:
         from torchvision.datasets import MNIST
     except ImportError as err:  # pragma: no cover - torchvision is a dependency
         raise DataError(f"torchvision is needed to download MNIST ({err})") from None
+    # The outermost folder this download creates (none if MNIST/ was there already).
+    created = next((p for p in (root, root / "MNIST") if not p.exists()), None)
     for train in (True, False):
         try:
             MNIST(str(root), train=train, download=True)
         except Exception as err:  # network errors come in many types
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             raise DataError(
                 f"no MNIST IDX files in {root}, and downloading them failed ({err}). "
                 "Put the IDX files there, or set data.root to a folder that has them."
