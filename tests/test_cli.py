@@ -145,6 +145,17 @@ def test_report_before_launch_says_what_to_do(tmp_path, write_spec, mnist_dir):
     result = run_here("report", spec)
     assert result.returncode == 2
     assert "run `expander-sweeps launch" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "never").exists()  # no folder, no empty database left behind
+
+
+def test_a_sweep_of_the_dense_point_alone_gets_a_report(tmp_path, write_spec, mnist_dir):
+    spec = write_spec(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0]},
+                                     model={"cell": "rnn", "hidden": 8}, data={"limit_train": 200, "limit_test": 100},
+                                     tracking={"mlflow": {"enabled": False}}))
+    result = run_here("launch", spec)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ran 1 trial(s)" in result.stdout
+    assert (tmp_path / "run" / "report" / "figure_W_hh.png").stat().st_size > 0
 
 
 def test_invalid_spec_exits_2_with_field_and_line(write_spec):

@@ -124,3 +124,19 @@ def test_bad_mask_method_and_repeated_seeds_are_explained(write_spec):
     assert "distinct" in _error(path)
     path = write_spec({"name": "x", "report": {"drop_threshold": 5}})
     assert "report.drop_threshold" in _error(path)
+
+
+def test_redact_url_hides_passwords_in_the_address_and_the_query():
+    from expander_sweeps.spec import redact_url
+
+    cases = {
+        "sqlite:///x.db?password=SECRET": "sqlite:///x.db?password=***",
+        "postgresql+psycopg://bob:SECRET@h:5432/db?sslmode=require&password=SECRET":
+            "postgresql+psycopg://bob:***@h:5432/db?sslmode=require&password=***",
+        "http://alice:SE/CRET@host:5000": "http://alice:***@host:5000",
+        "https://h/api?token=SECRET&x=1": "https://h/api?token=***&x=1",
+        "http://127.0.0.1:5000": "http://127.0.0.1:5000",
+        "sqlite:////tmp/a@b/x.db": "sqlite:////tmp/a@b/x.db",
+    }
+    for url, redacted in cases.items():
+        assert redact_url(url) == redacted

@@ -326,3 +326,61 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert [(t.params["layer"], t.params["remaining"]) for t in done] == [("W_hh", 0.3)]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*-tiny-trial-0"))
+
+
+def test_planted_secrets_reach_no_file_param_output_or_command_line(tmp_path, mnist_dir, mlflow_server):
+    """Passwords in the storage URL (?password=) and in the MLflow URI (user:password@), given by
+    --set to `launch --workers 2`: none in any file, file name, MLflow param or tag, output line,
+    or any process's command line while the sweep runs."""
+    from mlflow.tracking import MlflowClient
+
+    secrets = {"storage": "S3cretStorage42", "mlflow": "S3cretMlflow42"}
+    spec = _write(tmp_path, mnist_dir, name="secrets", masks={"remaining": [1.0, 0.3]})
+    database = tmp_path / "run" / "optuna.db"
+    overrides = [f"study.storage=sqlite:///{database}?password={secrets['storage']}",
+                 f"tracking.mlflow.uri=http://alice:{secrets['mlflow']}@127.0.0.1:{mlflow_server.port}"]
+    command = [str(BIN / "expander-sweeps"), "launch", str(spec), "--workers", "2"]
+    for override in overrides:
+        command += ["--set", override]
+    # The test's own command line holds them; the tool must not copy them into its workers'.
+    seen_in_argv = set()
+    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "COLUMNS": "200"})
+    stop = threading.Event()
+
+    def watch_command_lines() -> None:
+        while not stop.is_set():
+            for proc in Path("/proc").glob("[0-9]*"):
+                if proc.name == str(launch.pid):
+                    continue
+                try:
+                    argv = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"expander_sweeps" in argv or b"expander-sweeps" in argv:
+                    seen_in_argv.update(name for name, s in secrets.items() if s.encode() in argv)
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch_command_lines, daemon=True)
+    watcher.start()
+    out, err = launch.communicate(timeout=600)
+    stop.set()
+    watcher.join()
+    assert launch.returncode == 0, out + err
+    assert "2 workers finished" in out and "***" in out
+    found = [name for name, s in secrets.items() if s in out + err]
+    assert not found, f"secrets in the output: {found}"
+    assert not seen_in_argv, f"secrets on a worker's command line: {seen_in_argv}"
+    for folder in (tmp_path / "run", mlflow_server.folder):
+        for path in folder.rglob("*"):
+            for name, secret in secrets.items():
+                assert secret not in str(path), f"{name} secret in a file name: {path}"
+                if path.is_file():
+                    assert secret.encode() not in path.read_bytes(), f"{name} secret in {path}"
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    experiment = client.get_experiment_by_name("secrets")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4  # the sweep's parent and 3 trials
+    for run in runs:
+        values = " ".join([*run.data.params.values(), *run.data.tags.values()])
+        assert not [name for name, s in secrets.items() if s in values], run.info.run_id

@@ -311,8 +311,9 @@ def worker(spec_path: str, overrides: tuple[str, ...], extend: bool) -> None:
     import os
 
     from .train import resolve_device
+    from .workers import inherited_overrides
 
-    spec = _load(spec_path, overrides)
+    spec = _load(spec_path, inherited_overrides() + overrides)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     console.print(f"worker {os.getpid()} on {resolve_device(spec.training.device)}"
                   + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else ""), highlight=False)
@@ -465,8 +466,14 @@ def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
     import yaml
 
     spec = _load(spec_path, overrides)
-    console.print(f"[green]{spec_path} is valid.[/]", highlight=False)
-    console.print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), highlight=False, markup=False)
+    console.print(f"[green]{escape(spec_path)} is valid.[/]", highlight=False)
+    shown = spec.model_dump(mode="json")
+    # URLs are printed without their passwords (a terminal log is not a place for them).
+    if shown["study"]["storage"]:
+        shown["study"]["storage"] = redact_url(shown["study"]["storage"])
+    if shown["tracking"]["mlflow"]["uri"]:
+        shown["tracking"]["mlflow"]["uri"] = redact_url(shown["tracking"]["mlflow"]["uri"])
+    console.print(yaml.safe_dump(shown, sort_keys=False), highlight=False, markup=False)
 
 
 @main.command()

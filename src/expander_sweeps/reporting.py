@@ -432,6 +432,17 @@ def _accuracy_columns(spec: SweepSpec) -> list[tuple[str, str]]:
     return [(accuracy_key(v), "clean" if v == 0 else f"noise var {v:g}") for v in spec.noise.test_variances]
 
 
+def _matching(frame: pd.DataFrame, **equal) -> pd.DataFrame:
+    """The rows of frame whose columns equal the given values; none when the frame is empty
+    (a sweep of the dense point alone has no crossings and no claim rows)."""
+    if frame.empty or not set(equal) <= set(frame.columns):
+        return frame.iloc[0:0]
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in equal.items():
+        keep &= (frame[column] == value).to_numpy()
+    return frame[keep]
+
+
 def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, claim: pd.DataFrame) -> None:
     """Accuracy (mean over seeds, band = +-1 std) and bounds against remaining edges, with
     vertical lines where each bound crosses zero and where each accuracy drops past the threshold."""
@@ -447,8 +458,8 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
         if (curve["n"] > 1).any():
             acc_axis.fill_between(x, 100 * (curve["mean"] - curve["std"]), 100 * (curve["mean"] + curve["std"]),
                                   color=color, alpha=0.15, linewidth=0)
-        match = claim[(claim["pruned"] == panel.pruned) & (claim["mask_method"] == panel.method)
-                      & (claim["train_noise_variance"] == panel.train_variance) & (claim["noise"] == label)]
+        match = _matching(claim, pruned=panel.pruned, mask_method=panel.method,
+                          train_noise_variance=panel.train_variance, noise=label)
         if len(match) and match.iloc[0]["drop_crossing_pct"] is not None and not pd.isna(match.iloc[0]["drop_crossing_pct"]):
             acc_axis.axvline(match.iloc[0]["drop_crossing_pct"], color=color, linestyle=(0, (1, 2)), linewidth=1.2)
     all_x = 100 * panel.kept()
@@ -473,10 +484,9 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
         finite = np.isfinite(curve["mean"].to_numpy())
         bound_axis.plot(100 * curve["kept"].to_numpy()[finite], curve["mean"].to_numpy()[finite], styles[bound],
                         color=bound_colors[bound], label=f"{_BOUND_LABELS[bound]} ({weighting})")
-        match = crossings[(crossings["pruned"] == panel.pruned) & (crossings["mask_method"] == panel.method)
-                          & (crossings["train_noise_variance"] == panel.train_variance)
-                          & (crossings["graph"] == panel.layer) & (crossings["weighting"] == weighting)
-                          & (crossings["bound"] == _BOUND_LABELS[bound])]
+        match = _matching(crossings, pruned=panel.pruned, mask_method=panel.method,
+                          train_noise_variance=panel.train_variance, graph=panel.layer, weighting=weighting,
+                          bound=_BOUND_LABELS[bound])
         if len(match) and match.iloc[0]["crossing_pct"] is not None and not pd.isna(match.iloc[0]["crossing_pct"]):
             bound_axis.axvline(match.iloc[0]["crossing_pct"], color=bound_colors[bound], linestyle=styles[bound],
                                alpha=0.7, linewidth=1.2)

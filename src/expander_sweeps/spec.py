@@ -36,6 +36,7 @@ __all__ = [
     "MnistDataSpec",
     "AudioDataSpec",
     "redact_url",
+    "sqlite_file",
 ]
 
 
@@ -734,14 +735,34 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return spec_from_dict(raw, str(path), root_node, overridden)
 
 
+_SECRET_PARAMS = re.compile(r"(?i)^(password|passwd|pwd|pass|secret|token|access_token|api_key|apikey|key|sslpassword)$")
+
+
 def redact_url(url: str) -> str:
-    """A database or server URL without its password, for messages and logs."""
+    """A database or server URL without its secrets, for messages, logs and stored attributes:
+    the password of `user:password@host`, and query parameters such as `?password=` or `?token=`."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}{':***' if ':' in credentials else ''}@{host}"
+    address, qmark, query = rest.partition("?")
+    if "@" in address and not scheme.startswith("sqlite"):  # a password may hold "/", so not only the host part
+        credentials, _, host = address.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        address = f"{user}{':***' if ':' in credentials else ''}@{host}"
+    if qmark:
+        parts = []
+        for item in query.split("&"):
+            name, eq, value = item.partition("=")
+            parts.append(f"{name}=***" if eq and _SECRET_PARAMS.match(name) else item)
+        query = "&".join(parts)
+    return f"{scheme}://{address}{qmark}{query}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL (without its ?options), else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 def json_schema() -> str:

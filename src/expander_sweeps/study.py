@@ -32,7 +32,7 @@ from .fingerprint import (
     search_space,
 )
 from .space import grid_plans, params_of
-from .spec import SweepSpec, redact_url
+from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "heartbeat", "fail_stale", "running_trials", "record_result",
@@ -51,8 +51,11 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
     """Open (or create) the spec's study in its storage (any SQLAlchemy URL)."""
     url = spec.storage_url
     engine_kwargs = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(url)
+    if database is not None:
+        if not create and not database.exists():
+            raise KeyError(spec.name)  # no study there; opening it would create an empty database
+        database.parent.mkdir(parents=True, exist_ok=True)
         # Several local workers write to one SQLite file: wait for the lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     attempts = 5
@@ -159,8 +162,8 @@ def sweep_lock(study: optuna.Study, spec: SweepSpec):
     """One process at a time enqueues the grid and sets up the trackers' shared state, so that
     several workers starting together neither enqueue a point twice nor make two parent runs."""
     url = spec.storage_url
-    if url.startswith("sqlite:///"):
-        with FileLock(url.removeprefix("sqlite:///") + ".enqueue.lock"):
+    if sqlite_file(url) is not None:
+        with FileLock(str(sqlite_file(url)) + ".enqueue.lock"):
             yield
     elif url.startswith("postgresql"):
         key = int(hashlib.sha256(f"expander-sweeps:{spec.name}".encode()).hexdigest()[:15], 16)

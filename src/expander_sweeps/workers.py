@@ -7,12 +7,20 @@ visible devices (CUDA_VISIBLE_DEVICES of each child); on a CPU the cores are sha
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 
-__all__ = ["visible_gpus", "default_workers", "run_workers"]
+__all__ = ["visible_gpus", "default_workers", "run_workers", "OVERRIDES_VARIABLE", "inherited_overrides"]
+
+OVERRIDES_VARIABLE = "EXPANDER_SWEEPS_WORKER_OVERRIDES"
+
+
+def inherited_overrides() -> tuple[str, ...]:
+    """The --set values a `launch --workers N` parent handed this worker."""
+    return tuple(json.loads(os.environ.get(OVERRIDES_VARIABLE) or "[]"))
 
 
 def visible_gpus() -> list[str]:
@@ -34,13 +42,14 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
     """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes."""
     gpus = visible_gpus()
     command = [sys.executable, "-m", "expander_sweeps.cli", "worker", str(spec_path)]
-    for assignment in overrides:
-        command += ["--set", assignment]
     if extend:
         command.append("--extend")
     processes = []
     for index in range(count):
         env = dict(os.environ)
+        # --set values travel in the environment, not on the command line, where `ps` shows
+        # them to every user of the machine (a storage URL may hold a password).
+        env[OVERRIDES_VARIABLE] = json.dumps(list(overrides))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         else:

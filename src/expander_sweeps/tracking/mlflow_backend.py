@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import ramanujan, spectrum_key
-from ..spec import SweepSpec
+from ..spec import SweepSpec, redact_url
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
 __all__ = ["MlflowTracker", "mlflow_uri", "set_registry_aliases"]
@@ -106,7 +106,8 @@ class MlflowTracker:
                 self._experiment_name, artifact_location=self._artifact_location
             )
         # The parent run id lives in the study, so workers in other processes attach to it.
-        key = f"mlflow_parent_run:{self.uri}:{self._experiment_name}"
+        # Named by the redacted URI: the study (served by optuna-dashboard) never holds a password.
+        key = f"mlflow_parent_run:{redact_url(self.uri)}:{self._experiment_name}"
         parent = state.get(key)
         if parent is not None:
             try:
