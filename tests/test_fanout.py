@@ -52,3 +52,24 @@ def test_a_dead_tracker_process_is_reported_once_and_calls_return():
     assert time.monotonic() - started < 10
     stopped = [w for w in warnings if "tracker process stopped" in w]
     assert len(stopped) == 1 and "exit code -9" in stopped[0] and "sync" in stopped[0]
+
+
+def test_a_tracker_process_that_cannot_start_says_why_and_lists_the_trials_it_missed(tmp_path):
+    from expander_sweeps.tracking.process import TrackerProcess
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # mlflow.db would have to live inside a file: it cannot be opened
+    spec = SweepSpec(name="t", run_dir=str(tmp_path / "run"),
+                     tracking={"mlflow": {"uri": f"sqlite:///{blocker}/mlflow.db"}})
+    warnings = []
+    process = TrackerProcess(spec, warnings.append)
+    process._process.join(timeout=120)  # it fails while building the MLflow tracker
+    for number in (0, 1):
+        process.start_trial(number, {"remaining_W_hh": 0.5})
+        process.finish_trial(TrialRecord(number, {}, {"acc/clean": 0.5}))
+    process.close()
+    text = "\n".join(warnings)
+    assert "Traceback" not in text
+    stopped = [w for w in warnings if "tracker process stopped" in w]
+    assert len(stopped) == 1 and "exit code" not in stopped[0], warnings  # the reason, not a code
+    assert any("trial(s) 0, 1 reached no tracker" in w and "sync" in w for w in warnings), warnings

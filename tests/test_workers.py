@@ -57,8 +57,7 @@ def _grid_spec(tmp_path, mnist_dir, storage: str | None, fractions, **sections) 
         model={"cell": "rnn", "hidden": 32},
         training={"epochs": 1, "finetune_epochs": 8, "batch_size": 32},  # trials of ~1 s: long enough to kill one
         masks={"schedule": "tied", "remaining": fractions},
-        tracking={"mlflow": {"enabled": False}},
-        **sections,
+        **{"tracking": {"mlflow": {"enabled": False}}, **sections},
     )
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -134,7 +133,8 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
 
 
 def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
-    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.6, 0.3, 0.1])
+    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.6, 0.3, 0.1],
+                      tracking={"mlflow": {"enabled": True, "log_models": False}})
     storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
     launch = subprocess.Popen([*CLI, "launch", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: (tmp_path / "run" / "optuna.db").exists() and len(_trials("tiny", storage, (TrialState.COMPLETE,))) >= 2, 180, "two finished trials")
@@ -150,6 +150,18 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
     assert sorted(t.params["remaining"] for t in complete) == [0.1, 0.3, 0.6, 1.0]
     for number in before:  # finished trials were kept, not rerun
         assert next(t for t in trials if t.number == number).state == TrialState.COMPLETE
+    # Every MLflow run the killed launch started has ended: the killed trial's as KILLED, the
+    # sweep's parent as FINISHED once nothing is left to run.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    statuses = {(r.data.tags.get("expander_sweeps.trial", "parent"), r.info.status) for r in runs}
+    assert not [s for s in statuses if s[1] == "RUNNING"], statuses
+    killed = {t.number for t in trials if t.state == TrialState.FAIL}
+    assert {int(n) for n, status in statuses if status == "KILLED"} <= killed
+    assert ("parent", "FINISHED") in statuses
+    print(f"MLflow runs after a SIGKILL and a relaunch: {sorted(statuses)}")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 

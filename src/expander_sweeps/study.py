@@ -241,6 +241,12 @@ class StudyState:
     def set(self, key: str, value) -> None:
         self._study.set_user_attr(key, value)
 
+    def failed_trials(self) -> set[int]:
+        return {t.number for t in self._study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+
+    def unfinished(self) -> int:
+        return len(self._study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
+
 
 # ----------------------------------------------------------------------------- claims and heartbeats
 def claim_waiting(study: optuna.Study, only: dict[str, Any] | None = None) -> optuna.Trial | None:

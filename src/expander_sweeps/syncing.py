@@ -30,7 +30,13 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
     """Report files onto the sweep's parent run (MLflow) and a summary run (W&B); registry aliases."""
     aliases = {}
     files = [str(p) for p in report.files.values()]
-    for tracker in enabled_trackers(spec, warn):
+    try:
+        trackers = enabled_trackers(spec, warn)
+    except Exception as err:  # a tracker store that cannot be opened at all (a broken mlflow.db)
+        warn(f"could not open the trackers to publish the report ({type(err).__name__}: {err}); "
+             "`expander-sweeps sync SPEC` retries")
+        return aliases
+    for tracker in trackers:
         try:
             tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
             tracker.end_sweep(files)

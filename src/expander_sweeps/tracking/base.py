@@ -23,6 +23,14 @@ class SweepState(Protocol):
 
     def set(self, key: str, value: Any) -> None: ...
 
+    def failed_trials(self) -> set[int]:
+        """Numbers of trials the study holds as failed (a killed worker's trial, once found stale)."""
+        ...
+
+    def unfinished(self) -> int:
+        """Trials still waiting or running anywhere."""
+        ...
+
 
 @dataclass
 class TrialRecord:

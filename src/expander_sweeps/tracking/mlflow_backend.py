@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import ramanujan, spectrum_key
-from ..spec import SweepSpec, redact_url
+from ..spec import SweepSpec, redact_url, sqlite_file
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
 __all__ = ["MlflowTracker", "mlflow_uri", "set_registry_aliases"]
@@ -81,9 +81,16 @@ class MlflowTracker:
 
     def __init__(self, spec: SweepSpec):
         self.uri = mlflow_uri(spec)
-        if self.uri.startswith("sqlite:///"):
-            spec.run_path.mkdir(parents=True, exist_ok=True)
         self._client = _client(self.uri)
+        database = sqlite_file(self.uri)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            # Two launches on a new spec would both create mlflow.db's tables, and one would die
+            # ("table ... already exists"): the first to take the lock creates them.
+            from filelock import FileLock
+
+            with FileLock(str(database) + ".create.lock"):
+                self._client.search_experiments(max_results=1)
         self._spec = spec
         self._experiment_name = spec.tracking.mlflow.experiment or spec.name
         # Embedded store: artifacts beside the database, not in ./mlruns of whatever folder we run in.
@@ -93,6 +100,7 @@ class MlflowTracker:
         self._model_name = registered_model_name(spec)
         self._experiment_id: str | None = None
         self._parent_id: str | None = None
+        self._state: SweepState | None = None
         self._run_id: str | None = None
         self._number: int | None = None
 
@@ -124,6 +132,18 @@ class MlflowTracker:
             flat = _flatten(config)
             self._client.log_batch(self._parent_id, params=[Param(k, _short(v)) for k, v in flat.items()])
             state.set(key, self._parent_id)
+        elif self._client.get_run(self._parent_id).info.status != "RUNNING":
+            self._client.update_run(self._parent_id, status="RUNNING")  # a relaunch continues the sweep
+        self._state = state
+        self._end_orphans(state)
+
+    def _end_orphans(self, state: SweepState) -> None:
+        """A trial whose worker was killed left its run RUNNING; once the study holds the trial
+        as failed (its retry has a new number), the run is ended as KILLED."""
+        failed = state.failed_trials()
+        for run in self._trial_runs():
+            if run.info.status == "RUNNING" and int(run.data.tags[TRIAL_TAG]) in failed:
+                self._client.set_terminated(run.info.run_id, status="KILLED")
 
     def end_sweep(self, report_files: list[str]) -> None:
         if self._run_id is not None:  # a trial interrupted mid-way
@@ -131,6 +151,13 @@ class MlflowTracker:
         for path in report_files:
             if Path(path).exists():
                 self._client.log_artifact(self._parent_id, path, artifact_path="report")
+        if self._state is None or self._parent_id is None:
+            return
+        self._end_orphans(self._state)  # trials found stale during this launch
+        # The last process to leave a study with nothing left to run ends the sweep's run; a
+        # relaunch sets it RUNNING again.
+        if self._state.unfinished() == 0:
+            self._client.set_terminated(self._parent_id, status="FINISHED")
 
     # ------------------------------------------------------------------ trials
     def start_trial(self, number: int, params: dict[str, Any]) -> None:

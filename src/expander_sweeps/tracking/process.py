@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ class TrackerProcess(TrackerCalls):
         self.seconds: dict[str, float] = {}
         self.names: list[str] = []
         self._dead = False
+        self._death_reason: str | None = None
+        self._missed: list[int] = []  # trials started after the child died: for `sync`
         context = multiprocessing.get_context("spawn")  # no forked copy of torch's threads and CUDA
         self._calls = context.Queue()
         self._replies = context.Queue()
@@ -63,6 +66,8 @@ class TrackerProcess(TrackerCalls):
                 return None
             if kind == "warn":
                 self._warn(value)
+            elif kind == "died":
+                self._death_reason = value
             elif kind in ("ready", "started"):
                 self.names = value
             else:
@@ -80,19 +85,24 @@ class TrackerProcess(TrackerCalls):
                 return None
 
     def _report_death(self) -> None:
-        """Said once: from then on calls are dropped, and `sync` pushes what they carried."""
+        """Said once, with the reason: from then on calls are dropped (the trials they carried
+        are listed at `close`), and `sync` pushes them."""
         if not self._dead:
             self._dead = True
-            self._warn(f"the tracker process stopped (exit code {self._process.exitcode}); tracker calls "
-                       "from here on are dropped. The results are safe in the Optuna study, and "
-                       "`expander-sweeps sync SPEC` pushes them")
+            self._pump()  # the child's last words
+            reason = self._death_reason or f"exit code {self._process.exitcode}"
+            self._warn(f"the tracker process stopped ({reason}); tracker calls from here on are "
+                       "dropped. The results are safe in the Optuna study, and `expander-sweeps sync "
+                       "SPEC` pushes them")
 
     def _each(self, method: str, *args: Any) -> None:
         self._pump()
         if self._process.is_alive():
             self._calls.put((method, args))
-        else:
-            self._report_death()
+            return
+        self._report_death()
+        if method == "start_trial":
+            self._missed.append(args[0])
 
     def begin(self, spec, study) -> None:
         """Start the sweep in the trackers. Returns at once: the child opens the study for the
@@ -112,12 +122,25 @@ class TrackerProcess(TrackerCalls):
         if self._process.is_alive():  # pragma: no cover - a tracker SDK that hangs on exit
             self._process.terminate()
         self._pump()
+        if self._missed:
+            self._warn(f"trial(s) {', '.join(map(str, self._missed))} reached no tracker (the tracker "
+                       "process had stopped); `expander-sweeps sync SPEC` pushes them")
 
 
 # ------------------------------------------------------------------------- child side
 
 
 def _serve(spec_data: dict, calls, replies, parent_pid: int) -> None:
+    """The child's loop. An exception it cannot handle ends it with one line of reason for the
+    parent (not a traceback on the terminal)."""
+    try:
+        _serve_calls(spec_data, calls, replies, parent_pid)
+    except Exception as err:
+        replies.put(("died", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]))
+        sys.exit(1)
+
+
+def _serve_calls(spec_data: dict, calls, replies, parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group: the parent decides when the trackers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
