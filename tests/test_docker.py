@@ -38,3 +38,30 @@ def test_dockerfile_installs_like_ci():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert "-m venv" in dockerfile and "-m venv" in ci
     assert 'pip install ".[postgres]"' in dockerfile and '-e ".[dev]"' in ci
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None,
+                    reason="docker-compose (Debian's 1.29 package) is not installed; .ci/run installs it")
+def test_rendered_commands_hold_no_password_and_every_service_reports_its_health():
+    import yaml
+
+    env = {**os.environ, "POSTGRES_PASSWORD": "planted-Pw-8231"}
+    rendered = subprocess.run(["docker-compose", "-f", str(DOCKER / "compose.yaml"), "config"],
+                              capture_output=True, text=True, env=env, timeout=60)
+    config = yaml.safe_load(rendered.stdout)
+    for name, service in config["services"].items():
+        assert "planted-Pw-8231" not in json_dump(service.get("command")), name
+        if name != "worker":  # workers are batch jobs; the servers must say when they are up
+            assert "healthcheck" in service, name
+        assert ":latest" not in service.get("image", "") or name == "worker", name
+
+
+def json_dump(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_every_image_runs_as_an_unprivileged_user():
+    for dockerfile in DOCKER.glob("*Dockerfile"):
+        assert "\nUSER " in dockerfile.read_text(), dockerfile.name
