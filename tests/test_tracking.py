@@ -139,20 +139,54 @@ def mlflow_server(tmp_path_factory):
         server.stop()
 
 
+SECRETS = {"wandb key": "do-not-log-this-key-0123456789", "storage password": "S3cretStorage42",
+           "mlflow password": "S3cretMlflow42"}
+
+
+def _secrets_on_command_lines(skip_pid: int, found: set, stop: threading.Event) -> None:
+    """Watch every expander-sweeps process's command line (what `ps` shows any user)."""
+    while not stop.is_set():
+        for proc in Path("/proc").glob("[0-9]*"):
+            if proc.name == str(skip_pid):
+                continue  # the test's own command line holds them on purpose
+            try:
+                argv = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"expander_sweeps" in argv or b"expander-sweeps" in argv:
+                found.update(name for name, s in SECRETS.items() if s.encode() in argv)
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, mnist_dir, mlflow_server):
-    """A tiny sweep against a real MLflow server, with W&B offline too."""
+    """A tiny sweep by two workers against a real MLflow server, with W&B offline too, and
+    planted secrets: a W&B key in the environment, a password in the storage URL
+    (?password=) and one in the MLflow URI (user:password@), both given by --set."""
     folder = tmp_path_factory.mktemp("tracked")
     spec = _write(folder, mnist_dir, tracking={"mlflow": {"uri": mlflow_server.uri},
                                                "wandb": {"enabled": True, "mode": "offline"}})
-    result = run_cli("launch", spec, env_extra={"WANDB_API_KEY": "do-not-log-this-key-0123456789"})
-    return mlflow_server, spec, folder / "run", result
+    command = [str(BIN / "expander-sweeps"), "launch", str(spec), "--workers", "2",
+               "--set", f"study.storage=sqlite:///{folder / 'run' / 'optuna.db'}?password={SECRETS['storage password']}",
+               "--set", f"tracking.mlflow.uri=http://alice:{SECRETS['mlflow password']}@127.0.0.1:{mlflow_server.port}"]
+    env = {**os.environ, "COLUMNS": "200", "WANDB_API_KEY": SECRETS["wandb key"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    on_command_lines, stop = set(), threading.Event()
+    watcher = threading.Thread(target=_secrets_on_command_lines, args=(launch.pid, on_command_lines, stop),
+                               daemon=True)
+    watcher.start()
+    out, err = launch.communicate(timeout=600)
+    stop.set()
+    watcher.join()
+    result = subprocess.CompletedProcess(command, launch.returncode, out, err)
+    return mlflow_server, spec, folder / "run", result, on_command_lines
 
 
 def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
     from mlflow.tracking import MlflowClient
 
-    server, _, run_dir, result = tracked
+    server, _, run_dir, result, _ = tracked
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri=server.uri)
     experiment = client.get_experiment_by_name("tiny")
@@ -183,7 +217,7 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     from expander_sweeps.spec import load_spec
     from expander_sweeps.train import accuracy
 
-    server, spec_path, run_dir, result = tracked
+    server, spec_path, run_dir, result, _ = tracked
     client = MlflowClient(tracking_uri=server.uri)
     versions = client.search_model_versions("name = 'tiny-pruned'")
     assert len(versions) == 5
@@ -230,7 +264,7 @@ def _inspect(run_dir: Path, summary: bool) -> dict | list:
 
 
 def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(tracked):
-    _, _, run_dir, result = tracked
+    _, _, run_dir, result, _ = tracked
     assert "wandb sync" in result.stdout
     runs = sorted((run_dir / "wandb").glob("offline-run-*-tiny-trial-*"))
     assert len(runs) == 5
@@ -254,14 +288,26 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
     assert "crossings" in _inspect(others[0], summary=True)["summary"]
 
 
-def test_no_secret_reaches_params_tags_artifacts_or_logs(tracked):
-    server, _, run_dir, result = tracked
-    secret = "do-not-log-this-key-0123456789"
-    assert secret not in result.stdout + result.stderr
+def test_no_secret_reaches_files_names_params_tags_output_or_command_lines(tracked):
+    from mlflow.tracking import MlflowClient
+
+    server, _, run_dir, result, on_command_lines = tracked
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 workers finished" in result.stdout and "password=***" in result.stdout
+    assert not [n for n, s in SECRETS.items() if s in result.stdout + result.stderr]
+    assert not on_command_lines, f"secrets on a worker's command line: {on_command_lines}"
     for folder in (run_dir, server.folder):
         for path in folder.rglob("*"):
-            if path.is_file():
-                assert secret.encode() not in path.read_bytes(), path
+            for name, secret in SECRETS.items():
+                assert secret not in str(path), f"{name} in a file name: {path}"
+                if path.is_file():
+                    assert secret.encode() not in path.read_bytes(), f"{name} in {path}"
+    client = MlflowClient(tracking_uri=server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == 6  # the sweep's parent and 5 trials
+    for run in runs:
+        values = " ".join([*run.data.params.values(), *run.data.tags.values()])
+        assert not [n for n, s in SECRETS.items() if s in values], run.info.run_id
 
 
 def test_server_down_mid_sweep_loses_nothing_and_sync_is_idempotent(tmp_path, mnist_dir, mlflow_server):
@@ -327,60 +373,3 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     assert [(t.params["layer"], t.params["remaining"]) for t in done] == [("W_hh", 0.3)]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*-tiny-trial-0"))
 
-
-def test_planted_secrets_reach_no_file_param_output_or_command_line(tmp_path, mnist_dir, mlflow_server):
-    """Passwords in the storage URL (?password=) and in the MLflow URI (user:password@), given by
-    --set to `launch --workers 2`: none in any file, file name, MLflow param or tag, output line,
-    or any process's command line while the sweep runs."""
-    from mlflow.tracking import MlflowClient
-
-    secrets = {"storage": "S3cretStorage42", "mlflow": "S3cretMlflow42"}
-    spec = _write(tmp_path, mnist_dir, name="secrets", masks={"remaining": [1.0, 0.3]})
-    database = tmp_path / "run" / "optuna.db"
-    overrides = [f"study.storage=sqlite:///{database}?password={secrets['storage']}",
-                 f"tracking.mlflow.uri=http://alice:{secrets['mlflow']}@127.0.0.1:{mlflow_server.port}"]
-    command = [str(BIN / "expander-sweeps"), "launch", str(spec), "--workers", "2"]
-    for override in overrides:
-        command += ["--set", override]
-    # The test's own command line holds them; the tool must not copy them into its workers'.
-    seen_in_argv = set()
-    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "COLUMNS": "200"})
-    stop = threading.Event()
-
-    def watch_command_lines() -> None:
-        while not stop.is_set():
-            for proc in Path("/proc").glob("[0-9]*"):
-                if proc.name == str(launch.pid):
-                    continue
-                try:
-                    argv = (proc / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"expander_sweeps" in argv or b"expander-sweeps" in argv:
-                    seen_in_argv.update(name for name, s in secrets.items() if s.encode() in argv)
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=watch_command_lines, daemon=True)
-    watcher.start()
-    out, err = launch.communicate(timeout=600)
-    stop.set()
-    watcher.join()
-    assert launch.returncode == 0, out + err
-    assert "2 workers finished" in out and "***" in out
-    found = [name for name, s in secrets.items() if s in out + err]
-    assert not found, f"secrets in the output: {found}"
-    assert not seen_in_argv, f"secrets on a worker's command line: {seen_in_argv}"
-    for folder in (tmp_path / "run", mlflow_server.folder):
-        for path in folder.rglob("*"):
-            for name, secret in secrets.items():
-                assert secret not in str(path), f"{name} secret in a file name: {path}"
-                if path.is_file():
-                    assert secret.encode() not in path.read_bytes(), f"{name} secret in {path}"
-    client = MlflowClient(tracking_uri=mlflow_server.uri)
-    experiment = client.get_experiment_by_name("secrets")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 4  # the sweep's parent and 3 trials
-    for run in runs:
-        values = " ".join([*run.data.params.values(), *run.data.tags.values()])
-        assert not [name for name, s in secrets.items() if s in values], run.info.run_id
