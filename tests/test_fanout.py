@@ -7,6 +7,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from expander_sweeps.spec import SweepSpec
 from expander_sweeps.tracking import FanOut, TrialRecord
 
@@ -73,3 +75,32 @@ def test_a_tracker_process_that_cannot_start_says_why_and_lists_the_trials_it_mi
     stopped = [w for w in warnings if "tracker process stopped" in w]
     assert len(stopped) == 1 and "exit code" not in stopped[0], warnings  # the reason, not a code
     assert any("trial(s) 0, 1 reached no tracker" in w and "sync" in w for w in warnings), warnings
+
+
+def _open_mlflow_store(run_dir: str, ready) -> str:
+    from expander_sweeps.tracking.mlflow_backend import MlflowTracker
+
+    spec = SweepSpec(name="race", run_dir=run_dir)
+    ready.wait()  # all processes reach the empty store together
+    try:
+        MlflowTracker(spec)._client.search_experiments()
+        return "ok"
+    except Exception as err:  # what the race used to give: "table ... already exists"
+        return f"{type(err).__name__}: {err}"
+
+
+@pytest.mark.slow
+def test_launches_racing_on_a_new_mlflow_db_all_open_it(tmp_path):
+    """Reproduced before the fix: one of three processes died with "table ... already exists"."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        ready = manager.Event()
+        with concurrent.futures.ProcessPoolExecutor(3, mp_context=context) as pool:
+            futures = [pool.submit(_open_mlflow_store, str(tmp_path / "run"), ready) for _ in range(3)]
+            time.sleep(8)  # the three have imported MLflow and wait at the barrier
+            ready.set()
+            results = [f.result(timeout=300) for f in futures]
+    assert results == ["ok"] * 3, results

@@ -81,15 +81,17 @@ class MlflowTracker:
 
     def __init__(self, spec: SweepSpec):
         self.uri = mlflow_uri(spec)
-        self._client = _client(self.uri)
         database = sqlite_file(self.uri)
-        if database is not None:
+        if database is None:
+            self._client = _client(self.uri)
+        else:
             database.parent.mkdir(parents=True, exist_ok=True)
             # Two launches on a new spec would both create mlflow.db's tables, and one would die
             # ("table ... already exists"): the first to take the lock creates them.
             from filelock import FileLock
 
             with FileLock(str(database) + ".create.lock"):
+                self._client = _client(self.uri)
                 self._client.search_experiments(max_results=1)
         self._spec = spec
         self._experiment_name = spec.tracking.mlflow.experiment or spec.name
