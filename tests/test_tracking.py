@@ -288,6 +288,21 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
     assert "crossings" in _inspect(others[0], summary=True)["summary"]
 
 
+def test_two_local_workers_run_the_grid_once_and_report(tracked):
+    import re
+
+    _, _, run_dir, result, _ = tracked
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "started 2 workers on the CPU" in result.stdout
+    assert "[w0]" in result.stdout and "[w1]" in result.stdout
+    assert len(set(re.findall(r"worker (\d+) on cpu", result.stdout))) == 2  # two processes joined the study
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    points = sorted((t.params["layer"], t.params["remaining"]) for t in done)
+    assert len(done) == len(study.trials) == 5 and len(set(points)) == 5  # each grid point once
+    assert {t.user_attrs["worker"] for t in done} and (run_dir / "report" / "crossings.csv").exists()
+
+
 def test_no_secret_reaches_files_names_params_tags_output_or_command_lines(tracked):
     from mlflow.tracking import MlflowClient
 
@@ -357,8 +372,12 @@ def test_server_down_mid_sweep_loses_nothing_and_sync_is_idempotent(tmp_path, mn
 
 def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     spec = _write(tmp_path, mnist_dir, tracking={"mlflow": {"enabled": False}, "wandb": {"mode": "offline"}})
-    exported = run_cli("export", "wandb", spec, "-o", tmp_path / "sweep.yaml")
-    assert exported.returncode == 0, exported.stderr
+    from click.testing import CliRunner
+
+    from expander_sweeps.cli import main
+
+    exported = CliRunner().invoke(main, ["export", "wandb", str(spec), "-o", str(tmp_path / "sweep.yaml")])
+    assert exported.exit_code == 0, exported.output
     config = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
     assert config["method"] == "grid" and config["metric"] == {"name": "acc/clean", "goal": "maximize"}
     assert config["parameters"]["remaining"]["values"] == [1.0, 0.3, 0.05]
@@ -366,8 +385,8 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     # What `wandb agent` runs for one point of the grid:
     first = run_cli("agent-trial", spec, "--layer=W_hh", "--remaining=0.3")
     assert first.returncode == 0, first.stdout + first.stderr
-    again = run_cli("agent-trial", spec, "--layer=W_hh", "--remaining=0.3")
-    assert "ran 0" in again.stdout  # the study already has it
+    again = CliRunner().invoke(main, ["agent-trial", str(spec), "--layer=W_hh", "--remaining=0.3"])
+    assert again.exit_code == 0 and "ran 0" in again.output, again.output  # the study already has it
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert [(t.params["layer"], t.params["remaining"]) for t in done] == [("W_hh", 0.3)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -189,16 +188,3 @@ def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp
     assert [row["trial"] for row in report.failed] == [failed[0].number]
     assert "## Failed trials" in report.markdown and "loss became nan" in report.markdown
 
-
-def test_launch_with_two_local_workers_runs_the_grid_once_and_reports(tmp_path, mnist_dir):
-    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.7, 0.4, 0.2, 0.1])
-    result = subprocess.run([*CLI, "launch", str(spec), "--workers", "2"], capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "started 2 workers on the CPU" in result.stdout
-    assert "[w0]" in result.stdout and "[w1]" in result.stdout
-    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
-    complete = _trials("tiny", storage, (TrialState.COMPLETE,))
-    assert sorted(t.params["remaining"] for t in complete) == [0.1, 0.2, 0.4, 0.7, 1.0]
-    assert len(set(re.findall(r"worker (\d+) on cpu", result.stdout))) == 2  # two processes joined the study
-    assert (tmp_path / "run" / "report" / "crossings.csv").exists()
