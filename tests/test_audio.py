@@ -144,7 +144,7 @@ def test_missing_folders_say_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_lstm_sweep_on_real_speech_reports_stacked_and_gate_graphs(small_fsdd, tmp_path, write_spec):
-    from test_cli import run_cli
+    from test_cli import run_cli, run_here
 
     spec = write_spec({
         "name": "speech_tiny",
@@ -163,6 +163,7 @@ def test_lstm_sweep_on_real_speech_reports_stacked_and_gate_graphs(small_fsdd, t
     for graph in ("W_xh", "W_xh.i", "W_xh.f", "W_xh.g", "W_xh.o", "W_hh.o"):
         assert f",{graph}," in crossings, graph
     # A second launch with new trials: the features come from the cache, no audio is decoded.
-    second = run_cli("launch", spec, "--set", "masks.remaining=[1.0, 0.2, 0.05]")
+    # (in-process: the same CLI without a second interpreter start; --extend: the grid grew)
+    second = run_here("launch", spec, "--set", "masks.remaining=[1.0, 0.2, 0.05]", "--extend")
     assert second.returncode == 0, second.stderr
     assert "features from cache" in second.stdout and "ran 2 trial(s)" in second.stdout
