@@ -78,6 +78,9 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
     assert {c["noise"] for c in crossings["claim"]} == {"clean", "noise var 0.3"}
     assert "Clean accuracy drop vs bound crossing" in result.stdout
     assert "Kept edges where each bound first stops being positive" in result.stdout
+    # What to open next, with commands that work as printed.
+    assert f"optuna-dashboard sqlite:///{run_dir.resolve() / 'optuna.db'}" in result.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in result.stdout
 
 
 def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched):

@@ -107,3 +107,9 @@ def test_cli_refuses_a_changed_spec_and_extends_on_request(tmp_path, mnist_dir):
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert sorted(t.params["remaining"] for t in done) == [0.5, 1.0]
     assert {t.user_attrs["settings_fingerprint"] for t in done} == {study.user_attrs["settings_fingerprint"]}
+
+
+def test_the_study_names_its_objectives(tmp_path):
+    spec = _spec(tmp_path, study={"sampler": "tpe", "n_trials": 3, "objectives": ["accuracy", "remaining_edges"]},
+                 masks={"remaining": {"low": 0.1, "high": 1.0}})
+    assert open_study(spec).metric_names == ["acc/clean", "remaining_edges"]

@@ -106,3 +106,23 @@ def test_wandb_export_of_every_schedule(schedule, expected):
                         masks={"remaining": {"low": 0.01, "high": 1.0}, "schedule": schedule})
     exported = space.wandb_sweep_config(sampled, "a.yaml")
     assert exported["method"] == "bayes" and exported["run_cap"] == 7
+
+
+def test_wandb_export_with_overrides_hands_the_agents_the_resolved_spec(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from expander_sweeps.cli import main
+    from expander_sweeps.spec import load_spec
+
+    out = tmp_path / "sweep.yaml"
+    result = CliRunner().invoke(main, ["export", "wandb", "sweeps/quickstart.yaml", "-o", str(out),
+                                       "--set", "data.root=/data/mnist", "--set", "training.epochs=3",
+                                       "--set", "masks.remaining=[1.0, 0.5]"])
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(out.read_text())
+    resolved = config["command"][3]
+    assert resolved == str(tmp_path / "sweep.spec.yaml")
+    spec = load_spec(resolved)  # what every agent will run
+    assert spec.data.root == "/data/mnist" and spec.training.epochs == 3 and spec.masks.remaining == [1.0, 0.5]
+    assert config["parameters"]["remaining"]["values"] == [1.0, 0.5]

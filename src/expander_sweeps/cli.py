@@ -275,8 +275,23 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
         rep = write_report(spec, study)
         _print_report(rep)
         _publish(spec, study, rep)
+    _print_next_steps(spec)
     if failed:
         sys.exit(1)
+
+
+def _print_next_steps(spec: SweepSpec) -> None:
+    """What to open next, with the commands (URLs without their passwords)."""
+    lines = [f"report:          {spec.run_path / 'report' / 'report.md'}",
+             f"optuna-dashboard {redact_url(spec.storage_url)}"]
+    if spec.tracking.mlflow.enabled:
+        from .tracking.mlflow_backend import mlflow_uri
+
+        uri = mlflow_uri(spec)
+        lines.append(f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
+                     else f"MLflow UI:       {redact_url(uri)}")
+    console.print("open next:\n" + "\n".join(f"  {line}" for line in lines), highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 def _publish(spec: SweepSpec, study, rep) -> None:
@@ -422,6 +437,18 @@ def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None)
     from .space import wandb_sweep_config
 
     spec = _load(spec_path, overrides)
+    if overrides:
+        # Agents run `agent-trial SPEC`: with --set, SPEC must be the resolved spec, written
+        # beside the export (or in the run folder), or the agents would run the unmodified YAML.
+        resolved = Path(output).with_suffix(".spec.yaml") if output else spec.run_path / "wandb-sweep.spec.yaml"
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        resolved.write_text(f"# {spec_path} with {' '.join('--set ' + o for o in overrides)}\n"
+                            + yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
+        err_console.print(f"the agents run the resolved spec {escape(str(resolved))}", highlight=False)
+        if spec.study.storage and redact_url(spec.study.storage) != spec.study.storage:
+            err_console.print("[yellow]warning:[/] the resolved spec holds study.storage with a password; "
+                              "prefer $EXPANDER_SWEEPS_STORAGE on the agents' machines", highlight=False)
+        spec_path = str(resolved)
     text = yaml.safe_dump(wandb_sweep_config(spec, spec_path), sort_keys=False)
     if output:
         Path(output).write_text(text)

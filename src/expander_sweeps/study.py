@@ -85,10 +85,16 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=spec.name, storage=storage, sampler=_sampler(spec),
         directions=directions, load_if_exists=True,
     )
+    if study.metric_names is None:  # optuna-dashboard and `optuna` show the objectives by name
+        names = ["acc/clean" if o == "accuracy" else "remaining_edges" for o in spec.study.objectives]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+    return study
 
 
 def _cheap_sqlite_commits(engine: sqlalchemy.engine.Engine) -> None:
