@@ -49,6 +49,18 @@ def write_spec(tmp_path):
     return write
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_untouched():
+    """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI in this process; a test that
+    calls it must not send later tests' subprocesses to its (by then stopped) server."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def pytest_collection_modifyitems(config, items):
     """Fast tests first, the end-to-end (slow) ones after: a broken definition fails in seconds."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

@@ -143,15 +143,18 @@ SECRETS = {"wandb key": "do-not-log-this-key-0123456789", "storage password": "S
            "mlflow password": "S3cretMlflow42"}
 
 
-def _secrets_on_command_lines(skip_pid: int, found: set, stop: threading.Event) -> None:
-    """Watch every expander-sweeps process's command line (what `ps` shows any user)."""
+def _secrets_on_command_lines(launch_pid: int, found: set, stop: threading.Event) -> None:
+    """Watch every expander-sweeps process's command line (what `ps` shows any user). The
+    launch's own command line holds the secrets on purpose (the test typed them), and so does,
+    for the microseconds between fork and exec, each child it starts: those are skipped."""
+    typed = Path(f"/proc/{launch_pid}/cmdline").read_bytes()  # Popen returns after the exec
     while not stop.is_set():
         for proc in Path("/proc").glob("[0-9]*"):
-            if proc.name == str(skip_pid):
-                continue  # the test's own command line holds them on purpose
             try:
                 argv = (proc / "cmdline").read_bytes()
             except OSError:
+                continue
+            if argv == typed:
                 continue
             if b"expander_sweeps" in argv or b"expander-sweeps" in argv:
                 found.update(name for name, s in SECRETS.items() if s.encode() in argv)
