@@ -78,10 +78,12 @@ def test_a_tracker_process_that_cannot_start_says_why_and_lists_the_trials_it_mi
 
 
 def _open_mlflow_store(run_dir: str, ready) -> str:
+    import mlflow  # noqa: F401 - imported before the barrier, so the three start in step
+
     from expander_sweeps.tracking.mlflow_backend import MlflowTracker
 
     spec = SweepSpec(name="race", run_dir=run_dir)
-    ready.wait()  # all processes reach the empty store together
+    ready.wait(timeout=120)  # a barrier: the three reach the empty store together
     try:
         MlflowTracker(spec)._client.search_experiments()
         return "ok"
@@ -97,10 +99,8 @@ def test_launches_racing_on_a_new_mlflow_db_all_open_it(tmp_path):
 
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
-        ready = manager.Event()
+        ready = manager.Barrier(3)
         with concurrent.futures.ProcessPoolExecutor(3, mp_context=context) as pool:
             futures = [pool.submit(_open_mlflow_store, str(tmp_path / "run"), ready) for _ in range(3)]
-            time.sleep(8)  # the three have imported MLflow and wait at the barrier
-            ready.set()
             results = [f.result(timeout=300) for f in futures]
     assert results == ["ok"] * 3, results
