@@ -83,6 +83,39 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
     assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in result.stdout
 
 
+def _markdown_tables(text: str) -> list[list[list[str]]]:
+    """Each table of a Markdown text as rows of cell texts, parsed by a real Markdown parser
+    (markdown-it, CommonMark with GFM tables): what GitHub shows."""
+    from markdown_it import MarkdownIt
+
+    tables, row = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(text):
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "inline" and row is not None:
+            row.append(token.content)
+        elif token.type == "tr_close":
+            tables[-1].append(row)
+            row = None
+    return tables
+
+
+def test_report_tables_read_back_cell_for_cell_in_a_markdown_parser(launched):
+    import pandas as pd
+
+    _, run_dir, _ = launched
+    tables = _markdown_tables((run_dir / "report" / "report.md").read_text())
+    crossings = next(t for t in tables if t[0][:5] == ["pruned", "mask", "graph", "weighting", "bound"])
+    csv = pd.read_csv(run_dir / "report" / "crossings.csv")
+    # Every row as GitHub renders it: the step graph's `|` stays inside its cell.
+    assert [r[:5] for r in crossings[1:]] == csv[["pruned", "mask_method", "graph", "weighting", "bound"]].values.tolist()
+    assert "step [W_xh | W_hh] -> h_t" in {r[2] for r in crossings[1:]}
+    for table in tables:
+        assert {len(r) for r in table} == {len(table[0])}
+
+
 def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched):
     _, run_dir, _ = launched
     trials = _study(run_dir).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
