@@ -130,6 +130,16 @@ def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched)
         for layer in ("W_xh", "W_hh"):
             kept = masks[layer].mean()
             assert kept == pytest.approx(attrs[f"remaining_{layer}"], abs=1 / masks[layer].size)
+    # Provenance on every trial: the code, the settings and the data it ran with.
+    import re
+    from importlib.metadata import version
+
+    study = _study(run_dir)
+    for t in trials:
+        assert t.user_attrs["code_version"] == version("expander-sweeps")
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", t.user_attrs["git_commit"])
+        assert t.user_attrs["settings_fingerprint"] == study.user_attrs["settings_fingerprint"]
+    assert len({t.user_attrs["data_fingerprint"] for t in trials}) == 1
     dense = [t for t in trials if t.user_attrs["remaining_W_xh"] == 1.0 and t.user_attrs["remaining_W_hh"] == 1.0]
     assert len(dense) == 1 and dense[0].user_attrs["W_xh/binary/delta_r"] == float("inf")
 
@@ -146,7 +156,8 @@ def test_mlflow_has_one_run_per_trial_with_params_metrics_and_masks(launched):
     recorded = {t.number: t.user_attrs for t in _study(run_dir).trials}
     for run in trial_runs:
         assert run.info.status == "FINISHED"
-        assert {"remaining_W_xh", "remaining_W_hh", "cell", "init", "noise_p"} <= set(run.data.params)
+        assert {"remaining_W_xh", "remaining_W_hh", "cell", "init", "noise_p", "code_version", "git_commit",
+                "settings_fingerprint", "data_fingerprint"} <= set(run.data.params)
         attrs = recorded[int(run.data.tags["expander_sweeps.trial"])]
         assert run.data.metrics["acc/clean"] == attrs["acc/clean"]  # the study's value, not a copy of it
         assert run.data.metrics["W_hh/binary/lambda_2"] == attrs["W_hh/binary/lambda_2"]

@@ -87,6 +87,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     study = open_study(spec)
     fail_stale(study)
     _enqueue(study, spec, point, extend, events)
+    study.set_user_attr("provenance", ctx.provenance)  # of the latest launch; each trial has its own
     to_run = 1 if point is not None else _to_run(study, spec)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if to_run == 0 and not running_trials(study):
@@ -176,7 +177,7 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
     try:
         plan = suggest_plan(trial, spec)
         events.trial_started(trial.number, plan)
-        trackers.start_trial(trial.number, trial_params(spec, plan))
+        trackers.start_trial(trial.number, {**trial_params(spec, plan), **ctx.provenance})
 
         def on_epoch(stats) -> None:
             events.epoch_done(stats)

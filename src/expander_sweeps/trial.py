@@ -20,6 +20,7 @@ from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
 from .masks import MaskHolder, magnitude_mask, magnitude_min_degree_mask, random_mask, regular_mask
 from .models import SequenceClassifier, build_model
+from .provenance import provenance
 from .results import GATES, accuracy_key, kept_key, save_checkpoint
 from .space import TrialPlan
 from .spec import SweepSpec
@@ -66,6 +67,7 @@ class SweepContext:
         self.x_test_by_variance = noisy_test_sets(dataset.x_test.to(self.device), spec.noise)
         self.dense_cache = DenseCache(spec.cache_path)
         self.data_fingerprint = dataset.fingerprint()
+        self.provenance = provenance(spec, self.data_fingerprint)  # recorded with every trial
 
     def new_model(self, seed: int) -> SequenceClassifier:
         return build_model(self.spec.model, self.features, self.num_classes, seed).to(self.device)
@@ -263,7 +265,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     # A real test input of shape (1, k, features): what a logged model is checked against.
     np.save(files["example"], ctx.x_test_by_variance[0.0][:1].cpu().numpy())
     return TrialResult(
-        params=trial_params(spec, plan),
+        params={**trial_params(spec, plan), **ctx.provenance},
         metrics=metrics,
         spectra=spectra,
         files=files,
