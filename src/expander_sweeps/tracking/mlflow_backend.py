@@ -302,9 +302,8 @@ def _short(value: Any) -> str:
 def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
     """Point `dense`, `best` and `sparsest-ramanujan` at model versions; returns alias -> version.
 
-    `trials` are finished trials' user attributes (with "trial"). `best`: highest clean
-    accuracy. `sparsest-ramanujan`: fewest remaining edges among versions whose every pruned
-    layer keeps both bounds (binary layer graph) positive.
+    `trials` are finished trials' user attributes (with "trial"). The rules are ALIAS_RULES,
+    also tagged on each chosen version (`alias.<name>`).
     """
     client = _client(mlflow_uri(spec))
     name = registered_model_name(spec)
@@ -333,12 +332,34 @@ def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
         pruned = [layer for layer in layers if t.get(f"remaining_{layer}", 1.0) < 1.0]
         return all(ramanujan(t, layer) is True for layer in pruned)
 
-    keeping = [t for t in rows if keeps_the_property(t)]
+    # A sparse model that lost the accuracy is no answer: within report.drop_threshold of the
+    # dense trial of the same seed (no dense trial, no alias).
+    tolerance = spec.report.drop_threshold
+    dense_accuracy = {t.get("seed"): t["acc/clean"] for t in dense}
+
+    def holds_accuracy(t: dict) -> bool:
+        reference = dense_accuracy.get(t.get("seed"))
+        return reference is not None and t["acc/clean"] >= reference - tolerance
+
+    keeping = [t for t in rows if keeps_the_property(t) and holds_accuracy(t)]
     if keeping:
         chosen["sparsest-ramanujan"] = min(keeping, key=lambda t: (edges(t), -t["acc/clean"]))
     result = {}
     for alias, trial in chosen.items():
         version = by_trial[int(trial["trial"])].version
         client.set_registered_model_alias(name, alias, version)
+        client.set_model_version_tag(name, version, f"alias.{alias}", ALIAS_RULES[alias].format(
+            points=f"{100 * tolerance:g}"))
         result[alias] = version
     return result
+
+
+# Each alias's rule, in the words put on the version it points at.
+ALIAS_RULES = {
+    "dense": "the trial with every maskable layer dense",
+    "best": "the highest clean test accuracy",
+    "sparsest-ramanujan": "the fewest kept edges among versions whose every pruned layer keeps Delta_R > 0 "
+                          "and Delta_S > 0 (binary layer graph) and whose clean accuracy is within {points} "
+                          "point(s) (report.drop_threshold) of the dense trial of the same seed; ties: the "
+                          "higher accuracy",
+}
