@@ -168,8 +168,9 @@ def sweep_lock(study: optuna.Study, spec: SweepSpec):
     """One process at a time enqueues the grid and sets up the trackers' shared state, so that
     several workers starting together neither enqueue a point twice nor make two parent runs."""
     url = spec.storage_url
-    if sqlite_file(url) is not None:
-        with FileLock(str(sqlite_file(url)) + ".enqueue.lock"):
+    database = sqlite_file(url)
+    if database is not None:
+        with FileLock(str(database) + ".enqueue.lock"):
             yield
     elif url.startswith("postgresql"):
         key = int(hashlib.sha256(f"expander-sweeps:{spec.name}".encode()).hexdigest()[:15], 16)
