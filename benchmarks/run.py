@@ -1,7 +1,8 @@
 """Every performance benchmark of issue #5, each against its baseline measured in the same run.
 
     python benchmarks/run.py                 # all sections (about 10 minutes on 2 CPU cores)
-    python benchmarks/run.py --only spectra  # one section: throughput, sweep, spectra, memory, gpu
+    python benchmarks/run.py --only spectra  # one section: throughput, sweep, spectra, memory,
+                                             # cores, tracking, gpu
     python benchmarks/run.py --quick         # smaller sizes, for a smoke test
     python benchmarks/run.py --only sweep --paper-grid   # the paper's whole grid, timed (~10 min)
 
@@ -15,6 +16,9 @@ Sections:
   spectra     time per mask of lambda_1/lambda_2/bounds, with lambda_2 checked against a dense
               reference (relative error)
   memory      peak resident memory of one trial and of a sweep process, project vs naive
+  cores       the quickstart by `launch`'s CPU default (one single-threaded worker per core) vs
+              `--workers 1` (one process, torch's threads): wall-time ratio
+  tracking    benchmarks/tracking_overhead.py: the quickstart with and without trackers
   gpu         with CUDA: samples/s vs cuDNN's standalone RNN/LSTM at the same shapes
 """
 
@@ -313,8 +317,63 @@ def bench_gpu(args) -> None:
              f"{n / project:,.0f} / {n / bare:,.0f}  ratio {bare / project:.2f}")
 
 
+# ----------------------------------------------------------------------------- cores and tracking
+
+
+def _launch_seconds(folder: Path, extra: list[str], workers: str | None) -> float:
+    """Wall time of `expander-sweeps launch sweeps/quickstart.yaml` as a user runs it, with
+    `--workers` given, or (None) the default a user's shell gets."""
+    env = {**os.environ}
+    env.pop("EXPANDER_SWEEPS_WORKERS", None)
+    command = [sys.executable, "-m", "expander_sweeps.cli", "launch", str(REPO / "sweeps" / "quickstart.yaml"),
+               "--no-report", "--set", f"data.root={SHARED / 'mnist'}", "--set", f"run_dir={folder}"]
+    for override in extra:
+        command += ["--set", override]
+    if workers is not None:
+        command += ["--workers", workers]
+    started = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"launch failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return seconds
+
+
+def bench_cores(args) -> None:
+    """The CPU default (one single-threaded worker per core) against one process with torch's
+    threads, on the quickstart sweep with the default trackers (embedded MLflow), alternating."""
+    from expander_sweeps.workers import default_workers, usable_cores
+
+    extra = ["training.epochs=2", "training.finetune_epochs=1"] if args.quick else []
+    default = default_workers(13)
+    print(f"\n[cores] quickstart sweep (13 trials), `launch` default ({default} workers on {usable_cores()} "
+          f"cores) vs `--workers 1`; {args.repeat} alternating pair(s)", flush=True)
+    one, many = [], []
+    with tempfile.TemporaryDirectory(prefix="es-bench-cores-") as root:
+        for index in range(2 * args.repeat):
+            parallel = (index % 4) in (1, 2)  # 1, N, N, 1, ...: neither side always first
+            seconds = _launch_seconds(Path(root) / f"run{index}", extra, None if parallel else "1")
+            (many if parallel else one).append(seconds)
+            line(f"run {index + 1}: {'default' if parallel else '--workers 1'}", f"{seconds:.1f} s")
+    import statistics
+
+    line("median, --workers 1 / default", f"{statistics.median(one):.1f} s / {statistics.median(many):.1f} s  "
+         f"ratio {statistics.median(one) / statistics.median(many):.2f}x (target >= 1.3x on 2 cores)")
+
+
+def bench_tracking(args) -> None:
+    """benchmarks/tracking_overhead.py, in this run."""
+    print("\n[tracking] quickstart sweep without trackers vs MLflow (embedded, registry) + W&B (offline)",
+          flush=True)
+    command = [sys.executable, str(HERE / "tracking_overhead.py"), "--repeat", str(args.repeat),
+               "--data", str(SHARED / "mnist")]
+    if args.quick:
+        command += ["--set", "training.epochs=2", "--set", "training.finetune_epochs=1"]
+    subprocess.run(command, check=True)
+
+
 SECTIONS = {"throughput": bench_throughput, "sweep": bench_sweep, "spectra": bench_spectra,
-            "memory": bench_memory, "gpu": bench_gpu}
+            "memory": bench_memory, "cores": bench_cores, "tracking": bench_tracking, "gpu": bench_gpu}
 
 
 def main() -> None:
@@ -324,6 +383,8 @@ def main() -> None:
     parser.add_argument("--paper-grid", action="store_true",
                         help="sweep section: the paper's full grid and 20+20 epochs on 1,000/500 images")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="cores and tracking sections: alternating pairs of runs (medians reported)")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))

@@ -61,6 +61,13 @@ def _tracking_uri_untouched():
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+def pytest_configure(config):
+    """Launches in tests run in one process unless a test asks otherwise: a tiny sweep is done
+    before a second worker has imported torch. The CPU default (one worker per core) has its
+    own end-to-end test (tests/test_cli.py), which removes this variable for its launch."""
+    os.environ["EXPANDER_SWEEPS_WORKERS"] = "1"
+
+
 def pytest_collection_modifyitems(config, items):
     """Fast tests first, the end-to-end (slow) ones after: a broken definition fails in seconds."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,13 @@ from conftest import tiny_spec_dict
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    """The installed console script in a process of its own: for the end-to-end launch."""
+def run_cli(*args: str, cwd=None, default_workers: bool = False) -> subprocess.CompletedProcess:
+    """The installed console script in a process of its own: for the end-to-end launch.
+    `default_workers`: as a user's shell has it, without the suite's EXPANDER_SWEEPS_WORKERS=1."""
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    if default_workers:
+        env.pop("EXPANDER_SWEEPS_WORKERS", None)
     # The installed console script, as a user runs it (it sits beside this interpreter).
     script = Path(sys.executable).parent / "expander-sweeps"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "expander_sweeps.cli"]
@@ -43,13 +47,13 @@ def run_here(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory, mnist_dir):
-    """One tiny sweep, launched once for the tests of this module."""
+    """One tiny sweep, launched once for the tests of this module, with the default workers."""
     import yaml
 
     folder = tmp_path_factory.mktemp("sweep")
     spec_path = folder / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict(folder / "run", mnist_dir)))
-    result = run_cli("launch", spec_path)
+    result = run_cli("launch", spec_path, default_workers=True)
     return spec_path, folder / "run", result
 
 
@@ -62,7 +66,14 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     # Grid: 2 layers x [1.0, 0.3, 0.05], the all-dense point shared: 5 distinct trials.
-    assert "ran 5 trial(s)" in result.stdout
+    # The CPU default: one single-threaded worker per core, no more than the 5 trials.
+    from expander_sweeps.workers import usable_cores
+
+    workers = min(usable_cores(), 5)
+    assert "ran 5 trial(s) in " in result.stdout and f"with {workers} worker(s)" in result.stdout
+    if workers > 1:
+        assert f"started {workers} workers on the CPU" in result.stdout
+        assert {f"[w{i}]" for i in range(workers)} <= set(re.findall(r"\[w\d+\]", result.stdout))
     assert result.stdout.count("| dense cached") == 4 and result.stdout.count("| dense trained") == 1
     report = run_dir / "report"
     for name in ("report.md", "crossings.csv", "crossings.json", "trials.csv",

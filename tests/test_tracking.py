@@ -317,7 +317,7 @@ def test_no_secret_reaches_files_names_params_tags_output_or_command_lines(track
 
     server, _, run_dir, result, on_command_lines = tracked
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 workers finished" in result.stdout and "password=***" in result.stdout
+    assert "ran 5 trial(s)" in result.stdout and "with 2 worker(s)" in result.stdout and "password=***" in result.stdout
     assert not [n for n, s in SECRETS.items() if s in result.stdout + result.stderr]
     assert not on_command_lines, f"secrets on a worker's command line: {on_command_lines}"
     for folder in (run_dir, server.folder):

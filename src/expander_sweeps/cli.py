@@ -245,32 +245,26 @@ def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @set_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes for the trials. Default: one per visible GPU, or 1 on a CPU.")
+              help="Worker processes for the trials. Default: one per visible GPU; on a CPU one "
+                   "single-threaded worker per core (at most one per trial left to run). "
+                   "$EXPANDER_SWEEPS_WORKERS sets the default.")
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
 @extend_option
 def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_report: bool, extend: bool) -> None:
     """Run the sweep SPEC (relaunching continues it), then write its report."""
     from .reporting import write_report
-    from .workers import default_workers
 
     spec = _load(spec_path, overrides)
-    workers = workers or default_workers()
+    workers = workers or _default_workers(spec)
     started = time.perf_counter()
     if workers == 1:
         result = _run_here(spec, extend=extend)
         ran, failed, study = result.ran, result.failed, result.study
     else:
-        from .workers import run_workers
-
-        _quiet_libraries()
-        codes = run_workers(spec_path, overrides, workers, console, extend)
-        if any(code == USER_ERROR for code in codes):
-            sys.exit(USER_ERROR)
-        study = _existing_study(spec, "the workers created none; see their lines above")
-        ran, failed = None, _failed_count(study)
+        ran, failed, study = _run_workers(spec_path, spec, overrides, workers, extend)
     elapsed = time.perf_counter() - started
-    ran_text = f"ran {ran} trial(s)" if ran is not None else f"{workers} workers finished"
-    console.print(f"{ran_text} in {elapsed:.1f}s ({failed} failed); study: {redact_url(spec.storage_url)}", soft_wrap=True)
+    console.print(f"ran {ran} trial(s) in {elapsed:.1f}s with {workers} worker(s) ({failed} failed); "
+                  f"study: {redact_url(spec.storage_url)}", soft_wrap=True, highlight=False)
     if not no_report:
         rep = write_report(spec, study)
         _print_report(rep)
@@ -278,6 +272,59 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
     _print_next_steps(spec)
     if failed:
         sys.exit(1)
+
+
+def _default_workers(spec: SweepSpec) -> int:
+    from .study import trials_left
+    from .workers import default_workers
+
+    try:
+        return default_workers(trials_left(spec))
+    except ValueError as err:  # a malformed $EXPANDER_SWEEPS_WORKERS
+        _fail(str(err))
+
+
+def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], workers: int, extend: bool):
+    """Run the sweep in `workers` local worker processes; (trials run, failed, study)."""
+    from .study import StorageError, open_study, sweep_progress
+    from .workers import run_workers
+
+    _quiet_libraries()
+    watched = {}
+
+    def progress() -> tuple[int, int]:
+        if "study" not in watched:  # the workers create the study: open it once it is there
+            try:
+                watched["study"] = open_study(spec, create=False)
+            except (KeyError, StorageError):
+                return 0, 0
+        return sweep_progress(watched["study"], spec)
+
+    before = _trial_count(spec)
+    try:
+        codes = run_workers(spec_path, overrides, workers, console, extend, progress)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current ones "
+                          "are marked failed; launch the same spec again to continue.")
+        sys.exit(130)
+    if any(code == USER_ERROR for code in codes):
+        sys.exit(USER_ERROR)
+    study = _existing_study(spec, "the workers created none; see their lines above")
+    return _trial_count(spec, study) - before, _failed_count(study), study
+
+
+def _trial_count(spec: SweepSpec, study=None) -> int:
+    """Trials that ended (complete or failed) in the spec's study; 0 if there is none yet."""
+    from optuna.trial import TrialState
+
+    from .study import StorageError, open_study
+
+    if study is None:
+        try:
+            study = open_study(spec, create=False)
+        except (KeyError, StorageError):
+            return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
 
 
 def _print_next_steps(spec: SweepSpec) -> None:

@@ -163,6 +163,27 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec) -> None:
     enqueue_points(study, [params_of(plan, spec) for plan in grid_plans(spec)])
 
 
+def sweep_progress(study: optuna.Study, spec: SweepSpec) -> tuple[int, int]:
+    """(trials complete, trials in all) of the spec's sweep: grid points with a COMPLETE trial
+    out of the grid, or COMPLETE trials out of `study.n_trials` for a sampled study."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if spec.study.sampler != "grid":
+        return min(len(complete), spec.study.n_trials), spec.study.n_trials
+    grid = {point_key(params_of(plan, spec)) for plan in grid_plans(spec)}
+    return len(grid & {point_key(t.params) for t in complete}), len(grid)
+
+
+def trials_left(spec: SweepSpec) -> int:
+    """Trials a launch of `spec` still has to run, read without creating a study or a file.
+    A study that cannot be opened counts as new (launch then reports why it cannot run)."""
+    try:
+        study = open_study(spec, create=False)
+    except (KeyError, StorageError):
+        return len(grid_plans(spec)) if spec.study.sampler == "grid" else spec.study.n_trials
+    done, total = sweep_progress(study, spec)
+    return total - done
+
+
 @contextlib.contextmanager
 def sweep_lock(study: optuna.Study, spec: SweepSpec):
     """One process at a time enqueues the grid and sets up the trackers' shared state, so that

@@ -3,6 +3,11 @@
 Each worker is an ordinary `worker` process on the same study, so the local path and the
 many-machine path are one mechanism. With GPUs, workers are spread round-robin over the
 visible devices (CUDA_VISIBLE_DEVICES of each child); on a CPU the cores are shared out.
+
+Why several single-threaded workers by default on a CPU: the recurrent models swept here
+(H = 128 and the like) run small matrix products that scale poorly across threads. Measured
+on 2 cores, the quickstart took 50 s with two one-thread workers against 70 s in one
+two-thread process (benchmarks/run.py --only cores measures it on any machine).
 """
 
 from __future__ import annotations
@@ -12,10 +17,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 
-__all__ = ["visible_gpus", "default_workers", "run_workers", "OVERRIDES_VARIABLE", "inherited_overrides"]
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = ["visible_gpus", "usable_cores", "default_workers", "run_workers", "OVERRIDES_VARIABLE",
+           "WORKERS_VARIABLE", "inherited_overrides"]
 
 OVERRIDES_VARIABLE = "EXPANDER_SWEEPS_WORKER_OVERRIDES"
+WORKERS_VARIABLE = "EXPANDER_SWEEPS_WORKERS"  # the default of `launch --workers`, for a whole machine or CI
 
 
 def inherited_overrides() -> tuple[str, ...]:
@@ -33,13 +44,36 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def default_workers() -> int:
-    """One worker per visible GPU; one on a CPU-only machine."""
-    return max(1, len(visible_gpus()))
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
-def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False) -> list[int]:
-    """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes."""
+def default_workers(runnable: int) -> int:
+    """Workers for a launch with `runnable` trials left to run: one per visible GPU; on a CPU
+    one single-threaded worker per core, but no more than there are trials (a worker with
+    nothing to take only costs its start-up). $EXPANDER_SWEEPS_WORKERS overrides both."""
+    chosen = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if chosen:
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise ValueError(f"${WORKERS_VARIABLE} must be a whole number >= 1, but it is {chosen!r}")
+        return int(chosen)
+    gpus = visible_gpus()
+    if gpus:
+        return len(gpus)
+    return max(1, min(usable_cores(), runnable))
+
+
+def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False,
+                progress: Callable[[], tuple[int, int]] | None = None) -> list[int]:
+    """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes.
+
+    `progress` (trials done, trials in all), polled every second, drives a progress bar like
+    the one a single process shows. Ctrl-C reaches the workers too (one process group): each
+    marks its current trial failed and stops; KeyboardInterrupt is raised once all have."""
     gpus = visible_gpus()
     command = [sys.executable, "-m", "expander_sweeps.cli", "worker", str(spec_path)]
     if extend:
@@ -54,23 +88,37 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         else:
             # CPU workers share the cores instead of each starting one thread per core.
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+            env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // count)))
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, env=env, bufsize=1))
     console.print(f"started {count} workers"
                   + (f" on GPUs {', '.join(env_gpu for env_gpu in gpus)}" if gpus else " on the CPU"))
 
-    def relay(index: int, stream) -> None:
-        for line in stream:
-            console.print(f"[w{index}] {line.rstrip()}", highlight=False, markup=False, soft_wrap=True)
+    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=progress is None) as bar:
+        task = bar.add_task("trials", total=None)
 
-    threads = [threading.Thread(target=relay, args=(i, p.stdout), daemon=True) for i, p in enumerate(processes)]
-    for thread in threads:
-        thread.start()
-    try:
+        def relay(index: int, stream) -> None:
+            for line in stream:
+                bar.console.print(f"[w{index}] {line.rstrip()}", highlight=False, markup=False, soft_wrap=True)
+
+        threads = [threading.Thread(target=relay, args=(i, p.stdout), daemon=True) for i, p in enumerate(processes)]
+        for thread in threads:
+            thread.start()
+        interrupted = False
+        while any(p.poll() is None for p in processes):
+            try:
+                time.sleep(1.0)
+                if progress is not None:
+                    done, total = progress()
+                    bar.update(task, completed=done, total=total)
+            except KeyboardInterrupt:  # the workers got it too: let them fail their trials cleanly
+                interrupted = True
+            except Exception:  # noqa: BLE001 - a progress bar must never stop a sweep
+                progress = None
         codes = [p.wait() for p in processes]
-    except KeyboardInterrupt:  # Ctrl-C reached the workers too (same process group): let them fail cleanly
-        codes = [p.wait() for p in processes]
-    for thread in threads:
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
+    if interrupted:
+        raise KeyboardInterrupt
     return codes
