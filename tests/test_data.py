@@ -62,6 +62,28 @@ def test_pixel_sequences_and_limits(mnist_dir):
     assert torch.bincount(data.y_train, minlength=10).min() >= 40  # stratified, not the first 500
 
 
+def test_any_idx_image_size_14x14_rows_and_pixels(tmp_path, mnist_dir):
+    """IDX files of another image size (here MNIST subsampled to 14 x 14): k = rows, features =
+    columns; pixels: k = rows x columns."""
+    full = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:600]
+    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")[:600]
+    small = full[:, ::2, ::2]
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", small, compress=False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, compress=False)
+    rows = load_dataset(DataSpec(root=str(tmp_path), download=False, test_fraction=0.5))
+    assert rows.x_train.shape == (300, 14, 14) and rows.seq_len == 14 and rows.features == 14
+    assert "k=14, 14 x 14 images" in rows.description
+    pooled = {image.tobytes() for image in (small.astype(np.float32) / 255.0)}
+    assert all(x.numpy().tobytes() in pooled for x in rows.x_train)  # each sequence is one image's rows
+    pixels = load_dataset(DataSpec(root=str(tmp_path), download=False, test_fraction=0.5, sequence="pixels"))
+    assert pixels.x_test.shape == (300, 196, 1)
+    assert torch.equal(pixels.x_test.reshape(300, 14, 14), rows.x_test)  # same split, pixel order row by row
+    _write_idx(tmp_path / "train-images-idx3-ubyte", full, compress=False)  # 28 x 28 beside 14 x 14
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", labels, compress=False)
+    with pytest.raises(DataError, match="differ in size"):
+        load_dataset(DataSpec(root=str(tmp_path), download=False))
+
+
 def test_official_split_needs_the_train_files(mnist_dir):
     with pytest.raises(DataError, match="lacks the train pair"):
         load_dataset(DataSpec(root=str(mnist_dir), download=False, split="official"))

@@ -23,6 +23,7 @@ from conftest import tiny_spec_dict
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -401,3 +402,49 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     assert [(t.params["layer"], t.params["remaining"]) for t in done] == [("W_hh", 0.3)]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*-tiny-trial-0"))
 
+
+
+def test_expansion_from_your_own_loop_reaches_mlflow_and_wandb(tmp_path, mlflow_server):
+    """examples/expansion_in_your_loop.py (the README's script) as a user runs it, against the
+    real MLflow server and a W&B offline run; both read back."""
+    from mlflow.tracking import MlflowClient
+
+    script = REPO / "examples" / "expansion_in_your_loop.py"
+    readme = (REPO / "README.md").read_text()
+    assert script.read_text().strip() in readme  # the README shows exactly the script tested here
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri, "MLFLOW_EXPERIMENT_NAME": "own-loop",
+           "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "weight_hh_l0.r" in out.stdout and "delta_r" in out.stdout
+
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.get_experiment_by_name("own-loop")
+    (run,) = client.search_runs([experiment.experiment_id])
+    key = "expansion/rnn.weight_hh_l0.{}/binary/edges"
+    # l1_unstructured(amount=0.8) on the 192 x 28 matrix keeps 5376 - round(0.8 * 5376) = 1075 edges,
+    # split over the three gate blocks.
+    for step in range(3):
+        edges = [next(m.value for m in client.get_metric_history(run.info.run_id, key.format(g)) if m.step == step)
+                 for g in "rzn"]
+        assert sum(edges) == 1075
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2]
+    # The dense second layer's binary graph is unbounded: its bounds are not metrics, only the table has them.
+    assert "expansion/rnn.weight_ih_l1.r/binary/delta_r" not in run.data.metrics
+    assert run.data.metrics["expansion/rnn.weight_ih_l1.r/binary/bounds_defined"] == 1.0
+    tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "expansion"))
+    assert tables == [f"expansion/step_00000{s}.json" for s in range(3)]
+    local = client.download_artifacts(run.info.run_id, "expansion/step_000002.json", str(tmp_path))
+    logged = json.loads(Path(local).read_text())
+    rows = [dict(zip(logged["columns"], values, strict=True)) for values in logged["data"]]
+    row = next(r for r in rows if r["matrix"] == "rnn.weight_hh_l0.z" and r["weighting"] == "weighted")
+    metric = run.data.metrics["expansion/rnn.weight_hh_l0.z/weighted/lambda_2"]  # the last step's value
+    assert row["lambda_2"] == pytest.approx(metric, rel=1e-12)
+
+    (folder,) = (tmp_path / "wandb").glob("offline-run-*")
+    state = _inspect(folder, summary=True)
+    assert state["summary"]["expansion/rnn.weight_hh_l0.z/weighted/lambda_2"] == pytest.approx(metric, rel=1e-12)
+    assert state["summary"]["expansion/table"]["_type"] == "table-file"
+    steps = [r["history"] for r in _inspect(folder, summary=False) if r["type"] == "history"]
+    assert len(steps) == 3 and all("expansion/head.weight/binary/edges" in json.dumps(h) for h in steps)

@@ -153,8 +153,9 @@ class MnistDataSpec(_SplitFields):
     )
     sequence: Literal["rows", "pixels"] = Field(
         "rows",
-        description="`rows`: each image is k = 28 steps of 28 pixels. `pixels`: k = 784 steps of "
-        "one pixel (the harder classic variant).",
+        description="`rows`: each image is k = rows steps of a row of pixels (28 x 28 for MNIST; "
+        "any IDX image size works). `pixels`: k = rows x columns steps of one pixel (784 for MNIST: "
+        "the harder classic variant).",
     )
     split: Literal["pooled", "official"] = Field(
         "pooled",
@@ -169,7 +170,8 @@ class MnistDataSpec(_SplitFields):
 
     @property
     def summary(self) -> str:
-        return f"mnist ({self.sequence}, k={28 if self.sequence == 'rows' else 784}), split {self.split}"
+        # k is the image's rows (or rows x columns): known once the files are read.
+        return f"mnist ({self.sequence}: k = {'rows' if self.sequence == 'rows' else 'rows x columns'}), split {self.split}"
 
 
 class AudioDataSpec(_SplitFields):

@@ -73,8 +73,9 @@ def _mnist_parts(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         images, labels = _find(root, images_stem), _find(root, labels_stem)
         if images and labels:
             x, y = read_idx(images), read_idx(labels)
-            if x.ndim != 3 or x.shape[1:] != (28, 28):
-                raise DataError(f"{images}: images of shape {x.shape[1:]}, but MNIST's are 28 x 28")
+            if x.ndim != 3 or 0 in x.shape[1:]:
+                raise DataError(f"{images}: images must be stored as N x rows x columns, but the file "
+                                f"holds shape {x.shape}")
             if y.ndim != 1:
                 raise DataError(f"{labels}: labels must be one number per image, but the file holds shape {y.shape}")
             if len(x) != len(y):
@@ -84,6 +85,10 @@ def _mnist_parts(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 raise DataError(f"{labels}: {len(bad)} label(s) outside 0-9 (the first: {int(y[bad[0]])} "
                                 f"at index {int(bad[0])})")
             parts[part] = (x, y.astype(np.int64))
+    sizes = {part: x.shape[1:] for part, (x, _) in parts.items()}
+    if len(set(sizes.values())) > 1:
+        raise DataError(f"{root}: the train and test images differ in size ("
+                        + ", ".join(f"{p} {r} x {c}" for p, (r, c) in sizes.items()) + "); they must match")
     return parts
 
 
@@ -140,10 +145,14 @@ def load_mnist(spec: MnistDataSpec) -> SequenceDataset:
     keep_te = stratified_subset(y_te, spec.limit_test, spec.split_seed + 2)
     x_tr, y_tr, x_te, y_te = x_tr[keep_tr], y_tr[keep_tr], x_te[keep_te], y_te[keep_te]
 
+    rows, cols = x_tr.shape[1:]
+    steps = rows if spec.sequence == "rows" else rows * cols
+
     def as_sequences(images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(images.astype(np.float32) / 255.0)
-        # rows: step t sees image row t (k = 28); pixels: one pixel per step (k = 784).
-        return x.reshape(len(x), 28, 28) if spec.sequence == "rows" else x.reshape(len(x), 784, 1)
+        # rows: step t sees image row t (k = rows, columns features; 28 x 28 for MNIST);
+        # pixels: one pixel per step (k = rows x columns, 784 for MNIST).
+        return x.reshape(len(x), rows, cols) if spec.sequence == "rows" else x.reshape(len(x), steps, 1)
 
     return SequenceDataset(
         x_train=as_sequences(x_tr),
@@ -151,6 +160,7 @@ def load_mnist(spec: MnistDataSpec) -> SequenceDataset:
         x_test=as_sequences(x_te),
         y_test=torch.from_numpy(y_te),
         num_classes=10,
-        description=f"MNIST ({spec.sequence}, k={28 if spec.sequence == 'rows' else 784}): {how}; "
+        description=f"MNIST ({spec.sequence}, k={steps}"
+        + (f", {rows} x {cols} images" if (rows, cols) != (28, 28) else "") + f"): {how}; "
         f"{len(y_tr)} train / {len(y_te)} test",
     )
