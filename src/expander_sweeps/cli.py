@@ -100,7 +100,7 @@ class _ConsoleEvents:
         console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished) "
                       f"on {device}", soft_wrap=True)
         console.print(f"  data: {data}", soft_wrap=True)
-        console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}, "
+        console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, "
                       f"{spec.training.clipping}; masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
         self.trials_task = self.progress.add_task("trials", total=to_run)
 
@@ -226,6 +226,7 @@ def _print_claim(rep) -> None:
 def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
     """Run trials of the study in this process, with progress; user errors exit 2."""
     from .data import DataError
+    from .factories import FactoryError
     from .sweep import SpecMismatch, StorageError, launch_study
 
     _quiet_libraries()
@@ -233,7 +234,7 @@ def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         try:
             return launch_study(spec, _ConsoleEvents(progress, label), extend=extend)
-        except (DataError, StorageError, SpecMismatch) as err:
+        except (DataError, FactoryError, StorageError, SpecMismatch) as err:
             _fail(str(err))
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current one "
@@ -520,12 +521,13 @@ def agent_trial(ctx: click.Context, spec_path: str) -> None:
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})
     from .data import DataError
+    from .factories import FactoryError
     from .sweep import SpecMismatch, StorageError, launch_study
 
     _quiet_libraries()
     try:
         result = launch_study(spec, point=point)
-    except (DataError, StorageError, SpecMismatch) as err:
+    except (DataError, FactoryError, StorageError, SpecMismatch) as err:
         _fail(str(err))
     console.print(f"agent trial {point}: ran {result.ran}, failed {result.failed}", highlight=False)
     if result.failed:
@@ -540,6 +542,7 @@ def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
     import yaml
 
     spec = _load(spec_path, overrides)
+    _check_import_paths(spec)
     console.print(f"[green]{escape(spec_path)} is valid.[/]", highlight=False)
     shown = spec.model_dump(mode="json")
     # URLs are printed without their passwords (a terminal log is not a place for them).
@@ -548,6 +551,22 @@ def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
     if shown["tracking"]["mlflow"]["uri"]:
         shown["tracking"]["mlflow"]["uri"] = redact_url(shown["tracking"]["mlflow"]["uri"])
     console.print(yaml.safe_dump(shown, sort_keys=False), highlight=False, markup=False)
+
+
+def _check_import_paths(spec: SweepSpec) -> None:
+    """model.factory and data.loader must name importable functions (their results are checked
+    when a launch has loaded the data: before any training)."""
+    if spec.model.factory is None and getattr(spec.data, "loader", None) is None:
+        return
+    from .factories import FactoryError, import_function
+
+    try:
+        if spec.model.factory is not None:
+            import_function(spec.model.factory, "model.factory", spec.spec_dir)
+        if getattr(spec.data, "loader", None) is not None:
+            import_function(spec.data.loader, "data.loader", spec.spec_dir)
+    except FactoryError as err:
+        _fail(str(err))
 
 
 @main.command()

@@ -36,6 +36,8 @@ def dense_key(spec: SweepSpec, train_variance: float, data_fingerprint: str = ""
         "training": spec.training.model_dump(include={"lr", "batch_size", "epochs", "seed"}),
         # Only when set, so the caches of sweeps without clipping keep their keys.
         **({"clip_grad_norm": spec.training.clip_grad_norm} if spec.training.clip_grad_norm else {}),
+        # A factory's model is its code too: an edited factory module trains a new dense model.
+        **({"factory_source": factory_source(spec)} if spec.model.factory else {}),
         "train_noise": {
             "fraction": spec.noise.fraction if train_variance > 0 else 0.0,
             "variance": train_variance,
@@ -44,6 +46,20 @@ def dense_key(spec: SweepSpec, train_variance: float, data_fingerprint: str = ""
     }
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return digest, config
+
+
+def factory_source(spec: SweepSpec) -> str:
+    """SHA-256 of the source file of `model.factory`'s module (imported from the spec's folder)."""
+    import inspect
+
+    from .factories import import_function
+
+    function = import_function(spec.model.factory, "model.factory", spec.spec_dir)
+    try:
+        source = Path(inspect.getsourcefile(function)).read_bytes()
+    except (TypeError, OSError):  # a built-in or a module without a file: the import path alone
+        return ""
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,8 @@ def log_expansion(model: nn.Module, step: int, *, mlflow: bool | None = None, wa
 
     `mlflow`/`wandb`: None logs to the run that is active (if any), True requires one (a clear
     error otherwise), False skips. Metrics go in one call per tracker; the table goes to MLflow
-    as `<prefix>/step_<step>.json` (`mlflow.log_table`) and to W&B as a `wandb.Table` under
+    as `<prefix>/step_<step>.json` (`mlflow.log_table`, which keeps 10 decimals; the metrics are
+    full precision) and to W&B as a `wandb.Table` under
     `<prefix>/table`. Returns the table."""
     table = expansion_table(model, weightings)
     metrics = expansion_metrics(table, prefix)

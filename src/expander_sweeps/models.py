@@ -8,12 +8,14 @@ Deeper layers are W_xh_l1, W_hh_l1, ... For an LSTM (GRU) the gate blocks are st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from .spec import ModelSpec
 
-__all__ = ["SequenceClassifier", "build_model"]
+__all__ = ["SequenceClassifier", "FactoryModel", "build_model"]
 
 
 class SequenceClassifier(nn.Module):
@@ -85,9 +87,55 @@ class SequenceClassifier(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build_model(spec: ModelSpec, input_size: int, num_classes: int, seed: int) -> SequenceClassifier:
-    """A freshly initialised model; the seed alone decides the initial weights."""
+class FactoryModel(nn.Module):
+    """A user's model (`model.factory`, see factories.py) with what the sweep reads of a model:
+    `cell`, `recurrent` (its first RNN/LSTM/GRU) and `matrices()`. Its state_dict is the user
+    module's under `net.`."""
+
+    def __init__(self, spec: ModelSpec, input_size: int, num_classes: int, spec_dir: Path | None = None):
+        from .factories import FactoryError, check_model, import_function
+
+        super().__init__()
+        function = import_function(spec.factory, "model.factory", spec_dir)
+        try:
+            net = function(input_size, num_classes, **spec.args)
+        except FactoryError:
+            raise
+        except Exception as err:  # the user's factory
+            raise FactoryError(f"model.factory: {spec.factory}(input_size={input_size}, num_classes={num_classes}, "
+                               f"**model.args) raised {type(err).__name__}: {err}") from None
+        layer, self.cell = check_model(net, spec)
+        self.net = net
+        # A path, not a second reference: a registered submodule would appear twice in state_dict.
+        self._layer_name = next(name for name, module in net.named_modules() if module is layer)
+
+    @property
+    def recurrent(self) -> nn.Module:
+        return self.net.get_submodule(self._layer_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def matrices(self) -> dict[str, nn.Parameter]:
+        """W_xh, W_hh (and deeper layers' W_xh_l1, W_hh_l1, ...) of the swept recurrent layer."""
+        named = {}
+        for layer in range(self.recurrent.num_layers):
+            suffix = "" if layer == 0 else f"_l{layer}"
+            named[f"W_xh{suffix}"] = getattr(self.recurrent, f"weight_ih_l{layer}")
+            named[f"W_hh{suffix}"] = getattr(self.recurrent, f"weight_hh_l{layer}")
+        return named
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(spec: ModelSpec, input_size: int, num_classes: int, seed: int,
+                spec_dir: Path | None = None) -> SequenceClassifier | FactoryModel:
+    """A freshly initialised model; the seed alone decides the initial weights. `spec_dir`: where
+    a `model.factory` module may sit (the spec's folder)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if spec.factory is not None:
+            return FactoryModel(spec, input_size, num_classes, spec_dir)
         return SequenceClassifier(spec, input_size, num_classes)
 

@@ -507,7 +507,7 @@ def _figure(panels: list[Panel], spec: SweepSpec, crossings: pd.DataFrame, claim
     first = panels[0]
     noise = f", train noise var {first.train_variance:g}" if first.train_variance else ""
     fig.suptitle(
-        f"{spec.name}: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init}, {spec.training.clipping}; pruned "
+        f"{spec.name}: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, {spec.training.clipping}; pruned "
         f"{first.pruned}{noise}; noise p={spec.noise.fraction:g} (sigma = variance)\n"
         f"vertical lines: bound crossings ({spec.report.figure_weighting} graph; bound's style) and "
         f"accuracy drop > {100 * spec.report.drop_threshold:g} point vs dense (dotted, accuracy's colour)",
@@ -649,7 +649,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         f"# Crossing report: {spec.name}",
         "",
         f"- network: {spec.model.cell.upper()}, H = {spec.model.hidden}, {spec.model.layers} layer(s), "
-        f"init **{spec.model.init}**",
+        f"init **{spec.model.init_label}**",
         f"- data: {spec.data.summary}",
         f"- training: {spec.training.epochs} dense + {spec.training.finetune_epochs} fine-tuning epochs, "
         f"lr {spec.training.lr:g}, batch {spec.training.batch_size}, {spec.training.clipping}, seed(s) {seeds}",
@@ -769,7 +769,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         "sweep": spec.name,
         "cell": spec.model.cell,
         "hidden": spec.model.hidden,
-        "init": spec.model.init,
+        "init": spec.model.init_label,
         "clip_grad_norm": spec.training.clip_grad_norm,
         "mask_methods": spec.masks.methods,
         "seeds": spec.training.seeds,
@@ -789,7 +789,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
 
 def _setting(spec: SweepSpec) -> str:
     """The choices that move a crossing (the paper's Table 2 depends on them), in words."""
-    return (f"{spec.model.cell.upper()} init {spec.model.init}, schedule {spec.masks.schedule}, "
+    return (f"{spec.model.cell.upper()} init {spec.model.init_label}, schedule {spec.masks.schedule}, "
             f"{spec.masks.methods[0] if len(spec.masks.methods) == 1 else '/'.join(spec.masks.methods)}")
 
 

@@ -67,24 +67,28 @@ def ramanujan(metrics: dict[str, Any], layer: str) -> bool | None:
 
 
 def save_checkpoint(path: str | Path, model, model_spec: dict, input_size: int, num_classes: int,
-                    remaining: dict[str, float]) -> None:
-    """A pruned, fine-tuned model: its weights (masked entries are exact zeros) and what rebuilds it."""
+                    remaining: dict[str, float], spec_dir: str | None = None) -> None:
+    """A pruned, fine-tuned model: its weights (masked entries are exact zeros) and what rebuilds it.
+    A model from `model.factory` is rebuilt by importing the factory again (from `spec_dir`, the
+    spec's folder, when it is still there, else the Python path)."""
     import torch
 
     torch.save({"format": CHECKPOINT_FORMAT, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                 "model": model_spec, "input_size": input_size, "num_classes": num_classes,
-                "remaining": remaining}, path)
+                "remaining": remaining, "spec_dir": spec_dir}, path)
 
 
 def load_checkpoint(path: str | Path):
     """The model saved by `save_checkpoint`, on the CPU in eval mode, and the checkpoint's metadata."""
     import torch
 
-    from .models import SequenceClassifier
+    from .models import build_model
     from .spec import ModelSpec
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = SequenceClassifier(ModelSpec(**checkpoint["model"]), checkpoint["input_size"], checkpoint["num_classes"])
+    spec_dir = checkpoint.get("spec_dir")
+    model = build_model(ModelSpec(**checkpoint["model"]), checkpoint["input_size"], checkpoint["num_classes"], 0,
+                        Path(spec_dir) if spec_dir and Path(spec_dir).is_dir() else None)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     return model, {k: v for k, v in checkpoint.items() if k != "state_dict"}

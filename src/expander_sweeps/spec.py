@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -35,6 +36,7 @@ __all__ = [
     "json_schema",
     "MnistDataSpec",
     "AudioDataSpec",
+    "CustomDataSpec",
     "redact_url",
     "sqlite_file",
 ]
@@ -224,7 +226,31 @@ class AudioDataSpec(_SplitFields):
                 f"aligned {self.align}), split {self.split}")
 
 
-DATASETS = ("mnist", "speech_commands", "fsdd")
+_IMPORT_PATH = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
+
+
+class CustomDataSpec(_SplitFields):
+    dataset: Literal["custom"] = Field(description="`custom`: your own data, from `loader`.")
+    loader: str = Field(
+        pattern=_IMPORT_PATH,
+        description="Your data: `package.module:function`, called as function(**args). It returns "
+        "(x, y) for the tool to split (stratified, `test_fraction`, `split_seed`), or "
+        "{'train': (x, y), 'test': (x, y)}: x of shape (N, k, features) (floats), y of N integer "
+        "labels 0..C-1 (numpy arrays or tensors). The module is imported from the spec's folder "
+        "or the Python path.",
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for `loader`.")
+
+    @property
+    def input_kind(self) -> str:
+        return "custom"
+
+    @property
+    def summary(self) -> str:
+        return f"custom ({self.loader})"
+
+
+DATASETS = ("mnist", "speech_commands", "fsdd", "custom")
 
 
 def _data_kind(value: Any) -> str | None:
@@ -232,11 +258,12 @@ def _data_kind(value: Any) -> str | None:
     kind = value.get("dataset", "mnist") if isinstance(value, dict) else getattr(value, "dataset", None)
     if not isinstance(kind, str):
         return None  # a list or a mapping: reported as an unknown dataset, not a TypeError
-    return {"mnist": "mnist", "speech_commands": "audio", "fsdd": "audio"}.get(kind, kind)
+    return {"mnist": "mnist", "speech_commands": "audio", "fsdd": "audio", "custom": "custom"}.get(kind, kind)
 
 
 DataSpec = Annotated[
-    Annotated[MnistDataSpec, Tag("mnist")] | Annotated[AudioDataSpec, Tag("audio")],
+    Annotated[MnistDataSpec, Tag("mnist")] | Annotated[AudioDataSpec, Tag("audio")]
+    | Annotated[CustomDataSpec, Tag("custom")],
     Discriminator(_data_kind),
 ]
 
@@ -256,10 +283,33 @@ class ModelSpec(_Strict):
         "gradients from exploding at the start. It moves where the bounds cross: printed with "
         "every result.",
     )
+    factory: str | None = Field(
+        None,
+        pattern=_IMPORT_PATH,
+        description="Your own model: `package.module:function`, called as function(input_size, "
+        "num_classes, **args) under the trial's seed. It returns a torch.nn.Module mapping (N, k, "
+        "features) to (N, num_classes) logits and holding one nn.RNN, nn.LSTM or nn.GRU (the first "
+        "one is pruned: W_xh = weight_ih_l0, W_hh = weight_hh_l0; batch_first=True). `cell`, "
+        "`hidden` and `layers` must describe that layer (they are checked); `init` and "
+        "`nonlinearity` are the factory's business and ignored.",
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for `factory`.")
+
+    @property
+    def init_label(self) -> str:
+        """The init as reports print it: a factory's model is initialised by the factory."""
+        return f"by {self.factory}" if self.factory else self.init
+
+    @model_validator(mode="after")
+    def _args_need_a_factory(self) -> ModelSpec:
+        if self.args and self.factory is None:
+            raise ValueError("model.args are the arguments of model.factory, which is not set; "
+                             "set model.factory: package.module:function, or remove model.args")
+        return self
 
     @model_validator(mode="after")
     def _identity_needs_relu_rnn(self) -> ModelSpec:
-        if self.init == "identity" and (self.cell != "rnn" or self.nonlinearity != "relu"):
+        if self.init == "identity" and self.factory is None and (self.cell != "rnn" or self.nonlinearity != "relu"):
             raise ValueError(
                 "init 'identity' (IRNN) is defined for a ReLU RNN, but got cell "
                 f"'{self.cell}' with nonlinearity '{self.nonlinearity}'; set cell: rnn and "
@@ -547,6 +597,14 @@ class SweepSpec(_Strict):
             "masks": self.masks.model_copy(update={"method": method}),
         })
 
+    # The folder of the spec file (set by load_spec): where model.factory / data.loader modules
+    # may sit. None for a spec built in code.
+    _spec_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def spec_dir(self) -> Path | None:
+        return self._spec_dir
+
     # Derived paths: one place decides the layout of a run folder.
     @property
     def run_path(self) -> Path:
@@ -734,7 +792,9 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     for assignment in overrides:
         _apply_override(raw, assignment)
     overridden = {a.partition("=")[0].strip() for a in overrides}
-    return spec_from_dict(raw, str(path), root_node, overridden)
+    spec = spec_from_dict(raw, str(path), root_node, overridden)
+    spec._spec_dir = path.resolve().parent
+    return spec
 
 
 _SECRET_PARAMS = re.compile(r"(?i)^(password|passwd|pwd|pass|secret|token|access_token|api_key|apikey|key|sslpassword)$")

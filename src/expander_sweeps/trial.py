@@ -18,6 +18,7 @@ import torch
 from . import spectral
 from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
+from .factories import check_forward
 from .masks import MaskHolder, magnitude_mask, magnitude_min_degree_mask, random_mask, regular_mask
 from .models import SequenceClassifier, build_model
 from .provenance import provenance
@@ -55,7 +56,7 @@ class SweepContext:
     def __init__(self, spec: SweepSpec, dataset: SequenceDataset | None = None):
         self.spec = spec
         self.device = resolve_device(spec.training.device)
-        dataset = dataset or load_dataset(spec.data, spec.cache_path)
+        dataset = dataset or load_dataset(spec.data, spec.cache_path, spec.spec_dir)
         self.description = dataset.description
         self.num_classes = dataset.num_classes
         self.features = dataset.features
@@ -68,9 +69,12 @@ class SweepContext:
         self.dense_cache = DenseCache(spec.cache_path)
         self.data_fingerprint = dataset.fingerprint()
         self.provenance = provenance(spec, self.data_fingerprint)  # recorded with every trial
+        if spec.model.factory is not None:
+            # A user's model is checked against its contract before anything is trained.
+            check_forward(self.new_model(spec.training.seed), self.x_train, self.num_classes)
 
     def new_model(self, seed: int) -> SequenceClassifier:
-        return build_model(self.spec.model, self.features, self.num_classes, seed).to(self.device)
+        return build_model(self.spec.model, self.features, self.num_classes, seed, self.spec.spec_dir).to(self.device)
 
     def test_accuracies(self, model: torch.nn.Module, prefix: str = "") -> dict[str, float]:
         batch = self.spec.training.eval_batch_size
@@ -196,7 +200,7 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
         schedule=spec.masks.schedule,
         cell=spec.model.cell,
         hidden=spec.model.hidden,
-        init=spec.model.init,
+        init=spec.model.init_label,
         dataset=spec.data.dataset,
         input=spec.data.input_kind,
         noise_p=spec.noise.fraction,
@@ -258,7 +262,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         files[f"mask_picture_{name}"] = str(trial_dir / f"mask_{name}.png")
         plt.imsave(files[f"mask_picture_{name}"], mask, cmap="gray_r", vmin=0, vmax=1)
     save_checkpoint(files["checkpoint"], model, spec.model.model_dump(), ctx.features, ctx.num_classes,
-                    plan.remaining)
+                    plan.remaining, str(spec.spec_dir) if spec.spec_dir else None)
     Path(files["spectra"]).write_text(json.dumps(spectra, indent=2, allow_nan=True))
     dense_history = dense_meta.get("history", []) if dense_trained else []
     Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))

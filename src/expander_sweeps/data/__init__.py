@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..spec import AudioDataSpec, MnistDataSpec
+from ..spec import AudioDataSpec, CustomDataSpec, MnistDataSpec
 from .base import DataError, SequenceDataset, stratified_split, stratified_subset
 from .mnist import load_mnist, read_idx
 from .noise import add_noise, noise_std, noisy_test_sets
@@ -22,10 +22,16 @@ __all__ = [
 ]
 
 
-def load_dataset(spec: MnistDataSpec | AudioDataSpec, cache_dir: str | Path | None = None) -> SequenceDataset:
-    """Load, split and shape the dataset the spec names. Audio features are cached in `cache_dir`."""
+def load_dataset(spec: MnistDataSpec | AudioDataSpec | CustomDataSpec, cache_dir: str | Path | None = None,
+                 spec_dir: Path | None = None) -> SequenceDataset:
+    """Load, split and shape the dataset the spec names. Audio features are cached in `cache_dir`;
+    a custom `data.loader` module may sit in `spec_dir` (the spec's folder)."""
     if isinstance(spec, MnistDataSpec):
         return load_mnist(spec)
+    if isinstance(spec, CustomDataSpec):
+        from ..factories import dataset_from_loader
+
+        return dataset_from_loader(spec, spec_dir)
     from .audio import load_audio  # torchaudio is imported only for audio datasets
 
     if cache_dir is None:
