@@ -32,11 +32,45 @@ def test_a_failing_tracker_is_reported_once_and_the_others_get_every_call():
                          history=[{"phase": "dense", "epoch": 1, "loss": 1.0, "train_accuracy": 0.5}])
     fan.log_trial(record)
     fan.log_trial(record)
-    assert good.calls == ["start_trial", "log_metrics", "log_metrics", "log_model", "end_trial"] * 2
-    assert bad.calls == ["start_trial", "log_metrics"]  # nothing after its failure
+    assert good.calls == ["start_trial", "log_history", "log_metrics", "log_model", "end_trial"] * 2
+    assert bad.calls == ["start_trial", "log_history", "log_metrics"]  # nothing after its failure
     assert len(warnings) == 1 and "tracker 'bad' failed in log_metrics (ConnectionError" in warnings[0]
     assert "expander-sweeps sync" in warnings[0]
     assert fan.names == ["good"]
+
+
+class Steps:
+    """A tracker that keeps what log_history and log_metrics were given."""
+
+    name = "steps"
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, method):
+        return lambda *args: self.calls.append((method, args))
+
+
+def test_epoch_metrics_reach_a_tracker_in_one_call_per_trial_and_periodically_in_long_trials():
+    tracker = Steps()
+    fan = FanOut([tracker], print, background=False)
+    fan.start_trial(0, {})
+    for epoch in range(1, 6):
+        fan.log_epoch("finetune", epoch, 1.0 / epoch, 0.5)
+    assert [c[0] for c in tracker.calls] == ["start_trial"]  # held while the trial runs
+    fan.finish_trial(TrialRecord(0, {}, {"acc/clean": 0.9}))
+    names = [c[0] for c in tracker.calls]
+    assert names == ["start_trial", "log_history", "log_metrics", "log_model", "end_trial"]
+    (steps,) = tracker.calls[1][1]
+    assert [step for _, step in steps] == [1, 2, 3, 4, 5] and steps[2][0]["finetune/loss"] == pytest.approx(1 / 3)
+    # A long trial: whatever is held goes out once HISTORY_FLUSH_SECONDS have passed.
+    tracker.calls.clear()
+    fan.HISTORY_FLUSH_SECONDS = 0.0
+    fan.start_trial(1, {})
+    fan.log_epoch("dense", 1, 2.0, 0.1)
+    fan.log_epoch("dense", 2, 1.0, 0.2)
+    fan.end_trial("FAILED")
+    assert [c[0] for c in tracker.calls] == ["start_trial", "log_history", "log_history", "end_trial"]
 
 
 def test_a_dead_tracker_process_is_reported_once_and_calls_return():

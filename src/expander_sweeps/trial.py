@@ -5,6 +5,7 @@ Results come back under the names of `results.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from .results import GATES, accuracy_key, kept_key, save_checkpoint
 from .space import TrialPlan
 from .spec import SweepSpec
 from .train import EpochStats, accuracy, fit, resolve_device
+from .workers import dense_threads
 
 __all__ = ["TrialHooks", "TrialResult", "SweepContext", "run_trial"]
 
@@ -101,7 +103,8 @@ class SweepContext:
 
         def train() -> tuple[dict, dict]:
             model = self.new_model(seed)
-            history = self.train_phase(model, "dense", spec.training.epochs, seed, hooks, None, train_variance)
+            with _threads(dense_threads(spec) if self.device.type == "cpu" else None):
+                history = self.train_phase(model, "dense", spec.training.epochs, seed, hooks, None, train_variance)
             metadata = {"accuracy": self.test_accuracies(model), "history": [vars(s) for s in history]}
             return model.state_dict(), metadata
 
@@ -109,6 +112,20 @@ class SweepContext:
         model = self.new_model(seed)
         model.load_state_dict(cached.state_dict)
         return model, cached.trained, cached.metadata
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """torch's intra-op threads set to `count` for a while (None: unchanged)."""
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> dict[str, torch.Tensor]:

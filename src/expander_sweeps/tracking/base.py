@@ -53,6 +53,8 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
 
+    def log_history(self, steps: list[tuple[dict[str, float], int]]) -> None: ...
+
     def log_artifact(self, path: str, folder: str | None = None) -> None: ...
 
     def log_model(self, record: TrialRecord) -> None: ...
@@ -66,13 +68,28 @@ class Tracker(Protocol):
 
 class TrackerCalls:
     """The per-trial calls of a running sweep, each handed to `_each(method, *args)`: FanOut runs
-    them here (or on its thread), TrackerProcess queues them to its child process."""
+    them here (or on its thread), TrackerProcess queues them to its child process.
+
+    Per-epoch metrics are batched: held here and handed on as one `log_history` call when the
+    trial ends, or every HISTORY_FLUSH_SECONDS during a long trial (so its curves still grow
+    live). One call per trial instead of one per epoch is what keeps tracking cheap."""
+
+    HISTORY_FLUSH_SECONDS = 30.0
+    _history: list[tuple[dict[str, float], int]] | None = None
+    _flushed_at = 0.0
 
     def _each(self, method: str, *args: Any) -> None:
         raise NotImplementedError
 
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
+        self._history, self._flushed_at = [], time.monotonic()
         self._each("start_trial", number, params)
+
+    def _flush_history(self) -> None:
+        if self._history:
+            self._each("log_history", list(self._history))
+            self._history.clear()
+        self._flushed_at = time.monotonic()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self._each("log_metrics", dict(metrics), step)
@@ -84,16 +101,22 @@ class TrackerCalls:
         self._each("log_model", record)
 
     def end_trial(self, status: str) -> None:
+        self._flush_history()  # a failed trial's curves too
         self._each("end_trial", status)
 
     def end_sweep(self, report_files: list[str] | None = None) -> None:
         self._each("end_sweep", list(report_files or []))
 
     def log_epoch(self, phase: str, epoch: int, loss: float, train_accuracy: float) -> None:
-        self.log_metrics({f"{phase}/loss": loss, f"{phase}/train_accuracy": train_accuracy}, epoch)
+        if self._history is None:
+            self._history = []
+        self._history.append(({f"{phase}/loss": loss, f"{phase}/train_accuracy": train_accuracy}, epoch))
+        if time.monotonic() - self._flushed_at > self.HISTORY_FLUSH_SECONDS:
+            self._flush_history()
 
     def finish_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
-        """The end of a trial whose run was started: final metrics, files, model, status."""
+        """The end of a trial whose run was started: its curves, final metrics, files, model, status."""
+        self._flush_history()
         self.log_metrics(record.metrics)
         for key, path in record.files.items():
             if key != "example":

@@ -185,6 +185,17 @@ class MlflowTracker:
         for start in range(0, len(batch), 1000):  # log_batch takes at most 1000 metrics a call
             self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
 
+    def log_history(self, steps: list[tuple[dict[str, float], int]]) -> None:
+        """Every epoch's metrics of a trial (so far) in one request (1000 metrics a request)."""
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
+        now = get_current_time_millis()
+        batch = [Metric(k, float(v), now, step) for metrics, step in steps for k, v in metrics.items()
+                 if math.isfinite(v)]
+        for start in range(0, len(batch), 1000):
+            self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
+
     def log_artifact(self, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
             self._client.log_artifact(self._run_id, path, artifact_path=folder)

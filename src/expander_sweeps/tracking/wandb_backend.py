@@ -80,6 +80,11 @@ class WandbTracker:
                                                                  "resume": "allow"}
         self._run = self._init(name=f"{self._spec.name}-trial-{number}", job_type="trial",
                                config={"trial": number, **params}, **identity)
+        # Each phase's curves against its own epoch axis (fine-tuning starts at its epoch 1,
+        # not at the step where dense training ended).
+        for phase in ("dense", "finetune"):
+            self._run.define_metric(f"{phase}/epoch")
+            self._run.define_metric(f"{phase}/*", step_metric=f"{phase}/epoch")
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if step is not None:  # per-epoch history: each phase has its own epoch axis
@@ -87,6 +92,10 @@ class WandbTracker:
             self._run.log({**metrics, f"{phase}/epoch": step})
         else:  # final numbers: flat summary keys (+inf, a dense layer's bound, is left out)
             self._run.summary.update({k: v for k, v in metrics.items() if math.isfinite(v)})
+
+    def log_history(self, steps: list[tuple[dict[str, float], int]]) -> None:
+        for metrics, step in steps:  # local writes to the run's file: one per epoch costs little
+            self.log_metrics(metrics, step)
 
     def log_artifact(self, path: str, folder: str | None = None) -> None:
         if Path(path).exists():
