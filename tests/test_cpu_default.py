@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from expander_sweeps.spec import SweepSpec
-from expander_sweeps.workers import SHARE_VARIABLE, WORKERS_VARIABLE, default_workers, dense_threads, usable_cores
+from expander_sweeps.workers import (
+    SHARE_VARIABLE,
+    WORKERS_VARIABLE,
+    default_workers,
+    dense_threads,
+    usable_cores,
+)
 
 
 @pytest.fixture

@@ -288,10 +288,15 @@ def _default_workers(spec: SweepSpec) -> int:
 def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], workers: int, extend: bool):
     """Run the sweep in `workers` local worker processes; (trials run, failed, study)."""
     from .study import StorageError, open_study, sweep_progress
+    from .syncing import TrialRelay
     from .workers import run_workers
 
     _quiet_libraries()
     watched = {}
+    ended_before = _ended_trials(spec)
+    tracked = spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled
+    relay = TrialRelay(spec, lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False),
+                       ended_before) if tracked else None
 
     def progress() -> tuple[int, int]:
         if "study" not in watched:  # the workers create the study: open it once it is there
@@ -299,23 +304,29 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
                 watched["study"] = open_study(spec, create=False)
             except (KeyError, StorageError):
                 return 0, 0
+        if relay is not None:
+            relay.push_finished(watched["study"])
         return sweep_progress(watched["study"], spec)
 
-    before = _trial_count(spec)
     try:
-        codes = run_workers(spec_path, overrides, workers, console, extend, progress)
+        codes = run_workers(spec_path, overrides, workers, console, extend, progress, untracked=tracked)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current ones "
                           "are marked failed; launch the same spec again to continue.")
+        if relay is not None:
+            relay.close(watched.get("study"))
         sys.exit(130)
     if any(code == USER_ERROR for code in codes):
         sys.exit(USER_ERROR)
     study = _existing_study(spec, "the workers created none; see their lines above")
-    return _trial_count(spec, study) - before, _failed_count(study), study
+    if relay is not None:
+        relay.close(study)
+    return len(_ended_trials(spec, study) - ended_before), _failed_count(study), study
 
 
-def _trial_count(spec: SweepSpec, study=None) -> int:
-    """Trials that ended (complete or failed) in the spec's study; 0 if there is none yet."""
+def _ended_trials(spec: SweepSpec, study=None) -> set[int]:
+    """Numbers of the trials that ended (complete or failed) in the spec's study; none if there
+    is no study yet."""
     from optuna.trial import TrialState
 
     from .study import StorageError, open_study
@@ -324,8 +335,8 @@ def _trial_count(spec: SweepSpec, study=None) -> int:
         try:
             study = open_study(spec, create=False)
         except (KeyError, StorageError):
-            return 0
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+            return set()
+    return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))}
 
 
 def _print_next_steps(spec: SweepSpec) -> None:

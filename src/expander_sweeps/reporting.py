@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,7 +474,8 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
     acc_axis.set_ylim(0, 100)
     acc_axis.grid(True, which="both", alpha=0.25)
     bound_axis = acc_axis.twinx()
-    styles = {"delta_r": "--", "delta_s": ":", "biregular": "-."}
+    # Dotted lines are the accuracy drops' alone; each bound has its own dash pattern.
+    styles = {"delta_r": "--", "delta_s": "-.", "biregular": (0, (5, 1, 1, 1, 1, 1))}
     bound_colors = {"delta_r": "black", "delta_s": "dimgray", "biregular": "saddlebrown"}
     for bound in spec.report.figure_bounds:
         column = f"{panel.layer}/{weighting}/{bound}"
@@ -490,31 +492,37 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
         if len(match) and match.iloc[0]["crossing_pct"] is not None and not pd.isna(match.iloc[0]["crossing_pct"]):
             bound_axis.axvline(match.iloc[0]["crossing_pct"], color=bound_colors[bound], linestyle=styles[bound],
                                alpha=0.7, linewidth=1.2)
-    bound_axis.axhline(0.0, color="red", linewidth=0.8, alpha=0.5)
+    # The bounds' zero sits at mid-height (a symmetric axis), drawn solid black and named in the
+    # legend: no accuracy curve (coloured, solid with markers) can be taken for it.
+    low, high = bound_axis.get_ylim()
+    reach = max(abs(low), abs(high), 1e-3)
+    bound_axis.set_ylim(-reach, reach)
+    bound_axis.axhline(0.0, color="black", linewidth=1.6, label="bound = 0 (right axis)")
     bound_axis.set_ylabel("bound (> 0: Ramanujan)")
     handles = acc_axis.get_legend_handles_labels()
     more = bound_axis.get_legend_handles_labels()
-    acc_axis.legend(handles[0] + more[0], handles[1] + more[1], fontsize=6, loc="lower left")
+    acc_axis.legend(handles[0] + more[0], handles[1] + more[1], fontsize=8, loc="upper center",
+                    bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     seeds = panel.trials["seed"].nunique()
-    acc_axis.set_title(f"mask {panel.method}; {seeds} seed{'s' if seeds > 1 else ''}", fontsize=8)
+    acc_axis.set_title(f"mask {panel.method}; {seeds} seed{'s' if seeds > 1 else ''}", fontsize=9)
 
 
 def _figure(panels: list[Panel], spec: SweepSpec, crossings: pd.DataFrame, claim: pd.DataFrame, path: Path) -> None:
     """One figure per layer (and training noise): one Figure-3-style plot per mask method, side by side."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4.8), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6.2), dpi=150, squeeze=False)
     for axis, panel in zip(axes[0], panels, strict=True):
         _draw_panel(axis, panel, spec, crossings, claim)
     first = panels[0]
     noise = f", train noise var {first.train_variance:g}" if first.train_variance else ""
-    fig.suptitle(
-        f"{spec.name}: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, {spec.training.clipping}; pruned "
-        f"{first.pruned}{noise}; noise p={spec.noise.fraction:g} (sigma = variance)\n"
-        f"vertical lines: bound crossings ({spec.report.figure_weighting} graph; bound's style) and "
-        f"accuracy drop > {100 * spec.report.drop_threshold:g} point vs dense (dotted, accuracy's colour)",
-        fontsize=8,
-    )
+    title = (f"{spec.name}: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, "
+             f"{spec.training.clipping}; pruned {first.pruned}{noise}; noise p={spec.noise.fraction:g} (sigma = variance). "
+             f"Vertical lines: bound crossings ({spec.report.figure_weighting} graph; bound's style) and "
+             f"accuracy drop > {100 * spec.report.drop_threshold:g} point vs dense (dotted, accuracy's colour)")
+    # Wrapped to the figure's width (about 15 characters an inch at this size): never cut off.
+    fig.suptitle(textwrap.fill(title, width=int(15 * fig.get_figwidth())), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    for suffix in (".png", ".svg", ".pdf"):  # PNG to look at; SVG and PDF for papers (vector)
+        fig.savefig(path.with_suffix(suffix))
     plt.close(fig)
 
 
@@ -714,7 +722,8 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         lines.append("")
     lines += _failed_markdown(failed)
     if figures:
-        lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
+        lines += ["## Figures", "", "Each figure is also saved as SVG and PDF beside the PNG (vector, for papers).", ""]
+        lines += [f"![{p.stem}]({p.name}) ([SVG]({p.stem}.svg), [PDF]({p.stem}.pdf))" for p in figures] + [""]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from .spec import SweepSpec
 from .study import StudyState, read_result
 from .tracking import TrialRecord, enabled_trackers, tracker_config
 
-__all__ = ["publish_report", "sync_trackers", "trial_record"]
+__all__ = ["publish_report", "sync_trackers", "trial_record", "TrialRelay"]
 
 
 def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -68,3 +68,47 @@ def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], No
                 break  # it failed and was reported; stop pushing to it
         pushed[tracker.name] = len(missing) if tracker.name in single.names else 0
     return pushed
+
+
+class TrialRelay:
+    """The trackers of a `launch --workers N` on one machine, fed from the study by the launching
+    process: each trial is logged when it has finished (curves, metrics, files, model).
+
+    Why not in each worker: a tracker process costs about 7 s of CPU before its first call
+    (importing MLflow and torch, opening the store), and with every core busy training, N of
+    them made a 2-worker sweep slower than one process. One tracker process for the launch,
+    idle between trials, costs that once. Trials finished before this launch are left alone
+    (`sync` pushes any a tracker lacks)."""
+
+    def __init__(self, spec: SweepSpec, warn: Callable[[str], None], finished_before: set[int]):
+        self._spec, self._warn = spec, warn
+        self._seen = set(finished_before)
+        self._trackers = None
+
+    def push_finished(self, study: optuna.Study) -> None:
+        from .tracking import build_trackers
+
+        if self._trackers is None:
+            self._trackers = build_trackers(self._spec, self._warn)
+            self._trackers.begin(self._spec, study)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if trial.number in self._seen:
+                continue
+            self._seen.add(trial.number)
+            try:
+                if trial.state == TrialState.COMPLETE:
+                    self._trackers.log_trial(trial_record(trial))
+                else:
+                    self._trackers.start_trial(trial.number, {**trial.params, "error": trial.user_attrs.get("error", "")})
+                    self._trackers.end_trial("FAILED")
+            except Exception as err:  # a trial's files gone: the others still go
+                self._warn(f"trial {trial.number} could not be sent to the trackers ({type(err).__name__}: {err}); "
+                           "`expander-sweeps sync SPEC` retries")
+
+    def close(self, study: optuna.Study | None) -> None:
+        """Push what finished last, end the sweep in the trackers and wait for them."""
+        if study is not None:
+            self.push_finished(study)
+        if self._trackers is not None:
+            self._trackers.end_sweep()
+            self._trackers.close()

@@ -84,11 +84,12 @@ def dense_threads(spec) -> int | None:
 
 
 def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False,
-                progress: Callable[[], tuple[int, int]] | None = None) -> list[int]:
+                progress: Callable[[], tuple[int, int]] | None = None, untracked: bool = False) -> list[int]:
     """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes.
 
     `progress` (trials done, trials in all), polled every second, drives a progress bar like
-    the one a single process shows. Ctrl-C reaches the workers too (one process group): each
+    the one a single process shows. `untracked`: the workers log to no tracker (the caller logs
+    their trials from the study). Ctrl-C reaches the workers too (one process group): each
     marks its current trial failed and stops; KeyboardInterrupt is raised once all have."""
     gpus = visible_gpus()
     command = [sys.executable, "-m", "expander_sweeps.cli", "worker", str(spec_path)]
@@ -100,6 +101,8 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
         # --set values travel in the environment, not on the command line, where `ps` shows
         # them to every user of the machine (a storage URL may hold a password).
         env[OVERRIDES_VARIABLE] = json.dumps(list(overrides))
+        if untracked:
+            env["EXPANDER_SWEEPS_TRACKERS"] = "off"
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         else:

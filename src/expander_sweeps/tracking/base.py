@@ -85,9 +85,12 @@ class TrackerCalls:
         self._history, self._flushed_at = [], time.monotonic()
         self._each("start_trial", number, params)
 
+    def log_history(self, steps: list[tuple[dict[str, float], int]]) -> None:
+        self._each("log_history", list(steps))
+
     def _flush_history(self) -> None:
         if self._history:
-            self._each("log_history", list(self._history))
+            self.log_history(self._history)
             self._history.clear()
         self._flushed_at = time.monotonic()
 

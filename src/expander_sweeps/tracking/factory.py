@@ -34,8 +34,11 @@ def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Track
 def build_trackers(spec: SweepSpec, warn: Callable[[str], None]):
     """The trackers of a running sweep: in a low-priority child process (see `process.py`), or
     nothing at all when the spec enables none. EXPANDER_SWEEPS_TRACKERS=thread keeps them on a
-    background thread of this process instead (for debugging a backend)."""
+    background thread of this process instead (for debugging a backend); =off (set by `launch
+    --workers N` for its workers, whose trials it logs itself) turns them off."""
     if not (spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled):
+        return FanOut([], warn)
+    if os.environ.get("EXPANDER_SWEEPS_TRACKERS") == "off":  # a local worker: its launch tracks (syncing.TrialRelay)
         return FanOut([], warn)
     if os.environ.get("EXPANDER_SWEEPS_TRACKERS", "process") == "thread":
         return FanOut(enabled_trackers(spec, warn), warn, background=True)
