@@ -341,24 +341,25 @@ def _launch_seconds(folder: Path, extra: list[str], workers: str | None) -> floa
 
 def bench_cores(args) -> None:
     """The CPU default (one single-threaded worker per core) against one process with torch's
-    threads, on the quickstart sweep with the default trackers (embedded MLflow), alternating."""
-    from expander_sweeps.workers import default_workers, usable_cores
-
-    extra = ["training.epochs=2", "training.finetune_epochs=1"] if args.quick else []
-    default = default_workers(13)
-    print(f"\n[cores] quickstart sweep (13 trials), `launch` default ({default} workers on {usable_cores()} "
-          f"cores) vs `--workers 1`; {args.repeat} alternating pair(s)", flush=True)
-    one, many = [], []
-    with tempfile.TemporaryDirectory(prefix="es-bench-cores-") as root:
-        for index in range(2 * args.repeat):
-            parallel = (index % 4) in (1, 2)  # 1, N, N, 1, ...: neither side always first
-            seconds = _launch_seconds(Path(root) / f"run{index}", extra, None if parallel else "1")
-            (many if parallel else one).append(seconds)
-            line(f"run {index + 1}: {'default' if parallel else '--workers 1'}", f"{seconds:.1f} s")
+    threads, on the quickstart sweep with the default trackers (embedded MLflow), alternating;
+    with one seed (13 trials behind one dense model) and two seeds (26 trials, two dense models)."""
     import statistics
 
-    line("median, --workers 1 / default", f"{statistics.median(one):.1f} s / {statistics.median(many):.1f} s  "
-         f"ratio {statistics.median(one) / statistics.median(many):.2f}x (target >= 1.3x on 2 cores)")
+    from expander_sweeps.workers import default_workers, usable_cores
+
+    quick = ["training.epochs=2", "training.finetune_epochs=1"] if args.quick else []
+    for label, extra in (("1 seed, 13 trials", quick), ("2 seeds, 26 trials", [*quick, "training.seed=[0, 1]"])):
+        print(f"\n[cores] quickstart sweep ({label}), `launch` default ({default_workers(13)} workers on "
+              f"{usable_cores()} cores) vs `--workers 1`; {args.repeat} alternating pair(s)", flush=True)
+        one, many = [], []
+        with tempfile.TemporaryDirectory(prefix="es-bench-cores-") as root:
+            for index in range(2 * args.repeat):
+                parallel = (index % 4) in (1, 2)  # 1, N, N, 1, ...: neither side always first
+                seconds = _launch_seconds(Path(root) / f"run{index}", extra, None if parallel else "1")
+                (many if parallel else one).append(seconds)
+                line(f"run {index + 1}: {'default' if parallel else '--workers 1'}", f"{seconds:.1f} s")
+        line("median, --workers 1 / default", f"{statistics.median(one):.1f} s / {statistics.median(many):.1f} s  "
+             f"ratio {statistics.median(one) / statistics.median(many):.2f}x (target >= 1.3x on 2 cores)")
 
 
 def bench_tracking(args) -> None:

@@ -276,7 +276,9 @@ def _inspect(run_dir: Path, summary: bool) -> dict | list:
 def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(tracked):
     _, _, run_dir, result, _ = tracked
     assert "wandb sync" in result.stdout
-    runs = sorted((run_dir / "wandb").glob("offline-run-*-tiny-trial-*"))
+    token = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}").user_attrs[
+        "wandb_run_token"]
+    runs = sorted((run_dir / "wandb").glob(f"offline-run-*-tiny-{token}-trial-*"))  # ids unique to this sweep
     assert len(runs) == 5
     for folder in runs:
         state = _inspect(folder, summary=True)
@@ -294,7 +296,7 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
         assert any(a["artifact"]["type"] == "masks" for a in artifacts)
     # Besides the trial runs, exactly one summary run, holding the crossing table.
     others = [f for f in (run_dir / "wandb").glob("offline-run-*") if f not in runs]
-    assert len(others) == 1
+    assert len(others) == 1 and others[0].name.endswith(f"-tiny-{token}-summary")
     assert "crossings" in _inspect(others[0], summary=True)["summary"]
 
 
@@ -400,7 +402,7 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert [(t.params["layer"], t.params["remaining"]) for t in done] == [("W_hh", 0.3)]
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*-tiny-trial-0"))
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*-tiny-*-trial-0"))
 
 
 

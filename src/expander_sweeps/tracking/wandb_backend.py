@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .base import SweepState, TrackerUnavailable, TrialRecord
 __all__ = ["WandbTracker", "wandb_mode", "sync_command"]
 
 _LEDGER = "expander_sweeps_logged.json"  # trials whose offline run finished (for `sync`)
+_TOKEN = "wandb_run_token"  # study attribute: the sweep's part of every W&B run id
 
 
 def wandb_mode(spec: SweepSpec) -> str:
@@ -56,6 +58,8 @@ class WandbTracker:
         self._run = None
         self._number: int | None = None
         self._pending: list[Path] = []
+        self._config: dict[str, Any] = {}
+        self._id_prefix = spec.name.replace(".", "-")  # until start_sweep reads the study's token
 
     def _init(self, **kwargs):
         return self._wandb.init(
@@ -71,12 +75,20 @@ class WandbTracker:
         )
 
     def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
-        pass  # runs are grouped by the sweep's name; nothing to create up front
+        """Runs are grouped by the sweep's name. Their ids carry a token drawn once per study and
+        kept in it, so a new sweep of the same name never resumes an old sweep's runs, while every
+        launch, relaunch, worker and `sync` of this one writes to the same runs."""
+        self._config = config
+        token = state.get(_TOKEN)
+        if token is None:
+            token = secrets.token_hex(4)
+            state.set(_TOKEN, token)
+        self._id_prefix = f"{self._spec.name.replace('.', '-')}-{token}"
 
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         self._number = number
         # Under `wandb agent` the agent owns the run's id; elsewhere a fixed id per trial.
-        identity = {} if os.environ.get("WANDB_SWEEP_ID") else {"id": f"{self._spec.name}-trial-{number}",
+        identity = {} if os.environ.get("WANDB_SWEEP_ID") else {"id": f"{self._id_prefix}-trial-{number}",
                                                                  "resume": "allow"}
         self._run = self._init(name=f"{self._spec.name}-trial-{number}", job_type="trial",
                                config={"trial": number, **params}, **identity)
@@ -133,7 +145,9 @@ class WandbTracker:
         crossings = next((p for p in report_files if p.endswith("crossings.csv")), None)
         if crossings is None:
             return
-        run = self._init(name=f"{self._spec.name}-summary", job_type="summary")
+        # One summary run per sweep (a fixed id, resumed): a relaunch or `sync` updates it.
+        run = self._init(name=f"{self._spec.name}-summary", job_type="summary", id=f"{self._id_prefix}-summary",
+                         resume="allow", config=self._config)
         with open(crossings, newline="") as handle:
             rows = list(csv.reader(handle))
         run.log({"crossings": self._wandb.Table(columns=rows[0], data=rows[1:])})
