@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,50 @@ def test_report_tables_read_back_cell_for_cell_in_a_markdown_parser(launched):
     assert "step [W_xh | W_hh] -> h_t" in {r[2] for r in crossings[1:]}
     for table in tables:
         assert {len(r) for r in table} == {len(table[0])}
+
+
+def _chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Debian's chromium, headless, logging the page's console to stderr."""
+    return subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed; .ci/run installs it")
+def test_html_report_loads_in_a_real_browser_sorts_and_shows_the_figures(launched, tmp_path):
+    from matplotlib.image import imread
+
+    _, run_dir, _ = launched
+    page = run_dir / "report" / "report.html"
+    text = page.read_text()
+    # Self-contained: figures inlined, nothing fetched from anywhere.
+    assert "http://" not in text and "https://" not in text
+    assert 'src="figure_' not in text and text.count('src="data:image/png;base64,') == 2
+    assert text.index("<h2>Figures</h2>") < text.index("<h2>Where each bound")  # figures first on the page
+    assert '<a href="../trials/00003/model.pt">checkpoint</a>' in text
+    tables = text.count("<table>")
+    trials_table = text[: text.index("<h2>Trials</h2>")].count("<table>")
+    assert tables == trials_table + 1
+    # The URL's sort, applied by the page's own script in the browser: trials by clean accuracy,
+    # highest first (column 5: trial, seed, mask_method, remaining_W_xh, remaining_W_hh, acc/clean).
+    header = text[text.index("<h2>Trials</h2>"):].split("</thead>")[0]
+    assert [h for h in re.findall(r"<th>([^<]*)</th>", header)][5] == "acc/clean"
+    loaded = _chromium("--dump-dom", f"{page.as_uri()}#sort={trials_table}:5:desc")
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert not [line for line in loaded.stderr.splitlines() if ":CONSOLE" in line]  # no error, no message
+    assert 'data-ready="1"' in loaded.stdout
+    dom_table = loaded.stdout[loaded.stdout.index("<h2>Trials</h2>"):]
+    shown = [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", dom_table)]
+    assert sorted(shown) == sorted(t.number for t in _study(run_dir).trials)  # every trial, once
+    accuracy = [float(c) for c in re.findall(r"<tr><td>\d+</td><td>[^<]*</td><td>[^<]*</td><td>[^<]*</td>"
+                                            r"<td>[^<]*</td><td>([^<]*)</td>", dom_table)]
+    assert accuracy == sorted(accuracy, reverse=True) and accuracy[0] != accuracy[-1]
+    # A screenshot shows the figures: the accuracy curves' blue (matplotlib's C0) is on screen.
+    shot = tmp_path / "report.png"
+    taken = _chromium(f"--screenshot={shot}", "--window-size=1300,3000", "--hide-scrollbars", page.as_uri())
+    assert taken.returncode == 0 and shot.exists(), taken.stderr[-2000:]
+    pixels = (imread(shot)[:, :, :3] * 255).round()
+    blue = (abs(pixels - [31, 119, 180]).sum(axis=2) < 30).sum()
+    assert blue > 300, f"only {blue} pixels of the figures' blue in the screenshot"
 
 
 def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched):

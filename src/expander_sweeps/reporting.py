@@ -48,6 +48,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from .html_report import write_html  # noqa: E402
 from .results import BOUND_LABELS as _BOUND_LABELS  # noqa: E402
 from .results import GATES, accuracy_key  # noqa: E402
 from .spec import SweepSpec  # noqa: E402
@@ -791,6 +792,7 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
         "failed_trials": failed,
     }, indent=2))
     frame.sort_values("trial").to_csv(files["trials_csv"], index=False)
+    files["html"] = write_html(spec, markdown, frame, out)
     for i, path in enumerate(figures):
         files[f"figure_{i}"] = path
     return Report(crossings, frame, markdown, files, failed, claim, expansion)
