@@ -106,6 +106,15 @@ def test_wandb_export_of_every_schedule(schedule, expected):
                         masks={"remaining": {"low": 0.01, "high": 1.0}, "schedule": schedule})
     exported = space.wandb_sweep_config(sampled, "a.yaml")
     assert exported["method"] == "bayes" and exported["run_cap"] == 7
+    assert exported["program"] == "expander-sweeps" and "description" not in exported
+
+
+def test_wandb_export_of_a_multi_objective_study_says_what_it_leaves_out():
+    spec = SweepSpec(name="a", study={"sampler": "nsga2", "n_trials": 9, "objectives": ["accuracy", "remaining_edges"]},
+                     masks={"remaining": {"low": 0.01, "high": 1.0}})
+    config = space.wandb_sweep_config(spec, "a.yaml")
+    assert config["metric"] == {"name": "acc/clean", "goal": "maximize"}
+    assert "remaining_edges" in config["description"] and "acc/clean only" in config["description"]
 
 
 def test_wandb_export_with_overrides_hands_the_agents_the_resolved_spec(tmp_path):

@@ -508,7 +508,10 @@ def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None)
             err_console.print("[yellow]warning:[/] the resolved spec holds study.storage with a password; "
                               "prefer $EXPANDER_SWEEPS_STORAGE on the agents' machines", highlight=False)
         spec_path = str(resolved)
-    text = yaml.safe_dump(wandb_sweep_config(spec, spec_path), sort_keys=False)
+    config = wandb_sweep_config(spec, spec_path)
+    if "description" in config:  # a multi-objective study: say what W&B's sweep does not optimise
+        err_console.print(f"[yellow]note:[/] {escape(config['description'])}", highlight=False)
+    text = yaml.safe_dump(config, sort_keys=False)
     if output:
         Path(output).write_text(text)
         console.print(f"wrote {output}; next: wandb sweep {output}")

@@ -211,8 +211,13 @@ def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
         # W&B sweeps optimise one metric: a multi-objective study's first objective (accuracy).
         "metric": {"name": "acc/clean", "goal": "maximize"},
         "parameters": parameters,
+        "program": "expander-sweeps",  # the command below spells it out; W&B shows it as the sweep's program
         "command": ["${env}", "expander-sweeps", "agent-trial", str(spec_path), "${args}"],
     }
+    if len(spec.study.objectives) > 1:
+        config["description"] = (f"W&B optimises acc/clean only; the study's other objective(s) "
+                                 f"({', '.join(o for o in spec.study.objectives if o != 'accuracy')}) are in "
+                                 "every run's config and summary for the parallel-coordinates panel")
     if spec.study.n_trials is not None:
         config["run_cap"] = spec.study.n_trials
     return config
