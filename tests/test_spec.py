@@ -140,3 +140,14 @@ def test_redact_url_hides_passwords_in_the_address_and_the_query():
     }
     for url, redacted in cases.items():
         assert redact_url(url) == redacted
+
+
+def test_python_api_report_without_a_study_says_so_and_creates_nothing(tmp_path, monkeypatch):
+    import expander_sweeps
+    from expander_sweeps.spec import SweepSpec
+
+    monkeypatch.chdir(tmp_path)
+    spec = SweepSpec(name="nothing_here", run_dir="runs/x")
+    with pytest.raises(expander_sweeps.NoStudyError, match="no study named 'nothing_here'.*launch the sweep first"):
+        expander_sweeps.report(spec)
+    assert not (tmp_path / "runs").exists()  # no empty optuna.db left behind

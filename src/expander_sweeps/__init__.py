@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from .spec import SpecError, SweepSpec, load_spec
 
-__all__ = ["SpecError", "SweepSpec", "load_spec", "launch", "report", "expansion_table", "log_expansion",
-           "__version__"]
+__all__ = ["SpecError", "SweepSpec", "NoStudyError", "load_spec", "launch", "report", "expansion_table",
+           "log_expansion", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -35,11 +35,25 @@ def launch(spec: SweepSpec, events=None):
     return result
 
 
-def report(spec: SweepSpec):
-    """Write the crossing report of a sweep from its study; returns the Report."""
-    from .reporting import write_report
+class NoStudyError(LookupError):
+    """The spec's study does not exist (yet) in its storage."""
 
-    return write_report(spec)
+
+def report(spec: SweepSpec):
+    """Write the crossing report of a sweep from its study; returns the Report. Raises
+    NoStudyError when the study is not there (relative run_dir and storage paths are read from
+    the current folder, as the CLI reads them), and creates nothing then."""
+    from .reporting import write_report
+    from .spec import redact_url
+    from .study import open_study
+
+    try:
+        study = open_study(spec, create=False)
+    except KeyError:
+        raise NoStudyError(f"no study named '{spec.name}' in {redact_url(spec.storage_url)} (run_dir "
+                           f"{spec.run_path.resolve()}); launch the sweep first, or run from the folder "
+                           "the sweep was launched from") from None
+    return write_report(spec, study)
 
 
 def __getattr__(name: str):

@@ -276,12 +276,12 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
 
 
 def _default_workers(spec: SweepSpec) -> int:
-    from .study import trials_left
+    from .study import StorageError, trials_left
     from .workers import default_workers
 
     try:
-        return default_workers(trials_left(spec))
-    except ValueError as err:  # a malformed $EXPANDER_SWEEPS_WORKERS
+        return default_workers(lambda: trials_left(spec))
+    except (ValueError, StorageError) as err:  # a malformed $EXPANDER_SWEEPS_WORKERS; a storage down
         _fail(str(err))
 
 

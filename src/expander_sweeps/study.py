@@ -175,10 +175,10 @@ def sweep_progress(study: optuna.Study, spec: SweepSpec) -> tuple[int, int]:
 
 def trials_left(spec: SweepSpec) -> int:
     """Trials a launch of `spec` still has to run, read without creating a study or a file.
-    A study that cannot be opened counts as new (launch then reports why it cannot run)."""
+    No study yet: all of them. A storage that cannot be reached raises StorageError."""
     try:
         study = open_study(spec, create=False)
-    except (KeyError, StorageError):
+    except KeyError:
         return len(grid_plans(spec)) if spec.study.sampler == "grid" else spec.study.n_trials
     done, total = sweep_progress(study, spec)
     return total - done

@@ -53,10 +53,11 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_workers(runnable: int) -> int:
-    """Workers for a launch with `runnable` trials left to run: one per visible GPU; on a CPU
-    one single-threaded worker per core, but no more than there are trials (a worker with
-    nothing to take only costs its start-up). $EXPANDER_SWEEPS_WORKERS overrides both."""
+def default_workers(runnable: int | Callable[[], int]) -> int:
+    """Workers for a launch with `runnable` trials left to run (or a function counting them,
+    called only when the count matters): one per visible GPU; on a CPU one single-threaded
+    worker per core, but no more than there are trials (a worker with nothing to take only
+    costs its start-up). $EXPANDER_SWEEPS_WORKERS overrides both."""
     chosen = os.environ.get(WORKERS_VARIABLE, "").strip()
     if chosen:
         if not chosen.isdigit() or int(chosen) < 1:
@@ -65,7 +66,10 @@ def default_workers(runnable: int) -> int:
     gpus = visible_gpus()
     if gpus:
         return len(gpus)
-    return max(1, min(usable_cores(), runnable))
+    cores = usable_cores()
+    if cores == 1:
+        return 1
+    return max(1, min(cores, runnable() if callable(runnable) else runnable))
 
 
 def dense_threads(spec) -> int | None:
