@@ -207,6 +207,16 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
         assert {"remaining_W_xh", "remaining_W_hh", "cell", "hidden", "noise_p"} <= set(run.data.params)
         assert "acc/var_0.3" in run.data.metrics and "W_xh/binary/lambda_2" in run.data.metrics
         assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [1]
+        # Named for what the trial is, the number first; described in the run's note.
+        params = run.data.params
+        pruned = [k for k in ("W_xh", "W_hh") if float(params[f"remaining_{k}"]) < 1]
+        number = run.data.tags["expander_sweeps.trial"]
+        if pruned:
+            kept = float(params[f"remaining_{pruned[0]}"])
+            assert run.info.run_name == f"trial {number}: {pruned[0]} {100 * kept:.3g}% magnitude, seed 0"
+        else:
+            assert run.info.run_name == f"trial {number}: dense, seed 0"
+        assert run.info.run_name in run.data.tags["mlflow.note.content"]
         files = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
         assert {"trial/masks.npz", "trial/mask_W_xh.png", "trial/spectra.json", "trial/model.pt"} <= files
     dense_trainer = [r for r in children if client.get_metric_history(r.info.run_id, "dense/loss")]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from markdown_it import MarkdownIt
 
+from .results import trial_label
 from .spec import SweepSpec
 
 __all__ = ["write_html"]
@@ -132,11 +133,12 @@ def _trials_table(spec: SweepSpec, frame: pd.DataFrame, report_dir: Path) -> str
             if (folder / name).exists():
                 target = Path("..") / "trials" / f"{number:05d}" / name
                 links.append(f'<a href="{html.escape(target.as_posix())}">{html.escape(label)}</a>')
+        label = html.escape(trial_label(number, record))
         runs = []
         if spec.tracking.mlflow.enabled:
-            runs.append(f"MLflow: {html.escape(spec.name)}-trial-{number}")
+            runs.append(f"MLflow: {label}")
         if spec.tracking.wandb.enabled:
-            runs.append(f"W&amp;B: {html.escape(spec.name)}-trial-{number}")
+            runs.append(f"W&amp;B: {label}")
         cells = "".join(f"<td>{html.escape(_cell(record.get(c)))}</td>" for c in columns)
         rows.append(f"<tr>{cells}<td>{' '.join(links) or '-'}</td><td>{'<br>'.join(runs) or '-'}</td></tr>")
     return (f"<h2>Trials</h2><p>Every finished trial; click a column to sort. Files open from the run "

@@ -31,6 +31,7 @@ __all__ = [
     "spectrum_key",
     "kept_key",
     "ramanujan",
+    "trial_label",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -64,6 +65,20 @@ def ramanujan(metrics: dict[str, Any], layer: str) -> bool | None:
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return None
     return all(float(v) > 0 for v in values)
+
+
+def trial_label(number: int, params: dict[str, Any]) -> str:
+    """What a trial is, in words, for run names: `trial 3: W_hh 10% magnitude, seed 0`, and
+    `trial 0: dense, seed 0` for the dense trial."""
+    pruned = [(key.removeprefix("remaining_"), float(value)) for key, value in params.items()
+              if key.startswith("remaining_") and float(value) < 1.0]
+    what = ", ".join(f"{layer} {100 * kept:.3g}%" for layer, kept in pruned) or "dense"
+    if pruned and params.get("mask_method"):
+        what += f" {params['mask_method']}"
+    if float(params.get("train_noise_variance", 0) or 0) > 0:
+        what += f", train noise var {float(params['train_noise_variance']):g}"
+    seed = params.get("seed")
+    return f"trial {number}: {what}" + (f", seed {seed}" if seed is not None else "")
 
 
 def save_checkpoint(path: str | Path, model, model_spec: dict, input_size: int, num_classes: int,

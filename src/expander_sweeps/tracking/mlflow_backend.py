@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..results import ramanujan, spectrum_key
+from ..results import ramanujan, spectrum_key, trial_label
 from ..spec import SweepSpec, redact_url, sqlite_file
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
@@ -166,10 +166,14 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         self._drop_partial(number)
+        label = trial_label(number, params)
         run = self._client.create_run(
             self._experiment_id,
-            run_name=f"{self._spec.name}-trial-{number}",
-            tags={SWEEP_TAG: self._spec.name, TRIAL_TAG: str(number), "mlflow.parentRunId": self._parent_id},
+            run_name=label,  # what the trial is: "trial 3: W_hh 10% magnitude, seed 0"
+            tags={SWEEP_TAG: self._spec.name, TRIAL_TAG: str(number), "mlflow.parentRunId": self._parent_id,
+                  "mlflow.note.content": f"Sweep {self._spec.name}, {label}. Parameters, per-epoch curves, "
+                                         "accuracies and spectra of the fine-tuned pruned network; the masks, "
+                                         "spectra and checkpoint are artifacts."},
         )
         self._run_id, self._number = run.info.run_id, number
         self._client.log_batch(self._run_id, params=[Param(k, _short(v)) for k, v in params.items()])

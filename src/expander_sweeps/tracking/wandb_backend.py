@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from ..results import trial_label
 from ..spec import SweepSpec
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
@@ -90,7 +91,7 @@ class WandbTracker:
         # Under `wandb agent` the agent owns the run's id; elsewhere a fixed id per trial.
         identity = {} if os.environ.get("WANDB_SWEEP_ID") else {"id": f"{self._id_prefix}-trial-{number}",
                                                                  "resume": "allow"}
-        self._run = self._init(name=f"{self._spec.name}-trial-{number}", job_type="trial",
+        self._run = self._init(name=trial_label(number, params), job_type="trial",
                                config={"trial": number, **params}, **identity)
         # Each phase's curves against its own epoch axis (fine-tuning starts at its epoch 1,
         # not at the step where dense training ended).
