@@ -218,6 +218,14 @@ def bench_spectra(args) -> None:
             if sum(shape) <= 1200 else scipy.linalg.svdvals(m)
         error = abs(s.lambda_2 - reference[1]) / reference[1]
         line(f"layer {label}", f"{1000 * seconds:8.2f} ms  lambda_2 rel. error {error:.1e} (dense eigvalsh)")
+        if shape == (512, 512):
+            # The baseline of issue #16: LAPACK's singular values of the same mask, one thread.
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(1):
+                baseline, _ = _timed(lambda m=m: scipy.linalg.svdvals(m), 5)
+            line("layer 512x512: scipy.linalg.svdvals of the same mask",
+                 f"{1000 * baseline:8.2f} ms  ratio {baseline / seconds:.2f}x (targets: < 10 ms, >= 4x)")
     cases = [("unrolled k=28, H=128, I=28", 128, 28, 28, True)]
     if not args.quick:
         cases.append(("unrolled k=400, H=128, I=40 (FSDD)", 128, 40, 400, False))
