@@ -31,4 +31,5 @@ with mlflow.start_run():
         wandb.log({"loss": loss.item()}, step=epoch)
         table = log_expansion(model, step=epoch)  # line 2 of 2
 wandb.finish()
-print(table.query("weighting == 'binary'")[["matrix", "edges", "lambda_1", "lambda_2", "delta_r", "delta_s", "status"]])
+binary = table.query("weighting == 'binary'")
+print(binary[["matrix", "edges", "lambda_1", "lambda_2", "delta_r", "delta_s", "status"]].to_string(index=False))
