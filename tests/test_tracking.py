@@ -201,6 +201,18 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
     parent = parents[0]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
         "report/report.md", "report/crossings.csv", "report/figure_W_xh.png"}
+    # Every bound that crossed is a metric of the sweep's run (comparable across sweeps in the
+    # UI); a bound that never crossed has no number there.
+    crossings = json.loads((run_dir / "report" / "crossings.json").read_text())["crossings"]
+    crossed = [c for c in crossings if c["status"] == "crossed"]
+    logged = {k: v for k, v in parent.data.metrics.items() if k.startswith("crossing_pct/")}
+    assert crossed and len(logged) == len(crossed) < len(crossings)
+    for c in crossed:
+        if c["graph"] in ("W_xh", "W_hh"):
+            key = f"crossing_pct/magnitude/{c['graph']}/{c['graph']}/{c['weighting']}/{c['bound'].replace(' ', '_')}"
+            assert logged[key] == pytest.approx(c["crossing_pct"])
+    assert any(k.startswith("crossing_pct/magnitude/W_hh/step/") for k in logged) or not any(
+        c["graph"].startswith("step") and c["pruned"].startswith("W_hh") for c in crossed)
     for run in children:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.info.status == "FINISHED"

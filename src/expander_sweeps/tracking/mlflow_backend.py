@@ -11,6 +11,7 @@ classify a test set in one call. A pickled model needs this package installed to
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -34,6 +35,12 @@ def mlflow_uri(spec: SweepSpec) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(spec.run_path / 'mlflow.db').resolve()}"
+
+
+def _graph_key(graph: str) -> str:
+    """A report's graph name as a metric name part: `step [W_xh | W_hh] -> h_t` is `step`,
+    `unrolled over k = 28 steps` is `unrolled` (the names results.py gives them)."""
+    return graph.split(" ")[0] if graph.startswith(("step", "unrolled")) else graph
 
 
 def registered_model_name(spec: SweepSpec) -> str:
@@ -153,6 +160,9 @@ class MlflowTracker:
         for path in report_files:
             if Path(path).exists():
                 self._client.log_artifact(self._parent_id, path, artifact_path="report")
+        crossings = next((p for p in report_files if p.endswith("crossings.json") and Path(p).exists()), None)
+        if crossings is not None and self._parent_id is not None:
+            self._log_crossings(Path(crossings))
         if self._state is None or self._parent_id is None:
             return
         self._end_orphans(self._state)  # trials found stale during this launch
@@ -160,6 +170,27 @@ class MlflowTracker:
         # relaunch sets it RUNNING again.
         if self._state.unfinished() == 0:
             self._client.set_terminated(self._parent_id, status="FINISHED")
+
+    def _log_crossings(self, path: Path) -> None:
+        """Each bound's crossing as a metric of the sweep's run, so sweeps can be charted against
+        each other in the UI: `crossing_pct/<mask>/<pruned layer>/<graph>/<weighting>/<bound>`
+        (`/train_var_<v>` added with training noise), in % of kept edges. Only bounds that
+        crossed: 'never' or 'already negative' has no number (crossings.json on the run says which)."""
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
+        now = get_current_time_millis()
+        metrics = []
+        for row in json.loads(path.read_text()).get("crossings", []):
+            if row.get("status") != "crossed" or row.get("crossing_pct") is None:
+                continue
+            key = (f"crossing_pct/{row['mask_method']}/{row['pruned'].split(' ')[0]}/{_graph_key(row['graph'])}/"
+                   f"{row['weighting']}/{row['bound']}".replace(" ", "_"))
+            if row.get("train_noise_variance"):
+                key += f"/train_var_{float(row['train_noise_variance']):g}"
+            metrics.append(Metric(key, float(row["crossing_pct"]), now, 0))
+        for start in range(0, len(metrics), 1000):
+            self._client.log_batch(self._parent_id, metrics=metrics[start : start + 1000])
 
     # ------------------------------------------------------------------ trials
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
