@@ -160,6 +160,9 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
     killed = {t.number for t in trials if t.state == TrialState.FAIL}
     assert {int(n) for n, status in statuses if status == "KILLED"} <= killed
     assert ("parent", "FINISHED") in statuses
+    # A tied sweep's crossings reach the sweep's run too, under names MLflow accepts.
+    (parent,) = [r for r in runs if "expander_sweeps.trial" not in r.data.tags]
+    assert any(k.startswith("crossing_pct/magnitude/W_xh_W_hh/") for k in parent.data.metrics), parent.data.metrics
     print(f"MLflow runs after a SIGKILL and a relaunch: {sorted(statuses)}")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 

@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .models import RECURRENT_CELLS
 from .results import GATES
 from .spectral import layer_spectrum
 
@@ -44,7 +45,6 @@ QUANTITIES = ("rows", "cols", "edges", "density", "components", "largest_compone
               "isolated_cols", "lambda_1", "lambda_2", "d_avg", "delta_r", "delta_s", "biregular", "status")
 _LOGGED = ("edges", "density", "components", "lambda_1", "lambda_2", "d_avg", "delta_r", "delta_s", "biregular")
 
-_RECURRENT = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 
 
 def _weight_and_edges(module: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +79,7 @@ def prunable_matrices(model: nn.Module) -> Iterator[tuple[str, str, str, str, np
     `model` that this module knows how to read as a bipartite graph (see the module notes)."""
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
-        kind = next((k for cls, k in _RECURRENT.items() if type(module) is cls), None)
+        kind = RECURRENT_CELLS.get(type(module))
         if kind is not None:
             gates = GATES[kind]
             # PyTorch's own order (layer by layer, input before hidden), which pruning's

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import RECURRENT_CELLS
+
 __all__ = ["FactoryError", "import_function", "recurrent_layer", "check_model", "dataset_from_loader"]
 
-_RECURRENT = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 
 
 class FactoryError(ValueError):
@@ -59,7 +60,7 @@ def import_function(path: str, field: str, spec_dir: Path | None) -> Callable:
 def recurrent_layer(model: nn.Module, field: str = "model.factory") -> tuple[nn.Module, str]:
     """The first nn.RNN / nn.LSTM / nn.GRU of `model` and its cell name."""
     for module in model.modules():
-        kind = _RECURRENT.get(type(module))
+        kind = RECURRENT_CELLS.get(type(module))
         if kind is not None:
             return module, kind
     raise FactoryError(f"{field}: the model holds no nn.RNN, nn.LSTM or nn.GRU; the sweep prunes a "

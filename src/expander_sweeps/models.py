@@ -15,7 +15,10 @@ from torch import nn
 
 from .spec import ModelSpec
 
-__all__ = ["SequenceClassifier", "FactoryModel", "build_model"]
+__all__ = ["SequenceClassifier", "FactoryModel", "build_model", "RECURRENT_CELLS"]
+
+# PyTorch's recurrent layers by the cell names of the spec (and of results.GATES).
+RECURRENT_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 
 
 class SequenceClassifier(nn.Module):

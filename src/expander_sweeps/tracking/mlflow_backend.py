@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,21 +161,21 @@ class MlflowTracker:
         for path in report_files:
             if Path(path).exists():
                 self._client.log_artifact(self._parent_id, path, artifact_path="report")
+        if self._state is not None and self._parent_id is not None:
+            self._end_orphans(self._state)  # trials found stale during this launch
+            # The last process to leave a study with nothing left to run ends the sweep's run; a
+            # relaunch sets it RUNNING again.
+            if self._state.unfinished() == 0:
+                self._client.set_terminated(self._parent_id, status="FINISHED")
         crossings = next((p for p in report_files if p.endswith("crossings.json") and Path(p).exists()), None)
         if crossings is not None and self._parent_id is not None:
             self._log_crossings(Path(crossings))
-        if self._state is None or self._parent_id is None:
-            return
-        self._end_orphans(self._state)  # trials found stale during this launch
-        # The last process to leave a study with nothing left to run ends the sweep's run; a
-        # relaunch sets it RUNNING again.
-        if self._state.unfinished() == 0:
-            self._client.set_terminated(self._parent_id, status="FINISHED")
 
     def _log_crossings(self, path: Path) -> None:
         """Each bound's crossing as a metric of the sweep's run, so sweeps can be charted against
         each other in the UI: `crossing_pct/<mask>/<pruned layer>/<graph>/<weighting>/<bound>`
-        (`/train_var_<v>` added with training noise), in % of kept edges. Only bounds that
+        (`/train_var_<v>` added with training noise; characters MLflow refuses become `_`), in %
+        of kept edges. Only bounds that
         crossed: 'never' or 'already negative' has no number (crossings.json on the run says which)."""
         from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
@@ -185,7 +186,9 @@ class MlflowTracker:
             if row.get("status") != "crossed" or row.get("crossing_pct") is None:
                 continue
             key = (f"crossing_pct/{row['mask_method']}/{row['pruned'].split(' ')[0]}/{_graph_key(row['graph'])}/"
-                   f"{row['weighting']}/{row['bound']}".replace(" ", "_"))
+                   f"{row['weighting']}/{row['bound']}")
+            # MLflow names take letters, digits and _ - . / only: a tied sweep's `W_xh+W_hh` -> `W_xh_W_hh`.
+            key = re.sub(r"[^A-Za-z0-9_\-./]", "_", key)
             if row.get("train_noise_variance"):
                 key += f"/train_var_{float(row['train_noise_variance']):g}"
             metrics.append(Metric(key, float(row["crossing_pct"]), now, 0))
