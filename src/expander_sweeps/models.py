@@ -21,6 +21,16 @@ __all__ = ["SequenceClassifier", "FactoryModel", "build_model", "RECURRENT_CELLS
 RECURRENT_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 
 
+def recurrent_matrices(recurrent: nn.Module) -> dict[str, nn.Parameter]:
+    """The paper's names for a recurrent layer's matrices: W_xh, W_hh, then W_xh_l1, W_hh_l1, ..."""
+    named = {}
+    for layer in range(recurrent.num_layers):
+        suffix = "" if layer == 0 else f"_l{layer}"
+        named[f"W_xh{suffix}"] = getattr(recurrent, f"weight_ih_l{layer}")
+        named[f"W_hh{suffix}"] = getattr(recurrent, f"weight_hh_l{layer}")
+    return named
+
+
 class SequenceClassifier(nn.Module):
     def __init__(self, spec: ModelSpec, input_size: int, num_classes: int):
         super().__init__()
@@ -78,13 +88,7 @@ class SequenceClassifier(nn.Module):
 
     def matrices(self) -> dict[str, nn.Parameter]:
         """The paper's names for the weight matrices, in order W_xh, W_hh, (deeper layers), W_hy."""
-        named = {}
-        for layer in range(self.recurrent.num_layers):
-            suffix = "" if layer == 0 else f"_l{layer}"
-            named[f"W_xh{suffix}"] = getattr(self.recurrent, f"weight_ih_l{layer}")
-            named[f"W_hh{suffix}"] = getattr(self.recurrent, f"weight_hh_l{layer}")
-        named["W_hy"] = self.readout.weight
-        return named
+        return {**recurrent_matrices(self.recurrent), "W_hy": self.readout.weight}
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -121,12 +125,7 @@ class FactoryModel(nn.Module):
 
     def matrices(self) -> dict[str, nn.Parameter]:
         """W_xh, W_hh (and deeper layers' W_xh_l1, W_hh_l1, ...) of the swept recurrent layer."""
-        named = {}
-        for layer in range(self.recurrent.num_layers):
-            suffix = "" if layer == 0 else f"_l{layer}"
-            named[f"W_xh{suffix}"] = getattr(self.recurrent, f"weight_ih_l{layer}")
-            named[f"W_hh{suffix}"] = getattr(self.recurrent, f"weight_hh_l{layer}")
-        return named
+        return recurrent_matrices(self.recurrent)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
