@@ -306,6 +306,9 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
         state = _inspect(folder, summary=True)
         assert state["state"] == "finished"
         assert {"remaining_W_xh", "remaining_W_hh", "cell", "trial"} <= set(state["config"])
+        pruned = state["config"]["pruned_layers"]
+        assert set(state["tags"]) == {"sweep:tiny", f"pruned:{pruned}", "mask:magnitude", "seed:0"}
+        assert state["notes"].startswith(f"Sweep tiny, trial {state['config']['trial']}: ")
         assert all(not isinstance(v, dict) for v in state["config"].values())  # flat, for parallel coordinates
         assert {"acc/clean", "acc/var_0.3", "W_xh/binary/lambda_2", "step/binary/d_avg"} <= set(state["summary"])
         if state["config"]["remaining_W_xh"] < 1:  # +inf (dense) is left out; finite bounds are there

@@ -91,8 +91,13 @@ class WandbTracker:
         # Under `wandb agent` the agent owns the run's id; elsewhere a fixed id per trial.
         identity = {} if os.environ.get("WANDB_SWEEP_ID") else {"id": f"{self._id_prefix}-trial-{number}",
                                                                  "resume": "allow"}
-        self._run = self._init(name=trial_label(number, params), job_type="trial",
-                               config={"trial": number, **params}, **identity)
+        label = trial_label(number, params)
+        pruned = params.get("pruned_layers", "")
+        # Tags to filter by in the W&B UI (each under 64 characters); the notes say what the run is.
+        tags = [f"sweep:{self._spec.name}"[:64], f"pruned:{pruned or 'none'}"[:64],
+                f"mask:{params.get('mask_method', '')}"[:64], f"seed:{params.get('seed', '')}"]
+        self._run = self._init(name=label, job_type="trial", config={"trial": number, **params}, tags=tags,
+                               notes=f"Sweep {self._spec.name}, {label}.", **identity)
         # Each phase's curves against its own epoch axis (fine-tuning starts at its epoch 1,
         # not at the step where dense training ended).
         for phase in ("dense", "finetune"):
