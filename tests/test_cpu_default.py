@@ -48,3 +48,17 @@ def test_dense_models_share_every_core_while_the_other_workers_wait(monkeypatch)
     assert dense_threads(three_seeds) == 1  # two dense models train at once, one core each
     monkeypatch.setenv(SHARE_VARIABLE, "4/16")
     assert dense_threads(one_seed) == 16 and dense_threads(three_seeds) == 5 and dense_threads(noisy) == 8
+
+
+def test_a_malformed_worker_count_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from expander_sweeps.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: w\nrun_dir: {tmp_path / 'run'}\n")
+    result = CliRunner().invoke(main, ["launch", str(spec)], env={WORKERS_VARIABLE: "many", "COLUMNS": "300"})
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["error: $EXPANDER_SWEEPS_WORKERS must be a whole number >= 1, but it is 'many'"]
+    assert not (tmp_path / "run").exists()

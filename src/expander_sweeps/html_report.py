@@ -114,7 +114,7 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _trials_table(spec: SweepSpec, frame: pd.DataFrame, report_dir: Path) -> str:
+def _trials_table(spec: SweepSpec, frame: pd.DataFrame) -> str:
     """One row per finished trial: what it was, its accuracies and bounds, links to its files and
     the names of its tracker runs."""
     layers = list(spec.masks.layers)
@@ -151,7 +151,7 @@ def write_html(spec: SweepSpec, markdown: str, frame: pd.DataFrame, report_dir: 
     renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
     body = _inline_images(renderer.render(_figures_first(markdown)), report_dir)
     if not frame.empty:
-        body += _trials_table(spec, frame, report_dir)
+        body += _trials_table(spec, frame)
     page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Crossing report: {html.escape(spec.name)}</title><style>{_STYLE}</style></head>"
