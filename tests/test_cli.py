@@ -182,7 +182,13 @@ def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched)
         for key in ("acc/clean", "acc/var_0.3", "dense/acc/clean", "W_xh/binary/lambda_2",
                     "W_hh/weighted/delta_s", "step/binary/delta_r", "remaining_W_xh"):
             assert key in attrs, key
-        masks = np.load(attrs["files"]["masks"])
+        # File paths relative to the run folder (it can move); the masks are there.
+        assert not Path(attrs["files"]["masks"]).is_absolute()
+        masks = np.load(run_dir / attrs["files"]["masks"])
+        # The fine-tuning curve as Optuna's intermediate values (optuna-dashboard's learning curve).
+        history = json.loads((run_dir / attrs["files"]["history"]).read_text())
+        finetune = {row["epoch"]: row["train_accuracy"] for row in history if row["phase"] == "finetune"}
+        assert finetune and t.intermediate_values == finetune
         for layer in ("W_xh", "W_hh"):
             kept = masks[layer].mean()
             assert kept == pytest.approx(attrs[f"remaining_{layer}"], abs=1 / masks[layer].size)
@@ -221,6 +227,11 @@ def test_mlflow_has_one_run_per_trial_with_params_metrics_and_masks(launched):
         assert [m.step for m in history] == [1]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
         assert {"trial/masks.npz", "trial/spectra.json", "trial/model.pt"} <= artifacts
+        # The embedded store registers each trial's LoggedModel too (by its files' location).
+        (output,) = run.outputs.model_outputs
+        logged = client.get_logged_model(output.model_id)
+        (version,) = client.search_model_versions(f"name = 'tiny-pruned' and run_id = '{run.info.run_id}'")
+        assert version.source == logged.artifact_location
     assert (run_dir / "mlartifacts").is_dir()
 
 

@@ -105,7 +105,7 @@ def test_conv_stack_is_the_channel_graph_summed_over_the_kernel_block_diagonal_b
     assert binary["2.weight"]["status"] == "unbounded"
 
 
-def test_metrics_have_stable_names_and_leave_undefined_and_unbounded_out():
+def test_metrics_have_every_key_with_undefined_and_unbounded_as_nan_and_marked():
     lin = nn.Linear(4, 3)
     with torch.no_grad():
         lin.weight.zero_()
@@ -115,9 +115,15 @@ def test_metrics_have_stable_names_and_leave_undefined_and_unbounded_out():
     assert row["status"] == "undefined" and math.isnan(row["delta_r"])
     metrics = expansion_metrics(table)
     assert metrics["expansion/weight/binary/bounds_defined"] == 0.0
+    assert metrics["expansion/weight/binary/bounds_unbounded"] == 0.0
     assert metrics["expansion/weight/binary/edges"] == 1.0
-    assert "expansion/weight/binary/delta_r" not in metrics
-    assert all(math.isfinite(v) for v in metrics.values())
+    assert math.isnan(metrics["expansion/weight/binary/delta_r"])
+    dense = expansion_metrics(expansion_table(nn.Linear(4, 3), weightings=("binary",)))
+    assert dense["expansion/weight/binary/bounds_unbounded"] == 1.0
+    assert dense["expansion/weight/binary/bounds_defined"] == 1.0
+    assert math.isnan(dense["expansion/weight/binary/delta_r"])  # +inf in the table, NaN as a metric
+    assert sorted(dense) == sorted(metrics)  # the same keys whatever the graph
+    assert not any(math.isinf(v) for v in [*metrics.values(), *dense.values()])
 
 
 def test_bad_weightings_and_no_active_run_are_clear_errors():

@@ -46,7 +46,8 @@ def test_example_gru_factory_and_generated_data_run_through_launch(tmp_path):
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 5  # dense + 2 layers x 2 fractions
     pruned = next(t for t in done if t.params.get("layer") == "W_hh" and t.params.get("remaining") == 0.1)
-    results = read_result(pruned)
+    results = read_result(pruned, run)
+    assert not Path(pruned.user_attrs["files"]["checkpoint"]).is_absolute()  # relative to the run folder
     # The GRU's gate blocks are graphs of their own; the mask kept 10% of the first layer's W_hh.
     assert {"W_hh.r/binary/lambda_2", "W_hh.z/binary/lambda_2", "W_hh.n/binary/lambda_2"} <= set(results.metrics)
     assert results.metrics["W_hh/kept_fraction"] == pytest.approx(0.1, abs=0.002)
@@ -55,7 +56,8 @@ def test_example_gru_factory_and_generated_data_run_through_launch(tmp_path):
     from expander_sweeps.results import load_checkpoint
 
     checkpoint = Path(results.files["checkpoint"])
-    model, _ = load_checkpoint(checkpoint if checkpoint.is_absolute() else run / checkpoint)
+    assert checkpoint.is_file()
+    model, _ = load_checkpoint(checkpoint)
     kept = (model.net.gru.weight_hh_l0 != 0).float().mean().item()
     assert kept == pytest.approx(0.1, abs=0.002) and model.net.gru.weight_hh_l1.count_nonzero() == 96 * 32
     assert model(torch.zeros(3, 20, 6)).shape == (3, 4)

@@ -71,6 +71,37 @@ def test_non_grid_samplers_suggest_plans_from_the_space():
     assert 0.05 <= plan.remaining["W_xh"] == plan.remaining["W_hh"] <= 1.0
 
 
+@pytest.mark.parametrize("schedule", ["each", "independent"])
+def test_grid_fractions_are_a_log_scale_distribution_but_an_older_linear_study_keeps_its_scale(schedule):
+    from expander_sweeps.study import fractions_on_log_scale
+
+    spec = SweepSpec(name="a", masks={"remaining": [1.0, 0.3, 0.05], "schedule": schedule})
+    plans = space.grid_plans(spec)
+    study = optuna.create_study()
+    assert fractions_on_log_scale(study)  # a new study
+    for plan in plans:
+        study.enqueue_trial(space.params_of(plan, spec))
+    trial = study.ask()
+    assert space.suggest_plan(trial, spec, fractions_on_log_scale(study)) == plans[0]
+    names = [n for n in trial.distributions if n.startswith("remaining")]
+    assert names and all(trial.distributions[n].log and trial.distributions[n].high == 1.0 for n in names)
+    study.tell(trial, 0.5)
+    assert fractions_on_log_scale(study)
+
+    # A study whose trials recorded linear (0, 1] fractions keeps them: Optuna refuses a switch.
+    older = optuna.create_study()
+    for plan in plans:
+        older.enqueue_trial(space.params_of(plan, spec))
+    first = older.ask()
+    space.suggest_plan(first, spec, log_scale=False)
+    older.tell(first, 0.5)
+    assert not fractions_on_log_scale(older)
+    second = older.ask()
+    with pytest.raises(ValueError, match="log configuration"):  # what happened without the check
+        space.suggest_plan(second, spec, log_scale=True)
+    assert space.suggest_plan(second, spec, fractions_on_log_scale(older)) == plans[1]
+
+
 def test_agent_arguments_become_canonical_points():
     spec = SweepSpec(name="a", training={"seed": [0, 1]},
                      masks={"remaining": [1.0, 0.5], "method": ["magnitude", "regular"]})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
+import math
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -231,12 +234,22 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
         assert run.info.run_name in run.data.tags["mlflow.note.content"]
         files = {a.path for a in client.list_artifacts(run.info.run_id, "trial")}
         assert {"trial/masks.npz", "trial/mask_W_xh.png", "trial/spectra.json", "trial/model.pt"} <= files
+        # A layer left dense has unbounded bounds: NaN (never 1.8e308, MLflow's stand-in for +inf), marked.
+        for layer in ("W_xh", "W_hh"):
+            dense_layer = float(params[f"remaining_{layer}"]) == 1.0
+            value = run.data.metrics[f"{layer}/binary/delta_r"]
+            assert math.isnan(value) if dense_layer else math.isfinite(value)
+            assert run.data.metrics[f"{layer}/binary/bounds_unbounded"] == float(dense_layer)
+    # Every trial's run has the same metric keys (final values; the dense trainer adds its curves).
+    key_sets = {frozenset(k for k in r.data.metrics if not k.startswith("dense/")) for r in children}
+    assert len(key_sets) == 1, [sorted(a ^ b) for a in key_sets for b in key_sets if a != b][:1]
     dense_trainer = [r for r in children if client.get_metric_history(r.info.run_id, "dense/loss")]
     assert len(dense_trainer) == 1  # the trial that trained the dense model logged its epochs
 
 
 def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     import mlflow
+    from mlflow.entities import LoggedModelStatus
     from mlflow.tracking import MlflowClient
 
     from expander_sweeps.data import load_dataset
@@ -286,6 +299,66 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     assert measured == recorded.user_attrs["acc/clean"]  # the very same test accuracy
     assert measured == pytest.approx(float(chosen.tags["acc/clean"]), rel=1e-5)
 
+    # MLflow 3: every version is a LoggedModel, the output of its trial's run, with its accuracies.
+    experiment = client.get_experiment_by_name("tiny")
+    logged = client.search_logged_models([experiment.experiment_id])
+    assert len(logged) == 5 and {m.status for m in logged} == {LoggedModelStatus.READY}
+    # (MLflow's open-source registry keeps no model_id column: a version points at its
+    # LoggedModel through its source URI)
+    assert {v.source for v in versions} == {f"models:/{m.model_id}" for m in logged}
+    chosen_model_id = chosen.source.removeprefix("models:/")
+    model = next(m for m in logged if m.model_id == chosen_model_id)
+    assert model.tags["expander_sweeps.trial"] == chosen.tags["expander_sweeps.trial"]
+    assert {m.key: m.value for m in model.metrics}["acc/clean"] == recorded.user_attrs["acc/clean"]
+    run = client.get_run(chosen.run_id)
+    assert [o.model_id for o in run.outputs.model_outputs] == [chosen_model_id]
+    # The training data is the run's dataset input, digested by the data's fingerprint.
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == "mnist"
+    assert data_input.dataset.digest == run.data.params["data_fingerprint"]
+    assert json.loads(data_input.dataset.source)["uri"] == Path(mnist_dir).resolve().as_uri()
+
+    # Self-contained: the requirements are PyPI packages pinned to what made the model (never
+    # expander-sweeps, which no index has), and the model loads and predicts in a Python that
+    # cannot import the installed expander_sweeps: the code travels in the model.
+    folder = Path(mlflow.artifacts.download_artifacts(chosen.source, dst_path=str(run_dir / "restore")))
+    requirements = [line for line in (folder / "requirements.txt").read_text().split() if line]
+    assert not [r for r in requirements if "expander" in r]
+    for requirement in requirements:
+        name, _, pinned = requirement.partition("==")
+        assert pinned == importlib.metadata.version(name).split("+")[0], requirement
+    assert {"torch", "cloudpickle", "pydantic"} <= {r.partition("==")[0] for r in requirements}
+    assert (folder / "code" / "expander_sweeps" / "models.py").is_file()
+    example = mlflow.models.Model.load(str(folder)).load_input_example(str(folder))
+    expected_prediction = mlflow.pyfunc.load_model(str(folder)).predict(example)
+    assert expected_prediction.shape == (len(example), 10)
+    np.save(run_dir / "restore" / "expected.npy", expected_prediction)
+    out = subprocess.run([sys.executable, "-c", RESTORE_WITHOUT_PACKAGE, str(folder), str(REPO / "src"),
+                          str(run_dir / "restore" / "expected.npy")],
+                         cwd=run_dir, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0 and "restored" in out.stdout, out.stdout + out.stderr
+
+
+# Runs in a fresh interpreter: hide the installed (editable) expander_sweeps, prove it is gone,
+# then load the logged model, which must bring its own copy, and compare its predictions.
+RESTORE_WITHOUT_PACKAGE = """
+import importlib.util, sys
+import numpy as np
+model_dir, source, expected = sys.argv[1:4]
+sys.path[:] = [p for p in sys.path if p.rstrip('/') != source.rstrip('/')]
+sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]
+assert importlib.util.find_spec('expander_sweeps') is None, 'the installed package is still importable'
+import mlflow.models, mlflow.pyfunc
+model = mlflow.pyfunc.load_model(model_dir)
+example = mlflow.models.Model.load(model_dir).load_input_example(model_dir)
+prediction = model.predict(example)
+assert np.array_equal(prediction, np.load(expected)), 'different predictions'
+module = sys.modules['expander_sweeps'].__file__
+assert module.startswith(model_dir), module
+print('restored from', module)
+"""
+
 
 def _inspect(run_dir: Path, summary: bool) -> dict | list:
     args = [str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)]
@@ -311,8 +384,12 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
         assert state["notes"].startswith(f"Sweep tiny, trial {state['config']['trial']}: ")
         assert all(not isinstance(v, dict) for v in state["config"].values())  # flat, for parallel coordinates
         assert {"acc/clean", "acc/var_0.3", "W_xh/binary/lambda_2", "step/binary/d_avg"} <= set(state["summary"])
-        if state["config"]["remaining_W_xh"] < 1:  # +inf (dense) is left out; finite bounds are there
-            assert "W_xh/binary/delta_r" in state["summary"]
+        # Every key in every run; a dense layer's unbounded bound is NaN there (W&B's JSON
+        # spells it "NaN"), and marked.
+        dense_layer = state["config"]["remaining_W_xh"] == 1
+        value = state["summary"]["W_xh/binary/delta_r"]
+        assert value == "NaN" if dense_layer else isinstance(value, float) and math.isfinite(value)
+        assert state["summary"]["W_xh/binary/bounds_unbounded"] == float(dense_layer)
         records = _inspect(folder, summary=False)
         history = [r["history"] for r in records if r["type"] == "history"]
         assert any("finetune/loss" in json.dumps(h) for h in history)
@@ -457,9 +534,10 @@ def test_expansion_from_your_own_loop_reaches_mlflow_and_wandb(tmp_path, mlflow_
                  for g in "rzn"]
         assert sum(edges) == 2458
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1, 2]
-    # The dense second layer's binary graph is unbounded: its bounds are not metrics, only the table has them.
-    assert "expansion/rnn.weight_ih_l1.r/binary/delta_r" not in run.data.metrics
+    # The dense second layer's binary graph is unbounded: NaN in MLflow (not 1.8e308), marked as unbounded.
+    assert math.isnan(run.data.metrics["expansion/rnn.weight_ih_l1.r/binary/delta_r"])
     assert run.data.metrics["expansion/rnn.weight_ih_l1.r/binary/bounds_defined"] == 1.0
+    assert run.data.metrics["expansion/rnn.weight_ih_l1.r/binary/bounds_unbounded"] == 1.0
     tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "expansion"))
     assert tables == [f"expansion/step_00000{s}.json" for s in range(3)]
     local = client.download_artifacts(run.info.run_id, "expansion/step_000002.json", str(tmp_path))
@@ -473,5 +551,7 @@ def test_expansion_from_your_own_loop_reaches_mlflow_and_wandb(tmp_path, mlflow_
     state = _inspect(folder, summary=True)
     assert state["summary"]["expansion/rnn.weight_hh_l0.z/weighted/lambda_2"] == pytest.approx(metric, rel=1e-9)
     assert state["summary"]["expansion/table"]["_type"] == "table-file"
+    assert state["summary"]["expansion/rnn.weight_ih_l1.r/binary/delta_r"] == "NaN"  # kept, as in MLflow
+    assert state["summary"]["expansion/rnn.weight_ih_l1.r/binary/bounds_unbounded"] == 1
     steps = [r["history"] for r in _inspect(folder, summary=False) if r["type"] == "history"]
     assert len(steps) == 3 and all("expansion/head.weight/binary/edges" in json.dumps(h) for h in steps)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .models import RECURRENT_CELLS
-from .results import GATES
+from .results import GATES, for_trackers
 from .spectral import layer_spectrum
 
 __all__ = ["prunable_matrices", "expansion_table", "expansion_metrics", "log_expansion", "QUANTITIES"]
@@ -133,18 +133,18 @@ def expansion_table(model: nn.Module, weightings: tuple[str, ...] = ("binary", "
 
 
 def expansion_metrics(table: pd.DataFrame, prefix: str = "expansion") -> dict[str, float]:
-    """The table as flat metrics `<prefix>/<matrix>/<weighting>/<quantity>`. Only finite values:
-    an undefined (NaN) or unbounded (+inf) bound is left out here, as in every tracker of this
-    project, and stays in the table with its `status`; `.../bounds_defined` (0 or 1) says which."""
+    """The table as flat metrics `<prefix>/<matrix>/<weighting>/<quantity>`, every key for every
+    matrix, as in every tracker of this project: an undefined or unbounded bound is NaN (its
+    `status` stays in the table), `.../bounds_defined` = 0 marks an undefined one and
+    `.../bounds_unbounded` = 1 an unbounded one (a dense matrix)."""
     metrics: dict[str, float] = {}
     for row in table.itertuples(index=False):
         base = f"{prefix}/{row.matrix}/{row.weighting}"
         metrics[f"{base}/bounds_defined"] = float(row.status != "undefined")
+        metrics[f"{base}/bounds_unbounded"] = float(row.status == "unbounded")
         for quantity in _LOGGED:
-            value = float(getattr(row, quantity))
-            if math.isfinite(value):
-                metrics[f"{base}/{quantity}"] = value
-    return metrics
+            metrics[f"{base}/{quantity}"] = float(getattr(row, quantity))
+    return for_trackers(metrics)
 
 
 def log_expansion(model: nn.Module, step: int, *, mlflow: bool | None = None, wandb: bool | None = None,

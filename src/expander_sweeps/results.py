@@ -32,6 +32,7 @@ __all__ = [
     "kept_key",
     "ramanujan",
     "trial_label",
+    "for_trackers",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -65,6 +66,15 @@ def ramanujan(metrics: dict[str, Any], layer: str) -> bool | None:
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return None
     return all(float(v) > 0 for v in values)
+
+
+def for_trackers(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics as MLflow and W&B get them: every key in every run, a value that is not finite
+    as NaN. MLflow would store +inf as 1.8e308 (a convenient infinity) and W&B's summary
+    cannot hold it; NaN is "no number" in both. Why a bound has no number is in the run too:
+    `<graph>/<weighting>/bounds_unbounded` = 1 for a dense layer (the study and the report keep
+    its +inf), `.../bounds_defined` = 0 for a degenerate graph."""
+    return {key: (float(value) if math.isfinite(value) else math.nan) for key, value in metrics.items()}
 
 
 def trial_label(number: int, params: dict[str, Any]) -> str:

@@ -83,29 +83,37 @@ def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
     return plans
 
 
-def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec) -> float:
+GRID_FRACTION_LOW = 1e-6  # the lower end of a grid's log-scale fraction distribution
+
+
+def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec, log_scale: bool) -> float:
     space = spec.masks.remaining
     if isinstance(space, RangeSpec):
         return trial.suggest_float(name, space.low, space.high, log=space.log)
     if spec.study.sampler == "grid":
-        # Grid points arrive as fixed parameters. A fixed (0, 1] float distribution, unlike a
-        # categorical one, lets a later launch add fractions to the grid of an existing study.
-        return trial.suggest_float(name, 0.0, 1.0)
+        # Grid points arrive as fixed parameters. A float distribution over (0, 1], unlike a
+        # categorical one, lets a later launch add fractions to the grid of an existing study;
+        # on a log scale, as the fractions are spaced (optuna-dashboard draws its axes so).
+        # Studies begun before this kept their linear one (Optuna refuses to switch).
+        low = min(GRID_FRACTION_LOW, *space) if log_scale else 0.0
+        return trial.suggest_float(name, low, 1.0, log=log_scale)
     return trial.suggest_categorical(name, list(space))
 
 
-def suggest_plan(trial: optuna.Trial, spec: SweepSpec) -> TrialPlan:
-    """The plan of an Optuna trial: fixed parameters for a grid point, sampled otherwise."""
+def suggest_plan(trial: optuna.Trial, spec: SweepSpec, log_scale: bool = True) -> TrialPlan:
+    """The plan of an Optuna trial: fixed parameters for a grid point, sampled otherwise.
+    `log_scale=False` only for a grid study whose trials recorded linear fractions
+    (`study.fractions_on_log_scale`)."""
     layers = spec.masks.layers
     if spec.masks.schedule == "each":
         pruned = trial.suggest_categorical("layer", list(layers))
-        fraction = _suggest_fraction(trial, "remaining", spec)
+        fraction = _suggest_fraction(trial, "remaining", spec, log_scale)
         remaining = {name: (fraction if name == pruned else 1.0) for name in layers}
     elif spec.masks.schedule == "tied":
-        fraction = _suggest_fraction(trial, "remaining", spec)
+        fraction = _suggest_fraction(trial, "remaining", spec, log_scale)
         remaining = dict.fromkeys(layers, fraction)
     else:
-        remaining = {name: _suggest_fraction(trial, f"remaining_{name}", spec) for name in layers}
+        remaining = {name: _suggest_fraction(trial, f"remaining_{name}", spec, log_scale) for name in layers}
     grid = spec.study.sampler == "grid"
     variance = 0.0
     if spec.noise.at_training and grid:

@@ -96,6 +96,7 @@ class LayerSpectrum:
     largest_component: float = 1.0  # share of the graph's vertices in its largest component
     isolated_share: float = 0.0  # share of the layer's vertices that were isolated
     bounds_defined: int = 1  # 0: a degenerate graph, every bound NaN (see `status`)
+    bounds_unbounded: int = 0  # 1: a dense (complete bipartite) layer, Delta_R = Delta_S = +inf
 
     @property
     def status(self) -> str:
@@ -256,6 +257,7 @@ def _bounds(*, rows: int, cols: int, isolated_rows: int, isolated_cols: int, edg
         largest_component=largest_component,
         isolated_share=isolated_share,
         bounds_defined=defined,
+        bounds_unbounded=int(math.isinf(delta_r)),
     )
 
 

@@ -36,7 +36,7 @@ from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "heartbeat", "fail_stale", "running_trials", "record_result",
-           "read_result", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
+           "read_result", "fractions_on_log_scale", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
 @contextlib.contextmanager
@@ -253,6 +253,17 @@ def check_spec(study: optuna.Study, spec: SweepSpec) -> None:
         raise SpecMismatch(mismatch_message(spec.name, "result settings", changed, extendable=False))
 
 
+def fractions_on_log_scale(study: optuna.Study) -> bool:
+    """Whether this study's remaining fractions are suggested on a log scale: yes, unless its
+    trials already recorded them on a linear one (studies begun by versions before the log scale;
+    Optuna refuses to change a parameter's scale within a study)."""
+    for trial in study.get_trials(deepcopy=False):
+        for name, distribution in trial.distributions.items():
+            if name.startswith("remaining") and isinstance(distribution, optuna.distributions.FloatDistribution):
+                return distribution.log
+    return True
+
+
 def study_fingerprint(study: optuna.Study) -> str | None:
     return study.user_attrs.get(_FINGERPRINT)
 
@@ -343,10 +354,13 @@ class TrialResults:
 
 
 def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str, float], files: dict[str, str],
-                  dense_trained: bool, seconds: float) -> None:
+                  dense_trained: bool, seconds: float, run_dir: Path) -> None:
     """Store a finished trial's results on it (user attributes), with the lists of which names
-    are parameters and which are metrics, so nothing has to be guessed when reading back."""
+    are parameters and which are metrics, so nothing has to be guessed when reading back. Files
+    inside the run folder are stored relative to it, so a moved or copied run folder (or one
+    opened from another working folder) still finds them."""
     storage, trial_id = trial.study._storage, trial._trial_id
+    files = {key: _relative_to(path, run_dir) for key, path in files.items()}
     for key, value in {**params, **metrics}.items():
         storage.set_trial_user_attr(trial_id, key, value)
     storage.set_trial_user_attr(trial_id, "param_names", sorted(params))
@@ -359,13 +373,21 @@ def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str
         storage.set_trial_user_attr(trial_id, _FINGERPRINT, fingerprint)
 
 
-def read_result(trial: optuna.trial.FrozenTrial) -> TrialResults:
-    """What `record_result` stored. Trials recorded before `metric_names` existed: every numeric
-    attribute whose name has a '/' (the metric names all do)."""
+def _relative_to(path: str, run_dir: Path) -> str:
+    resolved, root = Path(path).resolve(), Path(run_dir).resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else str(resolved)
+
+
+def read_result(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialResults:
+    """What `record_result` stored, with file paths resolved against the run folder (absolute
+    ones, from files outside it or from older versions, are kept). Files that no longer exist
+    are left out. Trials recorded before `metric_names` existed: every numeric attribute whose
+    name has a '/' (the metric names all do)."""
     attrs = trial.user_attrs
     params = {name: attrs[name] for name in attrs.get("param_names", []) if name in attrs}
     names = attrs.get("metric_names") or [k for k, v in attrs.items() if "/" in k and isinstance(v, (int, float))]
     metrics = {name: float(attrs[name]) for name in names if isinstance(attrs.get(name), (int, float))}
-    files = {k: v for k, v in attrs.get("files", {}).items() if Path(v).exists()}
+    files = {key: str(Path(run_dir) / path) for key, path in attrs.get("files", {}).items()}
+    files = {key: path for key, path in files.items() if Path(path).exists()}
     return TrialResults(trial.number, params, metrics, files, bool(attrs.get("dense_trained")),
                         float(attrs.get("seconds", 0.0)))

@@ -33,6 +33,7 @@ from .study import (
     enqueue_grid,
     enqueue_points,
     fail_stale,
+    fractions_on_log_scale,
     heartbeat,
     open_study,
     record_result,
@@ -98,11 +99,12 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
     trackers.begin(spec, study)
     ran = failed = 0
+    log_scale = fractions_on_log_scale(study)
     try:
         with _terminate_as_interrupt():
             for trial in _claimed_trials(study, spec, point, events):
                 with heartbeat(study, trial._trial_id, spec.study.heartbeat_seconds):
-                    completed = _run_one(trial, spec, ctx, trackers, events)
+                    completed = _run_one(trial, spec, ctx, trackers, events, log_scale)
                 ran += 1
                 failed += not completed
     finally:
@@ -169,19 +171,25 @@ def _claimed_trials(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] 
         time.sleep(min(1.0, spec.study.heartbeat_seconds))
 
 
-def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents) -> bool:
+def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
+             log_scale: bool) -> bool:
     """One trial, told to the study as COMPLETE or FAIL (with the reason), then to the trackers.
     True if it completed."""
     plan = None
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
-        plan = suggest_plan(trial, spec)
+        plan = suggest_plan(trial, spec, log_scale)
         events.trial_started(trial.number, plan)
         trackers.start_trial(trial.number, {**trial_params(spec, plan), **ctx.provenance})
+
+        learning_curve = len(trial.study.directions) == 1  # Optuna keeps intermediate values for one objective
 
         def on_epoch(stats) -> None:
             events.epoch_done(stats)
             trackers.log_epoch(stats.phase, stats.epoch, stats.loss, stats.train_accuracy)
+            if learning_curve and stats.phase == "finetune":
+                # optuna-dashboard's learning curve: the fine-tuning train accuracy per epoch.
+                trial.report(stats.train_accuracy, stats.epoch)
 
         hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=on_epoch)
         result = run_trial(ctx, plan, spec.run_path / "trials" / f"{trial.number:05d}", hooks)
@@ -198,7 +206,8 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
         trackers.end_trial("KILLED")
         raise
     # The study has it all first; the trackers get it on their own thread or process.
-    record_result(trial, result.params, result.metrics, result.files, result.dense_trained, result.seconds)
+    record_result(trial, result.params, result.metrics, result.files, result.dense_trained, result.seconds,
+                  spec.run_path)
     trial.study.tell(trial, _objective_values(spec, result, plan))
     trackers.finish_trial(TrialRecord(trial.number, result.params, result.metrics, files=result.files))
     events.trial_finished(trial.number, plan, result)

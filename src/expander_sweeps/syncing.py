@@ -18,9 +18,9 @@ from .tracking import TrialRecord, enabled_trackers, tracker_config
 __all__ = ["publish_report", "sync_trackers", "trial_record", "TrialRelay"]
 
 
-def trial_record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
     """A finished trial as the trackers log it, rebuilt from the study and its files."""
-    result = read_result(trial)
+    result = read_result(trial, run_dir)
     files = result.files
     history = json.loads(Path(files["history"]).read_text()) if "history" in files else []
     return TrialRecord(trial.number, result.params, result.metrics, history, files)
@@ -63,7 +63,7 @@ def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], No
         say(f"{tracker.name}: {len(finished) - len(missing)} of {len(finished)} trials present, pushing {len(missing)}")
         single = FanOut([tracker], warn, background=False)
         for trial in missing:
-            single.log_trial(trial_record(trial))
+            single.log_trial(trial_record(trial, spec.run_path))
             if tracker.name not in single.names:
                 break  # it failed and was reported; stop pushing to it
         pushed[tracker.name] = len(missing) if tracker.name in single.names else 0
@@ -97,7 +97,7 @@ class TrialRelay:
             self._seen.add(trial.number)
             try:
                 if trial.state == TrialState.COMPLETE:
-                    self._trackers.log_trial(trial_record(trial))
+                    self._trackers.log_trial(trial_record(trial, self._spec.run_path))
                 else:
                     self._trackers.start_trial(trial.number, {**trial.params, "error": trial.user_attrs.get("error", "")})
                     self._trackers.end_trial("FAILED")

@@ -3,23 +3,27 @@
 Embedded by default: SQLite in the run folder with a local artifact folder. Any tracking
 URI (an `mlflow server`, a remote one) comes from the spec or $MLFLOW_TRACKING_URI.
 
-Checkpoints are logged with `mlflow.pytorch.log_model` in the "pickle" format with an input
-example and a signature: MLflow 3's default "pt2" format runs torch.export on every trial
-(seconds each) and fixes the batch size to the example's, so the loaded model could not
-classify a test set in one call. A pickled model needs this package installed to load.
+Each checkpoint is an MLflow 3 LoggedModel (`search_logged_models` finds it, linked to its
+trial's run as an output, with the trial's accuracies as its metrics) in the pytorch flavour's
+"pickle" format with an input example and a signature: MLflow 3's default "pt2" format runs
+torch.export on every trial (seconds each) and fixes the batch size to the example's, so the
+loaded model could not classify a test set in one call. A pickled model needs its classes to
+load: the model bundles this package's code (and a `model.factory`'s module) under `code/`, and
+its requirements name only packages on PyPI, so `mlflow models serve` can restore it anywhere.
+Each trial's run has its training data as a dataset input (`log_input`), named and digested
+by the data's fingerprint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from ..results import ramanujan, spectrum_key, trial_label
+from ..results import for_trackers, ramanujan, spectrum_key, trial_label
 from ..spec import SweepSpec, redact_url, sqlite_file
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
@@ -211,15 +215,15 @@ class MlflowTracker:
         )
         self._run_id, self._number = run.info.run_id, number
         self._client.log_batch(self._run_id, params=[Param(k, _short(v)) for k, v in params.items()])
+        self._client.log_inputs(self._run_id, datasets=[_dataset_input(self._spec, params.get("data_fingerprint"))])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
-        # MLflow stores no infinities faithfully; an unbounded Delta (dense layer) is left out
-        # here and stays +inf in the Optuna study and the report.
-        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if math.isfinite(v)]
+        # Every key in every run; an unbounded or undefined bound is NaN (results.for_trackers).
+        batch = [Metric(k, v, now, step or 0) for k, v in for_trackers(metrics).items()]
         for start in range(0, len(batch), 1000):  # log_batch takes at most 1000 metrics a call
             self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
 
@@ -229,8 +233,7 @@ class MlflowTracker:
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
-        batch = [Metric(k, float(v), now, step) for metrics, step in steps for k, v in metrics.items()
-                 if math.isfinite(v)]
+        batch = [Metric(k, v, now, step) for metrics, step in steps for k, v in for_trackers(metrics).items()]
         for start in range(0, len(batch), 1000):
             self._client.log_batch(self._run_id, metrics=batch[start : start + 1000])
 
@@ -246,7 +249,9 @@ class MlflowTracker:
         import mlflow
         import numpy as np
         import torch
-        from mlflow.models import infer_signature
+        from mlflow.entities import LoggedModelOutput, Metric
+        from mlflow.models import Model, infer_signature
+        from mlflow.utils.time import get_current_time_millis
 
         from ..results import load_checkpoint
 
@@ -254,18 +259,32 @@ class MlflowTracker:
         example = np.load(record.files["example"])
         with torch.no_grad():
             signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-        torch_version = torch.__version__.split("+")[0]
-        # Saved locally, uploaded with the client and registered from runs:/: no fluent active
-        # run, which would be global state shared with the caller's thread.
+        # The steps of MLflow 3's log_model, through this client (no fluent active run: global
+        # state shared with the caller's thread): a LoggedModel, its files, READY, the run's output.
+        logged = self._client.create_logged_model(
+            self._experiment_id, name="model", source_run_id=self._run_id, model_type="pruned-recurrent-classifier",
+            params={k: _short(v) for k, v in record.params.items()},
+            tags={TRIAL_TAG: str(record.number), SWEEP_TAG: self._spec.name})
         with tempfile.TemporaryDirectory() as folder:
             mlflow.pytorch.save_model(
                 model, f"{folder}/model", input_example=example, signature=signature,
-                serialization_format="pickle", pip_requirements=[f"torch=={torch_version}", "expander-sweeps"],
+                serialization_format="pickle", pip_requirements=model_requirements(),
+                code_paths=_source_copies(model_code_paths(model), Path(folder) / "code"),
+                mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                                   run_id=self._run_id, model_id=logged.model_id),
             )
-            self._client.log_artifacts(self._run_id, f"{folder}/model", "model")
+            self._client.log_model_artifacts(logged.model_id, f"{folder}/model")
+        self._client.finalize_logged_model(logged.model_id, "READY")
+        self._client.log_outputs(self._run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        # The model's metrics (the models table of the UI, `search_logged_models` filters).
+        now = get_current_time_millis()
+        self._client.log_batch(self._run_id, metrics=[
+            Metric(k, v, now, 0, run_id=self._run_id, model_id=logged.model_id)
+            for k, v in for_trackers(record.metrics).items() if k.startswith("acc/")])
         self._ensure_registered_model()
         version = self._client.create_model_version(
-            self._model_name, f"runs:/{self._run_id}/model", run_id=self._run_id, tags=self._version_tags(record),
+            self._model_name, _version_source(self.uri, logged), run_id=self._run_id,
+            tags=self._version_tags(record), model_id=logged.model_id,
         )
         self._client.set_tag(self._run_id, "expander_sweeps.model_version", version.version)
 
@@ -330,6 +349,76 @@ class MlflowTracker:
         for version in versions:
             if version.tags.get(TRIAL_TAG) == str(number) and version.tags.get(SWEEP_TAG) == self._spec.name:
                 self._client.delete_model_version(self._model_name, version.version)
+
+
+def _version_source(uri: str, logged) -> str:
+    """Where a registry version points. A server resolves `models:/<model_id>` itself; MLflow's
+    local registry store resolves it through the process-wide tracking URI, not this client's
+    (it would not find a model of the embedded store), so a local version points at the
+    LoggedModel's files, as MLflow's own registration of a local model records them."""
+    if uri.split(":", 1)[0] in ("http", "https", "databricks"):
+        return f"models:/{logged.model_id}"
+    return logged.artifact_location
+
+
+def model_requirements() -> list[str]:
+    """What a logged model needs from PyPI, pinned to what made it: torch, and what unpickling
+    the bundled package imports (cloudpickle for MLflow's pickle format; numpy, pydantic and
+    PyYAML for this package's models and spec). Never `expander-sweeps` itself, which no index
+    has: its code travels in the model (`model_code_paths`)."""
+    from importlib.metadata import version
+
+    names = ("torch", "cloudpickle", "numpy", "pydantic", "PyYAML")
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+
+
+def model_code_paths(model) -> list[str]:
+    """This package's source folder, and for a `model.factory` model the top-level package (or
+    module file) its network's class comes from: MLflow copies them under the model's `code/`
+    and puts that on sys.path when the model is loaded."""
+    import sys
+
+    package = Path(__file__).resolve().parents[1]
+    paths = [str(package)]
+    network = getattr(model, "net", None)
+    if network is not None:
+        top = type(network).__module__.split(".")[0]
+        module = sys.modules.get(top)
+        origin = Path(module.__file__) if module is not None and getattr(module, "__file__", None) else None
+        if origin is not None and top != package.name:
+            paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
+    return paths
+
+
+def _source_copies(paths: list[str], folder: Path) -> list[str]:
+    """Copies of source folders without byte-code caches (each file is one upload)."""
+    import shutil
+
+    copies = []
+    for path in map(Path, paths):
+        target = folder / path.name
+        if path.is_dir():
+            shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        copies.append(str(target))
+    return copies
+
+
+def _dataset_input(spec: SweepSpec, fingerprint: str | None):
+    """The trial's training data as an MLflow dataset input: the dataset's name, where it was
+    read from, and the data's own fingerprint as its digest."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = spec.data
+    if getattr(data, "loader", None):
+        source = {"loader": data.loader, "args": data.args}
+    else:
+        source = {"uri": Path(data.root).expanduser().resolve().as_uri()}
+    dataset = Dataset(name=data.dataset, digest=(fingerprint or "unknown")[:36], source_type="local",
+                      source=json.dumps(source, default=str))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
-from ..results import trial_label
+from ..results import for_trackers, trial_label
 from ..spec import SweepSpec
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
@@ -108,8 +107,11 @@ class WandbTracker:
         if step is not None:  # per-epoch history: each phase has its own epoch axis
             phase = next(iter(metrics)).split("/")[0]
             self._run.log({**metrics, f"{phase}/epoch": step})
-        else:  # final numbers: flat summary keys (+inf, a dense layer's bound, is left out)
-            self._run.summary.update({k: v for k, v in metrics.items() if math.isfinite(v)})
+        else:
+            # Final numbers: flat summary keys, every key in every run (results.for_trackers).
+            # Logged as one history row, whose last values make the summary: W&B keeps a NaN
+            # logged so, but drops one written with summary.update (it serialises it as null).
+            self._run.log(for_trackers(metrics))
 
     def log_history(self, steps: list[tuple[dict[str, float], int]]) -> None:
         for metrics, step in steps:  # local writes to the run's file: one per epoch costs little
