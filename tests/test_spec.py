@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from expander_sweeps.spec import SpecError, load_spec
+from expander_sweeps.spec import SpecError, SweepSpec, load_spec
 
 
 def _error(path, overrides=()) -> str:
@@ -151,3 +151,14 @@ def test_python_api_report_without_a_study_says_so_and_creates_nothing(tmp_path,
     with pytest.raises(expander_sweeps.NoStudyError, match="no study named 'nothing_here'.*launch the sweep first"):
         expander_sweeps.report(spec)
     assert not (tmp_path / "runs").exists()  # no empty optuna.db left behind
+
+
+def test_wandb_system_metrics_are_a_switch_off_by_default(tmp_path):
+    pytest.importorskip("wandb")
+    from expander_sweeps.tracking.wandb_backend import WandbTracker
+
+    off = SweepSpec(name="a", run_dir=str(tmp_path))
+    on = SweepSpec(name="a", run_dir=str(tmp_path), tracking={"wandb": {"system_metrics": True}})
+    assert off.tracking.wandb.system_metrics is False
+    assert WandbTracker(off).settings().x_disable_stats is True
+    assert WandbTracker(on).settings().x_disable_stats is False

@@ -393,9 +393,18 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
         records = _inspect(folder, summary=False)
         history = [r["history"] for r in records if r["type"] == "history"]
         assert any("finetune/loss" in json.dumps(h) for h in history)
-        artifacts = [r for r in records if r["type"] == "artifact"]
-        assert any(a["artifact"]["type"] == "model" for a in artifacts)
-        assert any(a["artifact"]["type"] == "masks" for a in artifacts)
+        artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
+        assert {a["type"] for a in artifacts} == {"model", "masks"}
+        # Staged inside the run folder (not ~/.local/share/wandb), so the folder syncs from anywhere.
+        staged = [Path(c["local_path"]) for a in artifacts for c in a["manifest"]["contents"]]
+        assert staged and all(p.is_relative_to(run_dir.resolve() / "wandb" / "staging") and p.is_file()
+                              for p in staged)
+        # Lineage on the model artifact: the data's fingerprint and source, the dense checkpoint.
+        (model_artifact,) = [a for a in artifacts if a["type"] == "model"]
+        lineage = json.loads(model_artifact["metadata"])
+        assert lineage["data_fingerprint"] == state["config"]["data_fingerprint"]
+        assert json.loads(lineage["data_source"])["uri"].startswith("file://")
+        assert (run_dir / "cache" / lineage["dense_checkpoint"]).is_file()
     # Besides the trial runs, exactly one summary run, holding the crossing table.
     others = [f for f in (run_dir / "wandb").glob("offline-run-*") if f not in runs]
     assert len(others) == 1 and others[0].name.endswith(f"-tiny-{token}-summary")

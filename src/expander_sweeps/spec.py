@@ -517,6 +517,11 @@ class WandbSpec(_Strict):
         description="`auto`: online when WANDB_API_KEY is set (or WANDB_MODE says so), else "
         "offline, with the `wandb sync` command printed at the end.",
     )
+    system_metrics: bool = Field(
+        False,
+        description="Record W&B's system metrics (CPU, memory, GPU) in each trial's run. Off by "
+        "default: the sampler costs CPU beside the training, and a trial's run is short.",
+    )
 
 
 class TrackingSpec(_Strict):

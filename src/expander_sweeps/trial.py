@@ -95,6 +95,10 @@ class SweepContext:
                    noise_fraction=self.spec.noise.fraction, noise_variance=train_variance,
                    on_epoch=hooks.on_epoch, on_batch=hooks.on_batch, clip_grad_norm=t.clip_grad_norm)
 
+    def dense_path(self, spec: SweepSpec, train_variance: float) -> Path:
+        """The cached dense checkpoint a trial of this seed and training noise starts from."""
+        return self.dense_cache.path(dense_key(spec, train_variance, self.data_fingerprint)[0])
+
     def dense_model(self, spec: SweepSpec, train_variance: float,
                     hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
         """The trained dense model for this trial's seed and training noise: cached, or trained now."""
@@ -272,6 +276,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         "spectra": str(trial_dir / "spectra.json"),
         "history": str(trial_dir / "history.json"),
         "example": str(trial_dir / "example.npy"),
+        "dense_checkpoint": str(ctx.dense_path(spec, plan.train_variance)),  # lineage, not uploaded per trial
     }
     np.savez_compressed(files["masks"], **masks_np)
     for name, mask in masks_np.items():

@@ -122,7 +122,7 @@ class TrackerCalls:
         self._flush_history()
         self.log_metrics(record.metrics)
         for key, path in record.files.items():
-            if key != "example":
+            if key not in ("example", "dense_checkpoint"):  # the shared dense model: lineage only
                 self.log_artifact(path, "trial")
         self.log_model(record)
         self.end_trial(status)

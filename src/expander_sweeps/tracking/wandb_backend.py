@@ -9,6 +9,7 @@ passed to or logged by this module: wandb reads it from its own environment or n
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -58,20 +59,22 @@ class WandbTracker:
         self._run = None
         self._number: int | None = None
         self._pending: list[Path] = []
+        self._lineage: dict[str, str] = {}  # metadata of the trial's model artifact (log_model)
         self._config: dict[str, Any] = {}
         self._id_prefix = spec.name.replace(".", "-")  # until start_sweep reads the study's token
+
+    def settings(self):
+        """A trial's run is short: no console capture, git or code snapshot, and no pip freeze
+        per run (they cost CPU next to the training); system metrics only on request."""
+        return self._wandb.Settings(silent=True, console="off",
+                                    x_disable_stats=not self._spec.tracking.wandb.system_metrics,
+                                    x_disable_meta=True, x_disable_machine_info=True, disable_code=True,
+                                    disable_git=True, x_save_requirements=False, x_disable_viewer=True)
 
     def _init(self, **kwargs):
         return self._wandb.init(
             project=self._project, entity=self._spec.tracking.wandb.entity, group=self._spec.name,
-            dir=str(self._folder), mode=self._mode, reinit="create_new",
-            # A trial's run is short: no system stats, console capture, git or code snapshot,
-            # and no pip freeze per run (they cost CPU next to the training).
-            settings=self._wandb.Settings(silent=True, console="off", x_disable_stats=True,
-                                          x_disable_meta=True, x_disable_machine_info=True,
-                                          disable_code=True, disable_git=True, x_save_requirements=False,
-                                          x_disable_viewer=True),
-            **kwargs,
+            dir=str(self._folder), mode=self._mode, reinit="create_new", settings=self.settings(), **kwargs,
         )
 
     def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
@@ -125,16 +128,44 @@ class WandbTracker:
         """The trial's files as two artifacts: the checkpoint (type `model`) and the rest (`masks`)."""
         model_files = [p for p in self._pending if p.suffix == ".pt"]
         other_files = [p for p in self._pending if p.suffix != ".pt"]
-        for kind, files in (("model", model_files), ("masks", other_files)):
-            if files:
-                artifact = self._wandb.Artifact(f"{self._spec.name}-trial-{self._number}-{kind}", type=kind)
-                for file in files:
-                    artifact.add_file(str(file))
-                self._run.log_artifact(artifact)
-        self._pending = []
+        with self._staging_in_run_folder():
+            for kind, files in (("model", model_files), ("masks", other_files)):
+                if files:
+                    artifact = self._wandb.Artifact(f"{self._spec.name}-trial-{self._number}-{kind}", type=kind,
+                                                    metadata=self._lineage if kind == "model" else None)
+                    for file in files:
+                        artifact.add_file(str(file))
+                    self._run.log_artifact(artifact)
+        self._pending, self._lineage = [], {}
+
+    @contextlib.contextmanager
+    def _staging_in_run_folder(self):
+        """W&B copies an artifact's files to a staging folder until they are uploaded (offline:
+        until `wandb sync`). By default that is ~/.local/share/wandb, outside the run folder, so a
+        run folder copied elsewhere to sync would lose them: stage in <run_dir>/wandb/staging."""
+        before = os.environ.get("WANDB_DATA_DIR")
+        os.environ["WANDB_DATA_DIR"] = str((self._folder / "wandb" / "staging").resolve())
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("WANDB_DATA_DIR", None)
+            else:
+                os.environ["WANDB_DATA_DIR"] = before
 
     def log_model(self, record: TrialRecord) -> None:
-        pass  # the checkpoint goes up as an artifact of type "model" (log_artifact)
+        """The checkpoint itself goes up as an artifact of type `model` (log_artifact); here its
+        lineage, as that artifact's metadata: the training data (its fingerprint and source) and
+        the dense checkpoint it was pruned from. (W&B refuses `use_artifact` in offline mode,
+        this tool's default, with "Cannot use artifact when in offline mode".)"""
+        data = self._spec.data
+        source = ({"loader": data.loader, "args": data.args} if getattr(data, "loader", None)
+                  else {"uri": Path(data.root).expanduser().resolve().as_uri()})
+        self._lineage = {"data_dataset": data.dataset, "data_source": json.dumps(source, default=str),
+                         "data_fingerprint": str(record.params.get("data_fingerprint", "unknown"))}
+        dense = record.files.get("dense_checkpoint")
+        if dense:
+            self._lineage["dense_checkpoint"] = Path(dense).name  # dense-<hash of its training setup>.pt
 
     def end_trial(self, status: str) -> None:
         if self._run is None:
