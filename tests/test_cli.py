@@ -58,6 +58,12 @@ def launched(tmp_path_factory, mnist_dir):
     return spec_path, folder / "run", result
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _study(run_dir) -> optuna.Study:
     return optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
 
@@ -344,3 +350,37 @@ def test_compare_puts_two_settings_side_by_side(launched, tmp_path, mnist_dir):
     # A spec whose study does not exist is a clean error.
     missing = CliRunner().invoke(main, ["compare", str(spec_path), "--set", "name=nothing_here"])
     assert missing.exit_code == 2 and "run `expander-sweeps launch" in missing.output
+
+
+# The tiny sweep's numbers on a CPU with torch 2.9.1 (pinned exactly in pyproject.toml), the
+# same with 1 or 2 workers: (remaining W_xh, W_hh) -> (clean accuracy, accuracy at var 0.3,
+# W_xh binary edges, W_hh binary lambda_2, W_xh binary lambda_2, W_hh weighted lambda_2).
+# Accuracies count test samples (n = 300: a change of one prediction is 1/300), binary spectra
+# depend only on the masks; the weighted ones on float sums whose order depends on threads.
+PINNED = {
+    (0.05, 1.0): (55 / 300, 32 / 300, 22, 0.0, 2.366502503624587, 4.1353175),
+    (0.3, 1.0): (32 / 300, 37 / 300, 134, 0.0, 3.8814554901949956, 4.1266053),
+    # W_hh at 5% keeps 13 of 256 edges; its lambda_2 is the top singular value of a component
+    # that is a path of three edges, 2 cos(pi/5) = (1 + sqrt 5) / 2, by hand.
+    (1.0, 0.05): (38 / 300, 44 / 300, 448, (1 + 5 ** 0.5) / 2, 0.0, 1.5914725),
+    (1.0, 0.3): (39 / 300, 32 / 300, 448, 3.120179042502587, 0.0, 3.1606010),
+    (1.0, 1.0): (50 / 300, 42 / 300, 448, 0.0, 0.0, 4.1340838),
+}
+
+
+@pytest.mark.skipif(_cuda_available(), reason="the pinned numbers are a CPU's; CUDA kernels sum in another order")
+def test_the_tiny_sweep_numbers_are_pinned_so_a_silent_change_of_behaviour_fails(launched):
+    _, run_dir, _ = launched
+    measured = {}
+    for t in _study(run_dir).get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        a = t.user_attrs
+        measured[(a["remaining_W_xh"], a["remaining_W_hh"])] = (
+            a["acc/clean"], a["acc/var_0.3"], a["W_xh/binary/edges"], a["W_hh/binary/lambda_2"],
+            a["W_xh/binary/lambda_2"], a["W_hh/weighted/lambda_2"])
+    assert set(measured) == set(PINNED)
+    for point, expected in PINNED.items():
+        got = measured[point]
+        assert got[:2] == pytest.approx(expected[:2], abs=1e-12), point  # every prediction the same
+        assert got[2] == expected[2], point
+        assert got[3:5] == pytest.approx(expected[3:5], abs=1e-12), point
+        assert got[5] == pytest.approx(expected[5], rel=1e-6), point
