@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import shutil
 import statistics
 import tempfile
@@ -33,8 +34,14 @@ def timed_sweep(folder: Path, data: str, extra: list[str], trackers: set[str]) -
                  f"tracking.wandb.enabled={str('wandb' in trackers).lower()}", "tracking.wandb.mode=offline"]
     spec = load_spec(REPO / "sweeps" / "quickstart.yaml", overrides)
     started = time.perf_counter()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = launch_study(spec)
     total = time.perf_counter() - started
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the processes this sweep started and waited for: the tracker process (with
+    # wandb-core, which it waits for when W&B is on).
+    result.tracker_seconds["CPU of child processes"] = (
+        children_after.ru_utime + children_after.ru_stime - children_before.ru_utime - children_before.ru_stime)
     trial_seconds = sum(t.user_attrs["seconds"] for t in result.study.trials if "seconds" in t.user_attrs)
     return total, trial_seconds, result.tracker_seconds
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, get_all_artifact_meta
 
 from conftest import tiny_spec_dict
 
@@ -97,7 +98,8 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
     assert "Clean accuracy drop vs bound crossing" in result.stdout
     assert "Kept edges where each bound first stops being positive" in result.stdout
     # What to open next, with commands that work as printed.
-    assert f"optuna-dashboard sqlite:///{run_dir.resolve() / 'optuna.db'}" in result.stdout
+    assert (f"optuna-dashboard sqlite:///{run_dir.resolve() / 'optuna.db'} --artifact-dir "
+            f"{run_dir / 'optuna-artifacts'}") in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{run_dir.resolve() / 'mlflow.db'}" in result.stdout
 
 
@@ -191,6 +193,16 @@ def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched)
         # File paths relative to the run folder (it can move); the masks are there.
         assert not Path(attrs["files"]["masks"]).is_absolute()
         masks = np.load(run_dir / attrs["files"]["masks"])
+        # Mask pictures, spectra and curves as Optuna artifacts (optuna-dashboard shows them),
+        # byte for byte the trial's files.
+        metas = {m.filename: m for m in get_all_artifact_meta(t, storage=_study(run_dir)._storage)}
+        assert set(metas) == {"mask_W_xh.png", "mask_W_hh.png", "spectra.json", "history.json"}
+        store = FileSystemArtifactStore(str(run_dir / "optuna-artifacts"))
+        download_artifact(artifact_store=store, artifact_id=metas["spectra.json"].artifact_id,
+                          file_path=str(run_dir / f"downloaded-{t.number}.json"))
+        assert (run_dir / f"downloaded-{t.number}.json").read_bytes() == (
+            run_dir / attrs["files"]["spectra"]).read_bytes()
+        assert metas["mask_W_hh.png"].mimetype == "image/png"
         # The fine-tuning curve as Optuna's intermediate values (optuna-dashboard's learning curve).
         history = json.loads((run_dir / attrs["files"]["history"]).read_text())
         finetune = {row["epoch"]: row["train_accuracy"] for row in history if row["phase"] == "finetune"}

@@ -341,8 +341,10 @@ def _ended_trials(spec: SweepSpec, study=None) -> set[int]:
 
 def _print_next_steps(spec: SweepSpec) -> None:
     """What to open next, with the commands (URLs without their passwords)."""
+    from .study import artifact_dir
+
     lines = [f"report:          {spec.run_path / 'report' / 'report.html'} (and report.md)",
-             f"optuna-dashboard {redact_url(spec.storage_url)}"]
+             f"optuna-dashboard {redact_url(spec.storage_url)} --artifact-dir {artifact_dir(spec.run_path)}"]
     if spec.tracking.mlflow.enabled:
         from .tracking.mlflow_backend import mlflow_uri
 

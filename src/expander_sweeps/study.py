@@ -36,7 +36,7 @@ from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "heartbeat", "fail_stale", "running_trials", "record_result",
-           "read_result", "fractions_on_log_scale", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
+           "read_result", "store_trial_artifacts", "artifact_dir", "fractions_on_log_scale", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
 @contextlib.contextmanager
@@ -371,6 +371,28 @@ def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str
     fingerprint = study_fingerprint(trial.study)
     if fingerprint:
         storage.set_trial_user_attr(trial_id, _FINGERPRINT, fingerprint)
+
+
+# Files optuna-dashboard shows on a trial's page (pictures and text it can preview).
+_DASHBOARD_FILES = ("mask_picture_", "spectra", "history")
+
+
+def artifact_dir(run_dir: Path) -> Path:
+    """Where the study's Optuna artifacts live: `optuna-dashboard STORAGE --artifact-dir` this."""
+    return Path(run_dir) / "optuna-artifacts"
+
+
+def store_trial_artifacts(trial: optuna.Trial, files: dict[str, str], run_dir: Path) -> None:
+    """The trial's mask pictures, spectra and curves as Optuna artifacts (copies in the run
+    folder's artifact store, listed on the trial), so optuna-dashboard shows them with the trial."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    folder = artifact_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(str(folder))
+    for key, path in files.items():
+        if key.startswith(_DASHBOARD_FILES) and Path(path).is_file():
+            upload_artifact(artifact_store=store, file_path=path, study_or_trial=trial)
 
 
 def _relative_to(path: str, run_dir: Path) -> str:

@@ -38,6 +38,7 @@ from .study import (
     open_study,
     record_result,
     running_trials,
+    store_trial_artifacts,
     sweep_lock,
 )
 from .tracking import TrialRecord, build_trackers
@@ -208,6 +209,7 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
     # The study has it all first; the trackers get it on their own thread or process.
     record_result(trial, result.params, result.metrics, result.files, result.dense_trained, result.seconds,
                   spec.run_path)
+    store_trial_artifacts(trial, result.files, spec.run_path)
     trial.study.tell(trial, _objective_values(spec, result, plan))
     trackers.finish_trial(TrialRecord(trial.number, result.params, result.metrics, files=result.files))
     events.trial_finished(trial.number, plan, result)
