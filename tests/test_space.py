@@ -125,17 +125,28 @@ def test_agent_arguments_become_canonical_points():
     ("independent", {"remaining_W_xh", "remaining_W_hh"}),
 ])
 def test_wandb_export_of_every_schedule(schedule, expected):
-    spec = SweepSpec(name="a", masks={"remaining": [1.0, 0.5, 0.1], "schedule": schedule})
+    spec = SweepSpec(name="a", training={"seed": [0, 1]},
+                     masks={"remaining": [1.0, 0.5, 0.1], "schedule": schedule, "method": ["magnitude", "regular"]})
     config = space.wandb_sweep_config(spec, "sweeps/a.yaml")
-    assert set(config["parameters"]) == expected
     assert config["method"] == "grid" and config["metric"] == {"name": "acc/clean", "goal": "maximize"}
     assert config["command"][2:4] == ["agent-trial", "sweeps/a.yaml"]
-    # Every point W&B's grid can draw is a point of the study's grid.
-    fractions = config["parameters"].get("remaining", config["parameters"].get("remaining_W_xh"))["values"]
-    assert fractions == [1.0, 0.5, 0.1]
+    # A grid is one W&B parameter whose values are the study's distinct points, each once: the
+    # all-dense point once per seed (not once per layer and method, as a product would have it).
+    assert set(config["parameters"]) == {"point"}
+    labels = config["parameters"]["point"]["values"]
+    plans = space.grid_plans(spec)
+    assert len(labels) == len(set(labels)) == len(plans)
+    parsed = [dict(part.split("=") for part in label.split(",")) for label in labels]
+    dense = [p for p in parsed if all(float(v) == 1.0 for k, v in p.items() if k.startswith("remaining"))]
+    assert sorted(p["seed"] for p in dense) == ["0", "1"]  # once per seed
+    # What an agent passes back is that very point.
+    for label, plan in zip(labels, plans, strict=True):
+        point = space.agent_point([f"--point={label}"], spec)
+        assert set(point) == expected | {"mask_method", "seed"} and space.plan_of(point, spec) == plan
     sampled = SweepSpec(name="a", study={"sampler": "tpe", "n_trials": 7},
                         masks={"remaining": {"low": 0.01, "high": 1.0}, "schedule": schedule})
     exported = space.wandb_sweep_config(sampled, "a.yaml")
+    assert set(exported["parameters"]) == expected  # sampled: one W&B parameter per dimension
     assert exported["method"] == "bayes" and exported["run_cap"] == 7
     assert exported["program"] == "expander-sweeps" and "description" not in exported
 
@@ -165,4 +176,5 @@ def test_wandb_export_with_overrides_hands_the_agents_the_resolved_spec(tmp_path
     assert resolved == str(tmp_path / "sweep.spec.yaml")
     spec = load_spec(resolved)  # what every agent will run
     assert spec.data.root == "/data/mnist" and spec.training.epochs == 3 and spec.masks.remaining == [1.0, 0.5]
-    assert config["parameters"]["remaining"]["values"] == [1.0, 0.5]
+    assert config["parameters"]["point"]["values"] == [
+        "layer=W_xh,remaining=1.0", "layer=W_xh,remaining=0.5", "layer=W_hh,remaining=0.5"]

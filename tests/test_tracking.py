@@ -503,10 +503,12 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     assert exported.exit_code == 0, exported.output
     config = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
     assert config["method"] == "grid" and config["metric"] == {"name": "acc/clean", "goal": "maximize"}
-    assert config["parameters"]["remaining"]["values"] == [1.0, 0.3, 0.05]
+    assert config["parameters"]["point"]["values"] == [
+        "layer=W_xh,remaining=1.0", "layer=W_xh,remaining=0.3", "layer=W_xh,remaining=0.05",
+        "layer=W_hh,remaining=0.3", "layer=W_hh,remaining=0.05"]  # the 5 distinct points, dense once
     assert config["command"][2:4] == ["agent-trial", str(spec)]
     # What `wandb agent` runs for one point of the grid:
-    first = run_cli("agent-trial", spec, "--layer=W_hh", "--remaining=0.3")
+    first = run_cli("agent-trial", spec, "--point=layer=W_hh,remaining=0.3")
     assert first.returncode == 0, first.stdout + first.stderr
     again = CliRunner().invoke(main, ["agent-trial", str(spec), "--layer=W_hh", "--remaining=0.3"])
     assert again.exit_code == 0 and "ran 0" in again.output, again.output  # the study already has it

@@ -22,7 +22,7 @@ import optuna
 from .spec import MASK_METHODS, RangeSpec, SweepSpec
 
 __all__ = ["TrialPlan", "grid_plans", "suggest_plan", "params_of", "plan_of", "agent_point", "AgentArgumentError",
-           "wandb_sweep_config"]
+           "point_label", "wandb_sweep_config"]
 
 
 @dataclass(frozen=True)
@@ -163,11 +163,28 @@ class AgentArgumentError(ValueError):
 _TEXT_PARAMS = ("layer", "mask_method")
 
 
-def agent_point(arguments: list[str], spec: SweepSpec) -> dict[str, Any]:
-    """The Optuna parameters of `--name=value` arguments (what `wandb agent` passes), with the
-    all-dense point made canonical (one trial, whichever layer and mask method the agent drew)."""
-    raw: dict[str, Any] = {}
+def point_label(plan: TrialPlan, spec: SweepSpec) -> str:
+    """One grid point as a W&B parameter value: its Optuna parameters as `name=value,...`."""
+    return ",".join(f"{name}={value}" for name, value in params_of(plan, spec).items())
+
+
+def _expand_points(arguments: list[str]) -> list[str]:
+    """`--point=layer=W_xh,remaining=0.3` (a grid point as exported) -> `--layer=W_xh --remaining=0.3`."""
+    expanded = []
     for argument in arguments:
+        if argument.startswith("--point="):
+            expanded.extend(f"--{part}" for part in argument.removeprefix("--point=").split(",") if part)
+        else:
+            expanded.append(argument)
+    return expanded
+
+
+def agent_point(arguments: list[str], spec: SweepSpec) -> dict[str, Any]:
+    """The Optuna parameters of `--name=value` arguments (what `wandb agent` passes; a grid's
+    `--point=name=value,...` too), with the all-dense point made canonical (one trial, whichever
+    layer and mask method the agent drew)."""
+    raw: dict[str, Any] = {}
+    for argument in _expand_points(arguments):
         name, sep, value = argument.removeprefix("--").partition("=")
         if not sep:
             raise AgentArgumentError(f"agent-trial expects --name=value arguments, but got {argument!r}")
@@ -190,7 +207,13 @@ def agent_point(arguments: list[str], spec: SweepSpec) -> dict[str, Any]:
 
 def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
     """The sweep as a W&B sweep config, for people who run `wandb agent`: each agent run calls
-    `expander-sweeps agent-trial SPEC --name=value ...`, which runs that point into the study."""
+    `expander-sweeps agent-trial SPEC --name=value ...`, which runs that point into the study.
+
+    A grid is one parameter, `point`, whose values are the study's distinct grid points: W&B's
+    grid is the product of its parameters, which would hold the all-dense point once per layer,
+    mask method and so on. Sampled studies keep one W&B parameter per dimension."""
+    if spec.study.sampler == "grid":
+        return _wandb_config(spec, spec_path, {"point": {"values": [point_label(p, spec) for p in grid_plans(spec)]}})
     remaining = spec.masks.remaining
     if isinstance(remaining, RangeSpec):
         fraction = {"min": remaining.low, "max": remaining.high,
@@ -211,6 +234,10 @@ def wandb_sweep_config(spec: SweepSpec, spec_path: str) -> dict[str, Any]:
         parameters["mask_method"] = {"values": list(spec.masks.methods)}
     if len(spec.training.seeds) > 1:
         parameters["seed"] = {"values": list(spec.training.seeds)}
+    return _wandb_config(spec, spec_path, parameters)
+
+
+def _wandb_config(spec: SweepSpec, spec_path: str, parameters: dict[str, Any]) -> dict[str, Any]:
     method = {"grid": "grid", "tpe": "bayes"}.get(spec.study.sampler, "random")
     config = {
         "name": spec.name,
