@@ -102,6 +102,29 @@ def test_grid_fractions_are_a_log_scale_distribution_but_an_older_linear_study_k
     assert space.suggest_plan(second, spec, fractions_on_log_scale(older)) == plans[1]
 
 
+def test_the_dense_trial_has_no_layer_and_an_older_study_s_dense_trial_is_still_the_dense_point():
+    from expander_sweeps.study import enqueue_grid, sweep_progress
+
+    spec = SweepSpec(name="a", masks={"remaining": [1.0, 0.3]})
+    study = optuna.create_study()
+    enqueue_grid(study, spec)
+    trial = study.ask()
+    assert space.suggest_plan(trial, spec).pruned_layers == [] and trial.params == {"remaining": 1.0}
+    study.tell(trial, 0.9)
+    # A study begun by an earlier version recorded its dense trial as layer=W_xh at 100%.
+    older = optuna.create_study()
+    older.enqueue_trial({"layer": "W_xh", "remaining": 1.0})
+    first = older.ask()
+    first.suggest_categorical("layer", ["W_xh", "W_hh"])
+    first.suggest_float("remaining", 0.0, 1.0)
+    older.tell(first, 0.9)
+    assert space.point_key(first.params, spec) == space.point_key({"remaining": 1.0}, spec)
+    enqueue_grid(older, spec)  # the dense point is not enqueued again
+    waiting = older.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert sorted(t.system_attrs["fixed_params"]["layer"] for t in waiting) == ["W_hh", "W_xh"]
+    assert sweep_progress(older, spec) == (1, 3)
+
+
 def test_agent_arguments_become_canonical_points():
     spec = SweepSpec(name="a", training={"seed": [0, 1]},
                      masks={"remaining": [1.0, 0.5], "method": ["magnitude", "regular"]})
@@ -109,7 +132,7 @@ def test_agent_arguments_become_canonical_points():
     assert point == {"layer": "W_hh", "remaining": 0.5, "mask_method": "regular", "seed": 1}
     # The all-dense point is one trial, whichever layer and method the agent drew.
     dense = space.agent_point(["--layer=W_hh", "--remaining=1.0", "--mask_method=regular", "--seed=0"], spec)
-    assert dense == {"layer": "W_xh", "remaining": 1.0, "mask_method": "magnitude", "seed": 0}
+    assert dense == {"remaining": 1.0, "mask_method": "magnitude", "seed": 0}  # no layer is pruned
     assert space.plan_of(dense, spec) == TrialPlan({"W_xh": 1.0, "W_hh": 1.0}, 0.0, "magnitude", 0)
     with pytest.raises(AgentArgumentError, match="--name=value"):
         space.agent_point(["remaining"], spec)
@@ -142,7 +165,8 @@ def test_wandb_export_of_every_schedule(schedule, expected):
     # What an agent passes back is that very point.
     for label, plan in zip(labels, plans, strict=True):
         point = space.agent_point([f"--point={label}"], spec)
-        assert set(point) == expected | {"mask_method", "seed"} and space.plan_of(point, spec) == plan
+        names = expected - {"layer"} if not plan.pruned_layers else expected  # dense: no layer
+        assert set(point) == names | {"mask_method", "seed"} and space.plan_of(point, spec) == plan
     sampled = SweepSpec(name="a", study={"sampler": "tpe", "n_trials": 7},
                         masks={"remaining": {"low": 0.01, "high": 1.0}, "schedule": schedule})
     exported = space.wandb_sweep_config(sampled, "a.yaml")
@@ -177,4 +201,4 @@ def test_wandb_export_with_overrides_hands_the_agents_the_resolved_spec(tmp_path
     spec = load_spec(resolved)  # what every agent will run
     assert spec.data.root == "/data/mnist" and spec.training.epochs == 3 and spec.masks.remaining == [1.0, 0.5]
     assert config["parameters"]["point"]["values"] == [
-        "layer=W_xh,remaining=1.0", "layer=W_xh,remaining=0.5", "layer=W_hh,remaining=0.5"]
+        "remaining=1.0", "layer=W_xh,remaining=0.5", "layer=W_hh,remaining=0.5"]

@@ -421,7 +421,7 @@ def test_two_local_workers_run_the_grid_once_and_report(tracked):
     assert len(set(re.findall(r"worker (\d+) on cpu", result.stdout))) == 2  # two processes joined the study
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
     done = study.get_trials(states=(TrialState.COMPLETE,))
-    points = sorted((t.params["layer"], t.params["remaining"]) for t in done)
+    points = sorted((t.params.get("layer", "dense"), t.params["remaining"]) for t in done)
     assert len(done) == len(study.trials) == 5 and len(set(points)) == 5  # each grid point once
     assert {t.user_attrs["worker"] for t in done} and (run_dir / "report" / "crossings.csv").exists()
 
@@ -504,7 +504,7 @@ def test_wandb_sweep_export_and_agent_trial(tmp_path, mnist_dir):
     config = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
     assert config["method"] == "grid" and config["metric"] == {"name": "acc/clean", "goal": "maximize"}
     assert config["parameters"]["point"]["values"] == [
-        "layer=W_xh,remaining=1.0", "layer=W_xh,remaining=0.3", "layer=W_xh,remaining=0.05",
+        "remaining=1.0", "layer=W_xh,remaining=0.3", "layer=W_xh,remaining=0.05",
         "layer=W_hh,remaining=0.3", "layer=W_hh,remaining=0.05"]  # the 5 distinct points, dense once
     assert config["command"][2:4] == ["agent-trial", str(spec)]
     # What `wandb agent` runs for one point of the grid:

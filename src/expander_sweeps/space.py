@@ -3,7 +3,7 @@ plan suggested from an Optuna trial, a plan as Optuna parameters and back, the p
 `wandb agent` passes, and the space as a W&B sweep config.
 
 Adding a study dimension means changing this module (and the spec): every other module asks
-it. Optuna parameter names: `layer` + `remaining` (schedule each), `remaining` (tied),
+it. Optuna parameter names: `remaining` + `layer` (schedule each; the all-dense point has no `layer`), `remaining` (tied),
 `remaining_W_xh`, `remaining_W_hh` (independent), `train_noise_variance` (noise at training),
 `mask_method` and `seed` (only when the spec lists several, so single-valued studies keep the
 parameters they always had).
@@ -22,7 +22,7 @@ import optuna
 from .spec import MASK_METHODS, RangeSpec, SweepSpec
 
 __all__ = ["TrialPlan", "grid_plans", "suggest_plan", "params_of", "plan_of", "agent_point", "AgentArgumentError",
-           "point_label", "wandb_sweep_config"]
+           "point_label", "point_key", "wandb_sweep_config"]
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,10 @@ def suggest_plan(trial: optuna.Trial, spec: SweepSpec, log_scale: bool = True) -
     (`study.fractions_on_log_scale`)."""
     layers = spec.masks.layers
     if spec.masks.schedule == "each":
-        pruned = trial.suggest_categorical("layer", list(layers))
+        # The fraction first: the all-dense point prunes no layer, so it has no `layer`
+        # parameter (dashboards show it as dense, not as "layer W_xh at 100%").
         fraction = _suggest_fraction(trial, "remaining", spec, log_scale)
+        pruned = trial.suggest_categorical("layer", list(layers)) if fraction < 1.0 else None
         remaining = {name: (fraction if name == pruned else 1.0) for name in layers}
     elif spec.masks.schedule == "tied":
         fraction = _suggest_fraction(trial, "remaining", spec, log_scale)
@@ -136,8 +138,9 @@ def params_of(plan: TrialPlan, spec: SweepSpec) -> dict[str, Any]:
     """The Optuna parameters that make `suggest_plan` return `plan`."""
     layers = spec.masks.layers
     if spec.masks.schedule == "each":
-        pruned = plan.pruned_layers or [layers[0]]  # the dense point is shared by every layer
-        params: dict[str, Any] = {"layer": pruned[0], "remaining": plan.remaining[pruned[0]]}
+        pruned = plan.pruned_layers
+        params: dict[str, Any] = ({"layer": pruned[0], "remaining": plan.remaining[pruned[0]]} if pruned
+                                  else {"remaining": 1.0})  # the dense point: no layer is pruned
     elif spec.masks.schedule == "tied":
         params = {"remaining": plan.remaining[layers[0]]}
     else:
@@ -152,8 +155,21 @@ def params_of(plan: TrialPlan, spec: SweepSpec) -> dict[str, Any]:
 
 
 def plan_of(params: dict[str, Any], spec: SweepSpec) -> TrialPlan:
-    """The plan a set of Optuna parameters stands for (the inverse of `params_of`)."""
+    """The plan a set of Optuna parameters stands for (the inverse of `params_of`). Parameters
+    of studies begun by earlier versions (the dense point with a `layer`) are read too."""
     return suggest_plan(optuna.trial.FixedTrial(params), spec)
+
+
+def point_key(params: dict[str, Any], spec: SweepSpec) -> tuple:
+    """What makes two sets of parameters the same trial: the canonical plan they stand for (so
+    the dense point recorded with a `layer` by an earlier version is the dense point). Parameters
+    this spec cannot read (a space since narrowed) are compared as they are."""
+    try:
+        plan = _canonical(plan_of(params, spec), spec)
+    except ValueError:
+        return ("params",) + tuple(sorted((k, float(v) if isinstance(v, (int, float)) else v)
+                                          for k, v in params.items()))
+    return ("plan", tuple(plan.remaining.items()), plan.train_variance, plan.mask_method, plan.seed)
 
 
 class AgentArgumentError(ValueError):
@@ -195,13 +211,15 @@ def agent_point(arguments: list[str], spec: SweepSpec) -> dict[str, Any]:
             raw[name] = int(value) if name == "seed" else float(value)
         except ValueError:
             raise AgentArgumentError(f"agent-trial: --{name} must be a number, but got {value!r}") from None
-    expected = set(params_of(grid_plans(spec)[0], spec)) if spec.study.sampler == "grid" else None
-    if expected is not None and set(raw) != expected:
-        raise AgentArgumentError(f"agent-trial: this spec's parameters are {sorted(expected)}, but got {sorted(raw)}")
+    names = set().union(*(params_of(plan, spec) for plan in grid_plans(spec))) if spec.study.sampler == "grid" else None
+    wrong = f"agent-trial: this spec's parameters are {sorted(names or [])}, but got {sorted(raw)}"
+    if names is not None and not set(raw) <= names:
+        raise AgentArgumentError(wrong)
     try:
         plan = plan_of(raw, spec)
     except ValueError as err:
-        raise AgentArgumentError(f"agent-trial: {err}") from None
+        missing = names is not None and "not found" in str(err)
+        raise AgentArgumentError(wrong if missing else f"agent-trial: {err}") from None
     return params_of(_canonical(plan, spec), spec)
 
 

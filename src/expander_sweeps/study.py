@@ -31,7 +31,7 @@ from .fingerprint import (
     result_settings,
     search_space,
 )
-from .space import grid_plans, params_of
+from .space import grid_plans, params_of, point_key
 from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
@@ -140,27 +140,25 @@ def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 # ----------------------------------------------------------------------------- grid points
-def point_key(params: dict) -> tuple:
-    return tuple(sorted((k, float(v) if isinstance(v, (int, float)) else v) for k, v in params.items()))
+def _trial_point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    # An enqueued trial carries its point in fixed_params until its parameters are suggested.
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
-def enqueue_points(study: optuna.Study, points: list[dict[str, Any]]) -> None:
+def enqueue_points(study: optuna.Study, points: list[dict[str, Any]], spec: SweepSpec) -> None:
     """Enqueue the points that no trial holds: finished, running (here or in another worker; a
     dead worker's trial comes back through the heartbeat retry) or waiting."""
-    taken = set()
     states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    for t in study.get_trials(deepcopy=False, states=states):
-        # An enqueued trial carries its point in fixed_params until its parameters are suggested.
-        taken.add(point_key({**t.system_attrs.get("fixed_params", {}), **t.params}))
+    taken = {point_key(_trial_point(t), spec) for t in study.get_trials(deepcopy=False, states=states)}
     for params in points:
-        if point_key(params) not in taken:
+        if point_key(params, spec) not in taken:
             study.enqueue_trial(params)
-            taken.add(point_key(params))
+            taken.add(point_key(params, spec))
 
 
 def enqueue_grid(study: optuna.Study, spec: SweepSpec) -> None:
     """Enqueue every grid point of the spec that no trial holds."""
-    enqueue_points(study, [params_of(plan, spec) for plan in grid_plans(spec)])
+    enqueue_points(study, [params_of(plan, spec) for plan in grid_plans(spec)], spec)
 
 
 def sweep_progress(study: optuna.Study, spec: SweepSpec) -> tuple[int, int]:
@@ -169,8 +167,8 @@ def sweep_progress(study: optuna.Study, spec: SweepSpec) -> tuple[int, int]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if spec.study.sampler != "grid":
         return min(len(complete), spec.study.n_trials), spec.study.n_trials
-    grid = {point_key(params_of(plan, spec)) for plan in grid_plans(spec)}
-    return len(grid & {point_key(t.params) for t in complete}), len(grid)
+    grid = {point_key(params_of(plan, spec), spec) for plan in grid_plans(spec)}
+    return len(grid & {point_key(t.params, spec) for t in complete}), len(grid)
 
 
 def trials_left(spec: SweepSpec) -> int:
@@ -288,12 +286,13 @@ class StudyState:
 
 
 # ----------------------------------------------------------------------------- claims and heartbeats
-def claim_waiting(study: optuna.Study, only: dict[str, Any] | None = None) -> optuna.Trial | None:
-    """Take one WAITING trial (with the parameters `only`, if given) for this process. The
+def claim_waiting(study: optuna.Study, spec: SweepSpec, only: dict[str, Any] | None = None) -> optuna.Trial | None:
+    """Take one WAITING trial (with the point `only`, if given) for this process. The
     storage's conditional update makes the claim atomic: of several workers reaching for the
     same trial, exactly one gets it."""
+    wanted = point_key(only, spec) if only is not None else None
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if only is not None and point_key(frozen.system_attrs.get("fixed_params", frozen.params)) != point_key(only):
+        if wanted is not None and point_key(_trial_point(frozen), spec) != wanted:
             continue
         # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
         # never a RUNNING one without a heartbeat (which no one would ever find stale).

@@ -125,7 +125,7 @@ def _enqueue(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] | None,
         if point is None and spec.study.sampler != "grid":
             return  # sampled trials are asked for one at a time
         if point is not None:
-            enqueue_points(study, [point])
+            enqueue_points(study, [point], spec)
         else:
             enqueue_grid(study, spec)
 
@@ -139,9 +139,9 @@ def _to_run(study: optuna.Study, spec: SweepSpec) -> int:
 
 def _next_trial(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] | None) -> optuna.Trial | None:
     if point is not None:
-        return claim_waiting(study, point)
+        return claim_waiting(study, spec, point)
     if spec.study.sampler == "grid":
-        return claim_waiting(study)
+        return claim_waiting(study, spec)
     started = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
     if len(started) >= spec.study.n_trials:
         return None
