@@ -269,7 +269,7 @@ class MlflowTracker:
             mlflow.pytorch.save_model(
                 model, f"{folder}/model", input_example=example, signature=signature,
                 serialization_format="pickle", pip_requirements=model_requirements(),
-                code_paths=_source_copies(model_code_paths(model), Path(folder) / "code"),
+                code_paths=model_code_paths(model),  # copied without __pycache__ by MLflow
                 mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
                                    run_id=self._run_id, model_id=logged.model_id),
             )
@@ -388,22 +388,6 @@ def model_code_paths(model) -> list[str]:
         if origin is not None and top != package.name:
             paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
     return paths
-
-
-def _source_copies(paths: list[str], folder: Path) -> list[str]:
-    """Copies of source folders without byte-code caches (each file is one upload)."""
-    import shutil
-
-    copies = []
-    for path in map(Path, paths):
-        target = folder / path.name
-        if path.is_dir():
-            shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-        copies.append(str(target))
-    return copies
 
 
 def _dataset_input(spec: SweepSpec, fingerprint: str | None):
