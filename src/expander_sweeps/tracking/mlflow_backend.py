@@ -254,6 +254,7 @@ class MlflowTracker:
         from mlflow.utils.time import get_current_time_millis
 
         from ..results import load_checkpoint
+        from .model_code import model_code_paths
 
         model, _ = load_checkpoint(record.files["checkpoint"])
         example = np.load(record.files["example"])
@@ -269,7 +270,7 @@ class MlflowTracker:
             mlflow.pytorch.save_model(
                 model, f"{folder}/model", input_example=example, signature=signature,
                 serialization_format="pickle", pip_requirements=model_requirements(),
-                code_paths=model_code_paths(model),  # copied without __pycache__ by MLflow
+                code_paths=model_code_paths(model, Path(folder) / "code"),
                 mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
                                    run_id=self._run_id, model_id=logged.model_id),
             )
@@ -365,29 +366,11 @@ def model_requirements() -> list[str]:
     """What a logged model needs from PyPI, pinned to what made it: torch, and what unpickling
     the bundled package imports (cloudpickle for MLflow's pickle format; numpy, pydantic and
     PyYAML for this package's models and spec). Never `expander-sweeps` itself, which no index
-    has: its code travels in the model (`model_code_paths`)."""
+    has: its code travels in the model (`model_code.model_code_paths`)."""
     from importlib.metadata import version
 
     names = ("torch", "cloudpickle", "numpy", "pydantic", "PyYAML")
     return [f"{name}=={version(name).split('+')[0]}" for name in names]
-
-
-def model_code_paths(model) -> list[str]:
-    """This package's source folder, and for a `model.factory` model the top-level package (or
-    module file) its network's class comes from: MLflow copies them under the model's `code/`
-    and puts that on sys.path when the model is loaded."""
-    import sys
-
-    package = Path(__file__).resolve().parents[1]
-    paths = [str(package)]
-    network = getattr(model, "net", None)
-    if network is not None:
-        top = type(network).__module__.split(".")[0]
-        module = sys.modules.get(top)
-        origin = Path(module.__file__) if module is not None and getattr(module, "__file__", None) else None
-        if origin is not None and top != package.name:
-            paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
-    return paths
 
 
 def _dataset_input(spec: SweepSpec, fingerprint: str | None):
