@@ -408,6 +408,24 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
     # Besides the trial runs, exactly one summary run, holding the crossing table.
     others = [f for f in (run_dir / "wandb").glob("offline-run-*") if f not in runs]
     assert len(others) == 1 and others[0].name.endswith(f"-tiny-{token}-summary")
+    # Registry-style aliases mirroring MLflow's: versions of one `tiny-pruned` model artifact,
+    # each alias on the checkpoint of the trial MLflow's alias points at, its rule in metadata.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracked[0].uri)
+    published = [r["artifact"] for r in _inspect(others[0], summary=False) if r["type"] == "artifact"
+                 and r["artifact"]["name"] == "tiny-pruned"]
+    by_alias = {alias: a for a in published for alias in a["aliases"] if alias != "latest"}
+    assert set(by_alias) == set(client.get_registered_model("tiny-pruned").aliases) == {
+        "dense", "best", "sparsest-ramanujan"}
+    for alias, artifact in by_alias.items():
+        metadata = json.loads(artifact["metadata"])
+        version = client.get_model_version_by_alias("tiny-pruned", alias)
+        assert metadata["trial"] == int(version.tags["expander_sweeps.trial"])
+        assert metadata[f"alias.{alias}"] == version.tags[f"alias.{alias}"]
+        (content,) = artifact["manifest"]["contents"]
+        checkpoint = run_dir / "trials" / f"{metadata['trial']:05d}" / "model.pt"
+        assert Path(content["local_path"]).read_bytes() == checkpoint.read_bytes()
     assert "crossings" in _inspect(others[0], summary=True)["summary"]
 
 

@@ -33,6 +33,8 @@ __all__ = [
     "ramanujan",
     "trial_label",
     "for_trackers",
+    "ALIAS_RULES",
+    "choose_aliases",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -66,6 +68,48 @@ def ramanujan(metrics: dict[str, Any], layer: str) -> bool | None:
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return None
     return all(float(v) > 0 for v in values)
+
+
+# Each registry alias's rule, in the words put on the model version (or artifact) it points at.
+ALIAS_RULES = {
+    "dense": "the trial with every maskable layer dense",
+    "best": "the highest clean test accuracy",
+    "sparsest-ramanujan": "the fewest kept edges among versions whose every pruned layer keeps Delta_R > 0 "
+                          "and Delta_S > 0 (binary layer graph) and whose clean accuracy is within {points} "
+                          "point(s) (report.drop_threshold) of the dense trial of the same seed; ties: the "
+                          "higher accuracy",
+}
+
+
+def choose_aliases(trials: list[dict[str, Any]], layers: list[str], tolerance: float) -> dict[str, dict[str, Any]]:
+    """The trial each alias of ALIAS_RULES points at (absent when none qualifies), among
+    finished trials' results (user attributes with "trial"). `tolerance`: report.drop_threshold."""
+    chosen = {}
+    dense = [t for t in trials if all(t.get(f"remaining_{layer}") == 1.0 for layer in layers)]
+    if dense:
+        chosen["dense"] = dense[0]
+    if trials:
+        chosen["best"] = max(trials, key=lambda t: t["acc/clean"])
+
+    def edges(t: dict) -> float:
+        return sum(t.get(f"{layer}/binary/edges", 0.0) for layer in layers)
+
+    def keeps_the_property(t: dict) -> bool:
+        pruned = [layer for layer in layers if t.get(f"remaining_{layer}", 1.0) < 1.0]
+        return all(ramanujan(t, layer) is True for layer in pruned)
+
+    # A sparse model that lost the accuracy is no answer: within `tolerance` of the dense trial
+    # of the same seed (no dense trial, no alias).
+    dense_accuracy = {t.get("seed"): t["acc/clean"] for t in dense}
+
+    def holds_accuracy(t: dict) -> bool:
+        reference = dense_accuracy.get(t.get("seed"))
+        return reference is not None and t["acc/clean"] >= reference - tolerance
+
+    keeping = [t for t in trials if keeps_the_property(t) and holds_accuracy(t)]
+    if keeping:
+        chosen["sparsest-ramanujan"] = min(keeping, key=lambda t: (edges(t), -t["acc/clean"]))
+    return chosen
 
 
 def for_trackers(metrics: dict[str, float]) -> dict[str, float]:

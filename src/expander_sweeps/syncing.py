@@ -39,6 +39,8 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
     for tracker in trackers:
         try:
             tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
+            if tracker.name == "wandb" and not report.trials.empty:
+                tracker.set_aliases(*_aliases_and_checkpoints(spec, study, report))
             tracker.end_sweep(files)
             if tracker.name == "mlflow" and spec.tracking.mlflow.log_models and not report.trials.empty:
                 from .tracking.mlflow_backend import set_registry_aliases
@@ -48,6 +50,21 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
             warn(f"could not publish the report to {tracker.name} ({type(err).__name__}: {err}); "
                  "`expander-sweeps sync SPEC` retries")
     return aliases
+
+
+def _aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, report: Report) -> tuple[dict, dict[int, str]]:
+    """The registry aliases' trials (results.choose_aliases) and the checkpoints of those trials."""
+    from .results import choose_aliases
+
+    chosen = choose_aliases(report.trials.to_dict(orient="records"), spec.masks.layers, spec.report.drop_threshold)
+    numbers = {int(row["trial"]) for row in chosen.values()}
+    checkpoints = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.number in numbers:
+            checkpoint = read_result(trial, spec.run_path).files.get("checkpoint")
+            if checkpoint:
+                checkpoints[trial.number] = checkpoint
+    return chosen, checkpoints
 
 
 def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], None],

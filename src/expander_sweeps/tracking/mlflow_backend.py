@@ -23,7 +23,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..results import for_trackers, ramanujan, spectrum_key, trial_label
+from ..results import (
+    ALIAS_RULES,
+    choose_aliases,
+    for_trackers,
+    ramanujan,
+    spectrum_key,
+    trial_label,
+)
 from ..spec import SweepSpec, redact_url, sqlite_file
 from .base import SweepState, TrackerUnavailable, TrialRecord
 
@@ -423,32 +430,8 @@ def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
     rows = [t for t in trials if int(t["trial"]) in by_trial]
     if not rows:
         return {}
-    layers = spec.masks.layers
-    chosen = {}
-    dense = [t for t in rows if all(t.get(f"remaining_{layer}") == 1.0 for layer in layers)]
-    if dense:
-        chosen["dense"] = dense[0]
-    chosen["best"] = max(rows, key=lambda t: t["acc/clean"])
-
-    def edges(t: dict) -> float:
-        return sum(t.get(f"{layer}/binary/edges", 0.0) for layer in layers)
-
-    def keeps_the_property(t: dict) -> bool:
-        pruned = [layer for layer in layers if t.get(f"remaining_{layer}", 1.0) < 1.0]
-        return all(ramanujan(t, layer) is True for layer in pruned)
-
-    # A sparse model that lost the accuracy is no answer: within report.drop_threshold of the
-    # dense trial of the same seed (no dense trial, no alias).
+    chosen = choose_aliases(rows, spec.masks.layers, spec.report.drop_threshold)
     tolerance = spec.report.drop_threshold
-    dense_accuracy = {t.get("seed"): t["acc/clean"] for t in dense}
-
-    def holds_accuracy(t: dict) -> bool:
-        reference = dense_accuracy.get(t.get("seed"))
-        return reference is not None and t["acc/clean"] >= reference - tolerance
-
-    keeping = [t for t in rows if keeps_the_property(t) and holds_accuracy(t)]
-    if keeping:
-        chosen["sparsest-ramanujan"] = min(keeping, key=lambda t: (edges(t), -t["acc/clean"]))
     result = {}
     for alias, trial in chosen.items():
         version = by_trial[int(trial["trial"])].version
@@ -459,12 +442,3 @@ def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
     return result
 
 
-# Each alias's rule, in the words put on the version it points at.
-ALIAS_RULES = {
-    "dense": "the trial with every maskable layer dense",
-    "best": "the highest clean test accuracy",
-    "sparsest-ramanujan": "the fewest kept edges among versions whose every pruned layer keeps Delta_R > 0 "
-                          "and Delta_S > 0 (binary layer graph) and whose clean accuracy is within {points} "
-                          "point(s) (report.drop_threshold) of the dense trial of the same seed; ties: the "
-                          "higher accuracy",
-}

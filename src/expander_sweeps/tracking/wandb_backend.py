@@ -17,9 +17,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from ..results import for_trackers, trial_label
+from ..results import ALIAS_RULES, for_trackers, trial_label
 from ..spec import SweepSpec
 from .base import SweepState, TrackerUnavailable, TrialRecord
+from .mlflow_backend import registered_model_name
 
 __all__ = ["WandbTracker", "wandb_mode", "sync_command"]
 
@@ -178,6 +179,29 @@ class WandbTracker:
             done = set(json.loads(ledger.read_text())) if ledger.exists() else set()
             ledger.write_text(json.dumps(sorted(done | {self._number})))
 
+    def set_aliases(self, chosen: dict[str, dict[str, Any]], checkpoints: dict[int, str]) -> None:
+        """The registry aliases (results.choose_aliases: alias -> trial row) and each trial's
+        checkpoint, published by the next `end_sweep` as versions of one `<name>-pruned` model
+        artifact carrying those aliases, as MLflow's registry carries them."""
+        self._aliases = (chosen, checkpoints)
+
+    def _log_aliases(self, run) -> None:
+        chosen, checkpoints = getattr(self, "_aliases", ({}, {}))
+        by_trial: dict[int, list[str]] = {}
+        for alias, row in chosen.items():
+            by_trial.setdefault(int(row["trial"]), []).append(alias)
+        points = f"{100 * self._spec.report.drop_threshold:g}"
+        with self._staging_in_run_folder():
+            for number, aliases in sorted(by_trial.items()):
+                if number not in checkpoints or not Path(checkpoints[number]).is_file():
+                    continue
+                metadata = {"trial": number, **{f"alias.{a}": ALIAS_RULES[a].format(points=points) for a in aliases}}
+                # One collection, as MLflow's registered model: W&B keeps one version per distinct
+                # checkpoint, and the aliases move to the version logged with them last.
+                artifact = self._wandb.Artifact(registered_model_name(self._spec), type="model", metadata=metadata)
+                artifact.add_file(checkpoints[number], name="model.pt")
+                run.log_artifact(artifact, aliases=aliases)
+
     def end_sweep(self, report_files: list[str]) -> None:
         if self._run is not None:
             self.end_trial("KILLED")
@@ -193,6 +217,7 @@ class WandbTracker:
         for path in report_files:
             if path.endswith(".png"):
                 run.log({f"figure/{Path(path).stem}": self._wandb.Image(path)})
+        self._log_aliases(run)
         run.finish()
 
     def logged_trials(self) -> set[int]:
