@@ -18,9 +18,9 @@ def _relative(paths) -> set[str]:
 
 def test_module_level_imports_are_followed_and_imports_inside_functions_are_not():
     # models.py imports spec at module level and factories only inside a function.
-    assert _relative(package_modules({"expander_sweeps.models"})) == {"__init__.py", "models.py", "spec.py"}
+    assert _relative(package_modules(frozenset({"expander_sweeps.models"}))) == {"__init__.py", "models.py", "spec.py"}
     # A module of a subpackage brings its package's __init__ and its relative imports.
-    tracked = _relative(package_modules({"expander_sweeps.tracking.base"}))
+    tracked = _relative(package_modules(frozenset({"expander_sweeps.tracking.base"})))
     assert {"__init__.py", "tracking/__init__.py", "tracking/base.py"} <= tracked
     assert "sweep.py" not in tracked
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord"]
+__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord", "data_source"]
 
 
 class TrackerUnavailable(RuntimeError):
@@ -222,3 +222,15 @@ def tracker_config(spec) -> dict:
     if config["tracking"]["mlflow"]["uri"]:
         config["tracking"]["mlflow"]["uri"] = redact_url(config["tracking"]["mlflow"]["uri"])
     return config
+
+
+def data_source(spec) -> str:
+    """Where a sweep's data comes from, as trackers record it (JSON): the data folder's URI, or
+    a custom loader with its arguments."""
+    import json
+    from pathlib import Path
+
+    data = spec.data
+    if getattr(data, "loader", None):
+        return json.dumps({"loader": data.loader, "args": data.args}, default=str)
+    return json.dumps({"uri": Path(data.root).expanduser().resolve().as_uri()})

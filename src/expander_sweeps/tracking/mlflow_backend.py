@@ -16,6 +16,7 @@ by the data's fingerprint.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from ..results import (
     trial_label,
 )
 from ..spec import SweepSpec, redact_url, sqlite_file
-from .base import SweepState, TrackerUnavailable, TrialRecord
+from .base import SweepState, TrackerUnavailable, TrialRecord, data_source
 
 __all__ = ["MlflowTracker", "mlflow_uri", "set_registry_aliases"]
 
@@ -276,7 +277,7 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as folder:
             mlflow.pytorch.save_model(
                 model, f"{folder}/model", input_example=example, signature=signature,
-                serialization_format="pickle", pip_requirements=model_requirements(),
+                serialization_format="pickle", pip_requirements=list(model_requirements()),
                 code_paths=model_code_paths(model, Path(folder) / "code"),
                 mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
                                    run_id=self._run_id, model_id=logged.model_id),
@@ -350,8 +351,9 @@ class MlflowTracker:
             self._client.delete_run(run.info.run_id)
         from mlflow.exceptions import MlflowException
 
-        try:
-            versions = self._client.search_model_versions(f"name = '{self._model_name}'")
+        try:  # this trial's versions only (all of them would make a sweep quadratic in its trials)
+            versions = self._client.search_model_versions(
+                f"name = '{self._model_name}' and tags.`{TRIAL_TAG}` = '{number}'")
         except MlflowException:
             return
         for version in versions:
@@ -369,7 +371,8 @@ def _version_source(uri: str, logged) -> str:
     return logged.artifact_location
 
 
-def model_requirements() -> list[str]:
+@functools.lru_cache(maxsize=1)  # reading package metadata costs ~20 ms: once per process
+def model_requirements() -> tuple[str, ...]:
     """What a logged model needs from PyPI, pinned to what made it: torch, and what unpickling
     the bundled package imports (cloudpickle for MLflow's pickle format; numpy, pydantic and
     PyYAML for this package's models and spec). Never `expander-sweeps` itself, which no index
@@ -377,7 +380,7 @@ def model_requirements() -> list[str]:
     from importlib.metadata import version
 
     names = ("torch", "cloudpickle", "numpy", "pydantic", "PyYAML")
-    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+    return tuple(f"{name}=={version(name).split('+')[0]}" for name in names)
 
 
 def _dataset_input(spec: SweepSpec, fingerprint: str | None):
@@ -385,13 +388,8 @@ def _dataset_input(spec: SweepSpec, fingerprint: str | None):
     read from, and the data's own fingerprint as its digest."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    data = spec.data
-    if getattr(data, "loader", None):
-        source = {"loader": data.loader, "args": data.args}
-    else:
-        source = {"uri": Path(data.root).expanduser().resolve().as_uri()}
-    dataset = Dataset(name=data.dataset, digest=(fingerprint or "unknown")[:36], source_type="local",
-                      source=json.dumps(source, default=str))
+    dataset = Dataset(name=spec.data.dataset, digest=(fingerprint or "unknown")[:36], source_type="local",
+                      source=data_source(spec))
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
 
 

@@ -13,6 +13,7 @@ its layout.
 from __future__ import annotations
 
 import ast
+import functools
 import shutil
 import sys
 from pathlib import Path
@@ -52,7 +53,8 @@ def _imported_at_module_level(name: str, source: Path) -> set[str]:
     return {n for n in found if n.split(".")[0] == PACKAGE.name and _module_file(n) is not None}
 
 
-def package_modules(roots: set[str]) -> set[Path]:
+@functools.lru_cache(maxsize=32)  # once per sweep: the source does not change under it
+def package_modules(roots: frozenset[str]) -> frozenset[Path]:
     """The source files of `roots` (modules of this package), of what they import at module
     level, transitively, and of every package `__init__.py` on the way."""
     seen: set[str] = set()
@@ -67,7 +69,7 @@ def package_modules(roots: set[str]) -> set[Path]:
         source = _module_file(name)
         if source is not None:
             pending.update(_imported_at_module_level(name, source) - seen)
-    return {path for path in map(_module_file, seen) if path is not None}
+    return frozenset(path for path in map(_module_file, seen) if path is not None)
 
 
 def model_code_paths(model: torch.nn.Module, folder: Path) -> list[str]:
@@ -77,7 +79,7 @@ def model_code_paths(model: torch.nn.Module, folder: Path) -> list[str]:
     modules = {type(m).__module__ for m in model.modules()}
     ours = {m for m in modules if m.split(".")[0] == PACKAGE.name}
     target = Path(folder) / PACKAGE.name
-    for source in package_modules(ours | {PACKAGE.name}):
+    for source in package_modules(frozenset(ours | {PACKAGE.name})):
         copy = target / source.relative_to(PACKAGE)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, copy)

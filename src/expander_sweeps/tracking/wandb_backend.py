@@ -19,7 +19,7 @@ from typing import Any
 
 from ..results import ALIAS_RULES, for_trackers, trial_label
 from ..spec import SweepSpec
-from .base import SweepState, TrackerUnavailable, TrialRecord
+from .base import SweepState, TrackerUnavailable, TrialRecord, data_source
 from .mlflow_backend import registered_model_name
 
 __all__ = ["WandbTracker", "wandb_mode", "sync_command"]
@@ -61,6 +61,7 @@ class WandbTracker:
         self._number: int | None = None
         self._pending: list[Path] = []
         self._lineage: dict[str, str] = {}  # metadata of the trial's model artifact (log_model)
+        self._aliases: tuple[dict, dict[int, str]] = ({}, {})  # published by end_sweep (set_aliases)
         self._config: dict[str, Any] = {}
         self._id_prefix = spec.name.replace(".", "-")  # until start_sweep reads the study's token
 
@@ -159,10 +160,7 @@ class WandbTracker:
         lineage, as that artifact's metadata: the training data (its fingerprint and source) and
         the dense checkpoint it was pruned from. (W&B refuses `use_artifact` in offline mode,
         this tool's default, with "Cannot use artifact when in offline mode".)"""
-        data = self._spec.data
-        source = ({"loader": data.loader, "args": data.args} if getattr(data, "loader", None)
-                  else {"uri": Path(data.root).expanduser().resolve().as_uri()})
-        self._lineage = {"data_dataset": data.dataset, "data_source": json.dumps(source, default=str),
+        self._lineage = {"data_dataset": self._spec.data.dataset, "data_source": data_source(self._spec),
                          "data_fingerprint": str(record.params.get("data_fingerprint", "unknown"))}
         dense = record.files.get("dense_checkpoint")
         if dense:
@@ -186,7 +184,7 @@ class WandbTracker:
         self._aliases = (chosen, checkpoints)
 
     def _log_aliases(self, run) -> None:
-        chosen, checkpoints = getattr(self, "_aliases", ({}, {}))
+        chosen, checkpoints = self._aliases
         by_trial: dict[int, list[str]] = {}
         for alias, row in chosen.items():
             by_trial.setdefault(int(row["trial"]), []).append(alias)
