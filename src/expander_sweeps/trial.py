@@ -95,13 +95,10 @@ class SweepContext:
                    noise_fraction=self.spec.noise.fraction, noise_variance=train_variance,
                    on_epoch=hooks.on_epoch, on_batch=hooks.on_batch, clip_grad_norm=t.clip_grad_norm)
 
-    def dense_path(self, spec: SweepSpec, train_variance: float) -> Path:
-        """The cached dense checkpoint a trial of this seed and training noise starts from."""
-        return self.dense_cache.path(dense_key(spec, train_variance, self.data_fingerprint)[0])
-
     def dense_model(self, spec: SweepSpec, train_variance: float,
-                    hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict]:
-        """The trained dense model for this trial's seed and training noise: cached, or trained now."""
+                    hooks: TrialHooks) -> tuple[SequenceClassifier, bool, dict, Path]:
+        """The trained dense model for this trial's seed and training noise: cached, or trained
+        now; whether it was trained now, its metadata, and its file in the cache."""
         key, config = dense_key(spec, train_variance, self.data_fingerprint)
         seed = spec.training.seed
 
@@ -115,7 +112,7 @@ class SweepContext:
         cached = self.dense_cache.get_or_train(key, config, train)
         model = self.new_model(seed)
         model.load_state_dict(cached.state_dict)
-        return model, cached.trained, cached.metadata
+        return model, cached.trained, cached.metadata, self.dense_cache.path(key)
 
 
 @contextlib.contextmanager
@@ -243,7 +240,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     hooks = hooks or TrialHooks()
     spec = ctx.spec.for_trial(plan.seed, plan.mask_method)
     started = time.perf_counter()
-    model, dense_trained, dense_meta = ctx.dense_model(spec, plan.train_variance, hooks)
+    model, dense_trained, dense_meta, dense_file = ctx.dense_model(spec, plan.train_variance, hooks)
     metrics = {f"dense/{k}": v for k, v in dense_meta.get("accuracy", {}).items()}
 
     masks = _masks_for(spec, model, plan)
@@ -276,7 +273,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         "spectra": str(trial_dir / "spectra.json"),
         "history": str(trial_dir / "history.json"),
         "example": str(trial_dir / "example.npy"),
-        "dense_checkpoint": str(ctx.dense_path(spec, plan.train_variance)),  # lineage, not uploaded per trial
+        "dense_checkpoint": str(dense_file),  # lineage, not uploaded per trial
     }
     np.savez_compressed(files["masks"], **masks_np)
     for name, mask in masks_np.items():
