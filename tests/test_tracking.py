@@ -161,7 +161,15 @@ def _secrets_on_command_lines(launch_pid: int, found: set, stop: threading.Event
             if argv == typed:
                 continue
             if b"expander_sweeps" in argv or b"expander-sweeps" in argv:
-                found.update(name for name, s in SECRETS.items() if s.encode() in argv)
+                seen = {name for name, s in SECRETS.items() if s.encode() in argv}
+                if seen:  # which secrets, in which process (its pid, parent and command line, masked)
+                    status = (proc / "status").read_text() if (proc / "status").exists() else ""
+                    parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "?")
+                    shown = argv.replace(b"\0", b" ").decode(errors="replace")
+                    for s in SECRETS.values():
+                        shown = shown.replace(s, "***")
+                    found.update(f"{name} in pid {proc.name} (parent {parent}, launch {launch_pid}): {shown}"
+                                 for name in seen)
         time.sleep(0.1)
 
 
