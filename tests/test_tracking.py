@@ -147,18 +147,21 @@ SECRETS = {"wandb key": "do-not-log-this-key-0123456789", "storage password": "S
            "mlflow password": "S3cretMlflow42"}
 
 
-def _secrets_on_command_lines(launch_pid: int, found: set, stop: threading.Event) -> None:
+def _secrets_on_command_lines(command: list[str], launch_pid: int, found: set, stop: threading.Event) -> None:
     """Watch every expander-sweeps process's command line (what `ps` shows any user). The
     launch's own command line holds the secrets on purpose (the test typed them), and so does,
-    for the microseconds between fork and exec, each child it starts: those are skipped."""
-    typed = Path(f"/proc/{launch_pid}/cmdline").read_bytes()  # Popen returns after the exec
+    for the microseconds between fork and exec, each child it starts: those are skipped. They
+    are recognised by the typed arguments, which end their command line (the kernel puts the
+    script's interpreter in front). Not by reading the launch's /proc/<pid>/cmdline once: Popen
+    can return before the exec has set it up, and an empty one was read under load."""
+    typed = "\0".join(command[1:]).encode() + b"\0"
     while not stop.is_set():
         for proc in Path("/proc").glob("[0-9]*"):
             try:
                 argv = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if argv == typed:
+            if argv.endswith(typed):
                 continue
             if b"expander_sweeps" in argv or b"expander-sweeps" in argv:
                 seen = {name for name, s in SECRETS.items() if s.encode() in argv}
@@ -188,7 +191,7 @@ def tracked(tmp_path_factory, mnist_dir, mlflow_server):
     env.pop("MLFLOW_TRACKING_URI", None)
     launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     on_command_lines, stop = set(), threading.Event()
-    watcher = threading.Thread(target=_secrets_on_command_lines, args=(launch.pid, on_command_lines, stop),
+    watcher = threading.Thread(target=_secrets_on_command_lines, args=(command, launch.pid, on_command_lines, stop),
                                daemon=True)
     watcher.start()
     out, err = launch.communicate(timeout=600)
