@@ -138,3 +138,40 @@ def test_launches_racing_on_a_new_mlflow_db_all_open_it(tmp_path):
             futures = [pool.submit(_open_mlflow_store, str(tmp_path / "run"), ready) for _ in range(3)]
             results = [f.result(timeout=300) for f in futures]
     assert results == ["ok"] * 3, results
+
+
+@pytest.mark.slow
+def test_training_lends_the_busy_tracker_process_a_thread_and_takes_it_back(tmp_path):
+    """While the child has work (here its first: importing MLflow and creating the store), the
+    training loop's between_batches() runs torch with one thread fewer; once the child is idle,
+    the thread comes back; close() gives it back too."""
+    import torch
+
+    from expander_sweeps.tracking.process import TrackerProcess
+
+    def poll(process, until, what: str) -> list[int]:
+        seen, deadline = [], time.monotonic() + 120
+        while time.monotonic() < deadline:
+            process.between_batches()  # what the training loop calls after every batch
+            seen.append(torch.get_num_threads())
+            if until(seen):
+                return seen
+            time.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}: thread counts seen {sorted(set(seen))}")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        spec = SweepSpec(name="lend", run_dir=str(tmp_path / "run"))  # MLflow's embedded store
+        process = TrackerProcess(spec, print)
+        poll(process, lambda seen: seen[-1] == 1, "the busy child to get a thread")
+        poll(process, lambda seen: seen[-1] == 2, "the idle child to give it back")
+        process.close()
+        assert torch.get_num_threads() == 2
+
+        process = TrackerProcess(SweepSpec(name="lend2", run_dir=str(tmp_path / "run2")), print)
+        poll(process, lambda seen: seen[-1] == 1, "the busy child to get a thread")
+        process.close()  # the sweep ended while the thread was lent
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

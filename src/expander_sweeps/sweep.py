@@ -192,7 +192,14 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
                 # optuna-dashboard's learning curve: the fine-tuning train accuracy per epoch.
                 trial.report(stats.train_accuracy, stats.epoch)
 
-        hooks = TrialHooks(on_phase=events.phase_started, on_batch=events.batch_done, on_epoch=on_epoch)
+        lends_threads = ctx.device.type == "cpu"  # torch's CPU threads do the training
+
+        def on_batch() -> None:
+            events.batch_done()
+            if lends_threads:
+                trackers.between_batches()
+
+        hooks = TrialHooks(on_phase=events.phase_started, on_batch=on_batch, on_epoch=on_epoch)
         result = run_trial(ctx, plan, spec.run_path / "trials" / f"{trial.number:05d}", hooks)
     except Exception as err:
         trial.set_user_attr("error", describe_failure(err))

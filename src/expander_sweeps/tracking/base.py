@@ -81,6 +81,10 @@ class TrackerCalls:
     def _each(self, method: str, *args: Any) -> None:
         raise NotImplementedError
 
+    def between_batches(self) -> None:
+        """Called by the training loop after every batch: trackers that share the training's
+        cores may ask for one here (TrackerProcess). Nothing by default."""
+
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         self._history, self._flushed_at = [], time.monotonic()
         self._each("start_trial", number, params)

@@ -5,7 +5,11 @@ thread in the training process competes for the GIL with the training loop's Pyt
 the cores with PyTorch's thread team; a W&B run also starts a `wandb-core` service. Measured
 on 2 cores, that slowed the sweep by far more than the trackers' own CPU time. Here every
 tracker call is queued to a child process started with `nice` 10 (its children, `wandb-core`
-included, inherit it) and one torch/BLAS thread, so it runs in the gaps training leaves.
+included, inherit it) and one torch/BLAS thread, so it runs in the gaps training leaves. A
+`nice` value is not enough on a CPU whose cores training's torch threads all use: they work in
+lock-step, and a core taken by the child holds every thread up at the next join. So while the
+child has calls to run (an Event it sets and clears), the training loop runs with one torch
+thread fewer (`between_batches`), and takes it back when the child is idle.
 
 The child builds the trackers from the spec and opens the study itself (for the sweep's shared
 state, such as MLflow's parent run id). Warnings come back to the parent and are printed
@@ -48,8 +52,10 @@ class TrackerProcess(TrackerCalls):
         context = multiprocessing.get_context("spawn")  # no forked copy of torch's threads and CUDA
         self._calls = context.Queue()
         self._replies = context.Queue()
+        self._busy = context.Event()  # set by the child while it has calls to run
+        self._lent_from: int | None = None  # torch's thread count before one was lent to the child
         self._process = context.Process(
-            target=_serve, args=(spec.model_dump(mode="json"), self._calls, self._replies, os.getpid()),
+            target=_serve, args=(spec.model_dump(mode="json"), self._calls, self._replies, os.getpid(), self._busy),
             name="expander-sweeps-trackers", daemon=True,
         )
         self._process.start()
@@ -104,6 +110,22 @@ class TrackerProcess(TrackerCalls):
         if method == "start_trial":
             self._missed.append(args[0])
 
+    def between_batches(self) -> None:
+        """Lend the child one of training's CPU threads while it has work, and take it back
+        when it is idle. Training's torch threads work in lock-step, so a tracker that takes a
+        core they all use (even at a lower priority) stalls every thread at the next join: on 2
+        cores each second of tracker CPU cost about a second of training. With one thread
+        fewer, training slows by its parallel share only (2 -> 1 thread: about 1.2x)."""
+        import torch
+
+        if self._busy.is_set():
+            if self._lent_from is None and torch.get_num_threads() > 1:
+                self._lent_from = torch.get_num_threads()
+                torch.set_num_threads(self._lent_from - 1)
+        elif self._lent_from is not None:
+            torch.set_num_threads(self._lent_from)
+            self._lent_from = None
+
     def begin(self, spec, study) -> None:
         """Start the sweep in the trackers. Returns at once: the child opens the study for the
         sweep's shared state and takes its lock itself, while the first trial starts here."""
@@ -113,6 +135,11 @@ class TrackerProcess(TrackerCalls):
 
     def close(self) -> None:
         """Wait until every queued call has run, then let the child exit."""
+        if self._lent_from is not None:  # training is over: its threads back
+            import torch
+
+            torch.set_num_threads(self._lent_from)
+            self._lent_from = None
         if self._process.is_alive():
             self._calls.put(("close", ()))
             seconds = self._wait_for("closed")
@@ -130,17 +157,17 @@ class TrackerProcess(TrackerCalls):
 # ------------------------------------------------------------------------- child side
 
 
-def _serve(spec_data: dict, calls, replies, parent_pid: int) -> None:
+def _serve(spec_data: dict, calls, replies, parent_pid: int, busy) -> None:
     """The child's loop. An exception it cannot handle ends it with one line of reason for the
     parent (not a traceback on the terminal)."""
     try:
-        _serve_calls(spec_data, calls, replies, parent_pid)
+        _serve_calls(spec_data, calls, replies, parent_pid, busy)
     except Exception as err:
         replies.put(("died", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]))
         sys.exit(1)
 
 
-def _serve_calls(spec_data: dict, calls, replies, parent_pid: int) -> None:
+def _serve_calls(spec_data: dict, calls, replies, parent_pid: int, busy) -> None:
     # Ctrl-C reaches the whole process group: the parent decides when the trackers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
@@ -155,16 +182,20 @@ def _serve_calls(spec_data: dict, calls, replies, parent_pid: int) -> None:
     def warn(message: str) -> None:
         replies.put(("warn", message))
 
+    busy.set()  # importing the trackers' libraries and opening the store: seconds of CPU
     spec = SweepSpec.model_validate(spec_data)
     fan = FanOut(enabled_trackers(spec, warn), warn, background=False)
     replies.put(("ready", fan.names))
     while True:
+        if calls.empty():
+            busy.clear()
         try:
             method, args = calls.get(timeout=_POLL_SECONDS)
         except queue.Empty:
             if os.getppid() != parent_pid:  # the parent was killed: nothing more will come
                 return
             continue
+        busy.set()
         if method == "close":
             replies.put(("closed", fan.seconds))
             return
