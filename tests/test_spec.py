@@ -162,3 +162,9 @@ def test_wandb_system_metrics_are_a_switch_off_by_default(tmp_path):
     assert off.tracking.wandb.system_metrics is False
     assert WandbTracker(off).settings().x_disable_stats is True
     assert WandbTracker(on).settings().x_disable_stats is False
+
+
+def test_lending_a_thread_to_the_trackers_is_off_by_default(tmp_path):
+    """It trades bit-for-bit reproducibility for speed (README): the user must ask for it."""
+    assert SweepSpec(name="a", run_dir=str(tmp_path)).tracking.lend_thread is False
+    assert SweepSpec(name="a", run_dir=str(tmp_path), tracking={"lend_thread": True}).tracking.lend_thread is True

@@ -97,3 +97,31 @@ def test_tpe_sampler_with_a_range_and_two_objectives(tmp_path, mnist_dir):
     assert expander_sweeps.launch(spec).ran == 0  # n_trials is the total, finished ones count
     rep = expander_sweeps.report(spec)
     assert set(rep.crossings["pruned"]) == {"W_xh+W_hh (tied)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lend", [False, True])
+def test_training_lends_the_tracker_process_a_thread_only_when_the_spec_says_so(tmp_path, mnist_dir, lend):
+    """The tracker process is busy for its first seconds (importing MLflow, creating the store),
+    which a tiny sweep's training overlaps: with `tracking.lend_thread` some batches run on one
+    thread fewer; without it every batch runs on all of them (bit-for-bit reproducible)."""
+    import torch
+
+    class ThreadsPerBatch(sweep.SweepEvents):
+        def __init__(self):
+            self.seen: set[int] = set()
+
+        def batch_done(self) -> None:
+            self.seen.add(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, tracking={"lend_thread": lend}))
+        events = ThreadsPerBatch()
+        result = sweep.launch_study(spec, events)
+        assert result.ran == 5 and result.failed == 0
+        assert torch.get_num_threads() == 2  # given back when the sweep ended
+    finally:
+        torch.set_num_threads(before)
+    assert events.seen == ({1, 2} if lend else {2})

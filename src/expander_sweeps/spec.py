@@ -527,6 +527,13 @@ class WandbSpec(_Strict):
 class TrackingSpec(_Strict):
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow tracking.")
     wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases tracking.")
+    lend_thread: bool = Field(
+        False,
+        description="On a CPU, train with one torch thread fewer while the tracker process has work "
+        "(less tracking overhead when training fills every core). Off by default: float sums differ "
+        "with the thread count, so a trial's numbers then depend on when the trackers worked, and "
+        "identical launches can differ slightly.",
+    )
 
 
 class ReportSpec(_Strict):

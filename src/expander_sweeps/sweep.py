@@ -192,7 +192,8 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
                 # optuna-dashboard's learning curve: the fine-tuning train accuracy per epoch.
                 trial.report(stats.train_accuracy, stats.epoch)
 
-        lends_threads = ctx.device.type == "cpu"  # torch's CPU threads do the training
+        # Off by default: a thread count that follows the trackers' timing makes the numbers too.
+        lends_threads = spec.tracking.lend_thread and ctx.device.type == "cpu"
 
         def on_batch() -> None:
             events.batch_done()
