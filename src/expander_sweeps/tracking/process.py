@@ -7,9 +7,11 @@ on 2 cores, that slowed the sweep by far more than the trackers' own CPU time. H
 tracker call is queued to a child process started with `nice` 10 (its children, `wandb-core`
 included, inherit it) and one torch/BLAS thread, so it runs in the gaps training leaves. A
 `nice` value is not enough on a CPU whose cores training's torch threads all use: they work in
-lock-step, and a core taken by the child holds every thread up at the next join. So while the
-child has calls to run (an Event it sets and clears), the training loop runs with one torch
-thread fewer (`between_batches`), and takes it back when the child is idle.
+lock-step, and a core taken by the child holds every thread up at the next join. So, when the
+spec asks for it (`tracking.lend_thread`: off by default, since the thread count changes float
+sums and so the numbers), while the child has calls to run (an Event it sets and clears), the
+training loop runs with one torch thread fewer (`between_batches`), and takes it back when the
+child is idle.
 
 The child builds the trackers from the spec and opens the study itself (for the sweep's shared
 state, such as MLflow's parent run id). Warnings come back to the parent and are printed
