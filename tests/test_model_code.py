@@ -3,6 +3,7 @@ from their import statements, and a factory network's own package. Milliseconds,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from expander_sweeps.models import build_model
@@ -34,7 +35,12 @@ def test_the_built_in_model_carries_three_modules(tmp_path):
     assert (Path(package) / "models.py").read_bytes() == (PACKAGE / "models.py").read_bytes()
 
 
-def test_a_factory_model_carries_the_user_s_package_and_no_installed_library(tmp_path):
+def test_a_factory_model_carries_the_user_s_package_and_no_installed_library(tmp_path, monkeypatch):
+    # This process may have imported a copy of the example from another test's folder (test
+    # processes run several modules): import the repository's own, and leave the state as found.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p) / "byo_gru").is_dir()])
+    for name in [m for m in sys.modules if m == "byo_gru" or m.startswith("byo_gru.")]:
+        monkeypatch.delitem(sys.modules, name)
     spec = load_spec(REPO / "examples" / "byo_gru.yaml")
     model = build_model(spec.model, 6, 4, seed=0, spec_dir=spec.spec_dir)
     paths = [Path(p) for p in model_code_paths(model, tmp_path)]
