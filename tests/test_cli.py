@@ -83,6 +83,9 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
         assert f"started {workers} workers on the CPU" in result.stdout
         assert {f"[w{i}]" for i in range(workers)} <= set(re.findall(r"\[w\d+\]", result.stdout))
     assert result.stdout.count("| dense cached") == 4 and result.stdout.count("| dense trained") == 1
+    # Each worker ran its trials with its share of the cores (the numbers depend on it: README).
+    done = _study(run_dir).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert {t.user_attrs["cpu_threads"] for t in done} == {max(1, usable_cores() // workers)}
     report = run_dir / "report"
     for name in ("report.md", "crossings.csv", "crossings.json", "trials.csv",
                  "figure_W_xh.png", "figure_W_hh.png"):

@@ -125,3 +125,6 @@ def test_training_lends_the_tracker_process_a_thread_only_when_the_spec_says_so(
     finally:
         torch.set_num_threads(before)
     assert events.seen == ({1, 2} if lend else {2})
+    # How each trial ran is recorded with it: the thread count, or that it varied.
+    assert {t.user_attrs["cpu_threads"] for t in result.study.trials} == (
+        {"varied (tracking.lend_thread)"} if lend else {2})

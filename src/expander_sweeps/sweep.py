@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from .space import TrialPlan, suggest_plan
@@ -214,6 +215,9 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
         trial.study.tell(trial, state=TrialState.FAIL)
         trackers.end_trial("KILLED")
         raise
+    if ctx.device.type == "cpu":  # the numbers depend on it (README, "Same spec, same numbers?")
+        trial.set_user_attr("cpu_threads", "varied (tracking.lend_thread)" if lends_threads
+                            else torch.get_num_threads())
     # The study has it all first; the trackers get it on their own thread or process.
     record_result(trial, result.params, result.metrics, result.files, result.dense_trained, result.seconds,
                   spec.run_path)
