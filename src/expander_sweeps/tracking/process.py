@@ -120,11 +120,16 @@ class TrackerProcess(TrackerCalls):
         fewer, training slows by its parallel share only (2 -> 1 thread: about 1.2x)."""
         import torch
 
-        if self._busy.is_set():
-            if self._lent_from is None and torch.get_num_threads() > 1:
-                self._lent_from = torch.get_num_threads()
-                torch.set_num_threads(self._lent_from - 1)
-        elif self._lent_from is not None:
+        if not self._busy.is_set():
+            self._take_back_thread()
+        elif self._lent_from is None and torch.get_num_threads() > 1:
+            self._lent_from = torch.get_num_threads()
+            torch.set_num_threads(self._lent_from - 1)
+
+    def _take_back_thread(self) -> None:
+        if self._lent_from is not None:
+            import torch
+
             torch.set_num_threads(self._lent_from)
             self._lent_from = None
 
@@ -137,11 +142,7 @@ class TrackerProcess(TrackerCalls):
 
     def close(self) -> None:
         """Wait until every queued call has run, then let the child exit."""
-        if self._lent_from is not None:  # training is over: its threads back
-            import torch
-
-            torch.set_num_threads(self._lent_from)
-            self._lent_from = None
+        self._take_back_thread()  # training is over
         if self._process.is_alive():
             self._calls.put(("close", ()))
             seconds = self._wait_for("closed")
