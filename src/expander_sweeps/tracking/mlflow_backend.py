@@ -61,8 +61,16 @@ def registered_model_name(spec: SweepSpec) -> str:
 
 
 def _client(uri: str):
+    _configure_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _configure_mlflow() -> None:
+    """Import MLflow (or say how to get it) and set how it behaves here, before any store opens."""
     try:
-        from mlflow.tracking import MlflowClient
+        import mlflow  # noqa: F401
     except ImportError:
         raise TrackerUnavailable(
             "the mlflow package is not installed; pip install mlflow, or set tracking.mlflow.enabled=false"
@@ -82,7 +90,6 @@ def _client(uri: str):
     for name in ("mlflow", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store.model_registry"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    return MlflowClient(tracking_uri=uri)
 
 
 def _ramanujan_tags(metrics: dict[str, float], layers: list[str]) -> dict[str, str]:
@@ -111,6 +118,11 @@ class MlflowTracker:
             from filelock import FileLock
 
             with FileLock(str(database) + ".create.lock"):
+                if not database.exists():
+                    _configure_mlflow()
+                    from .mlflow_store import create_from_template
+
+                    create_from_template(database)  # else MLflow migrates the new store itself
                 self._client = _client(self.uri)
                 self._client.search_experiments(max_results=1)
         self._spec = spec
