@@ -24,6 +24,7 @@ import torch
 
 from expander_sweeps.spec import load_spec
 from expander_sweeps.sweep import launch_study
+from expander_sweeps.workers import usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="es-bench-tracking-"))
     chosen = set(args.trackers.split(","))
     offs, ons = [], []
+    tracker_cpu = []  # CPU seconds of the processes each tracked sweep started
     try:
         for index in range(2 * args.repeat):
             # off, on, on, off, off, on ...: neither side always runs first (warm caches, drift).
@@ -65,6 +67,7 @@ def main() -> None:
             (ons if tracked else offs).append((total, trials))
             if tracked:
                 calls = seconds
+                tracker_cpu.append(seconds["CPU of child processes"])
             print(f"  run {index + 1}: {'with' if tracked else 'without'} trackers {total:6.1f} s total, "
                   f"{trials:6.1f} s in trials", flush=True)
     finally:
@@ -82,6 +85,12 @@ def main() -> None:
     print(f"tracking overhead (total):            {100 * (on_total / off_total - 1):+6.1f} %  "
           f"(ratio {on_total / off_total:.3f}; target < 5 %)")
     print(f"tracking overhead (time in trials):   {100 * (on_trials / off_trials - 1):+6.1f} %")
+    # With every core busy training, the trackers' CPU has to come out of training's: their
+    # share of the sweep's core-seconds is about the least overhead any scheduling can reach.
+    cores = usable_cores()
+    cpu = statistics.median(tracker_cpu)
+    print(f"trackers' CPU (median):               {cpu:6.1f} s = {100 * cpu / (cores * off_total):.1f} % of the "
+          f"sweep's {cores} cores x {off_total:.1f} s (the overhead's floor while training keeps every core busy)")
     print("time in tracker calls (in the tracker process), largest first:")
     for key, seconds in sorted(calls.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {key:28s} {seconds:7.2f} s")
