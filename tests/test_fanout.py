@@ -175,3 +175,46 @@ def test_training_lends_the_busy_tracker_process_a_thread_and_takes_it_back(tmp_
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_the_tracker_process_publishes_the_report_and_a_dead_one_leaves_it_to_this_process(tmp_path, mnist_dir,
+                                                                                         monkeypatch):
+    """After a sweep, the launch's tracker process (libraries loaded, store open) publishes the
+    report once it has logged every trial; if it has died, this process publishes it instead."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import tiny_spec_dict
+    from expander_sweeps.reporting import write_report
+    from expander_sweeps.sweep import launch_study
+    from expander_sweeps.tracking.base import TrackerCalls
+    from expander_sweeps.tracking.mlflow_backend import mlflow_uri
+    from expander_sweeps.tracking.process import TrackerProcess
+
+    spec = SweepSpec.model_validate(tiny_spec_dict(tmp_path / "run", mnist_dir))
+    result = launch_study(spec, drain_later=True)
+    assert result.draining is not None  # still open: the caller closes it
+    report = write_report(spec, result.study)
+    calls_here = []
+    in_process = TrackerCalls.publish
+    monkeypatch.setattr(TrackerCalls, "publish", lambda self, *a: calls_here.append(a) or in_process(self, *a))
+
+    aliases = result.draining.publish(spec, result.study, report, print)
+    result.draining.close()
+    assert calls_here == []  # published by the child
+    client = MlflowClient(tracking_uri=mlflow_uri(spec))
+    assert set(aliases) == set(client.get_registered_model("tiny-pruned").aliases) == {
+        "dense", "best", "sparsest-ramanujan"}
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("expander_sweeps.role") == "sweep")
+    report_files = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/crossings.csv" in report_files
+
+    warnings = []
+    dead = TrackerProcess(spec, warnings.append)
+    dead.begin(spec, result.study)
+    os.kill(dead._process.pid, signal.SIGKILL)
+    dead._process.join(timeout=30)
+    assert dead.publish(spec, result.study, report, warnings.append) == aliases  # published here
+    dead.close()
+    assert len(calls_here) == 1 and any("tracker process stopped" in w for w in warnings), warnings

@@ -30,8 +30,15 @@ def launch(spec: SweepSpec, events=None):
     from .sweep import launch_study
     from .syncing import publish_report
 
-    result = launch_study(spec, events)
-    publish_report(spec, result.study, write_report(spec, result.study), warnings.warn)
+    result = launch_study(spec, events, drain_later=True)
+    trackers, result.draining = result.draining, None
+    try:
+        rep = write_report(spec, result.study)  # while the trackers log the last trial(s)
+        publish_report(spec, result.study, rep, warnings.warn, trackers)
+    finally:
+        if trackers is not None:
+            trackers.close()
+            result.tracker_seconds = trackers.seconds
     return result
 
 

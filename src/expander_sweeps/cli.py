@@ -233,7 +233,7 @@ def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         try:
-            return launch_study(spec, _ConsoleEvents(progress, label), extend=extend)
+            return launch_study(spec, _ConsoleEvents(progress, label), extend=extend, drain_later=True)
         except (DataError, FactoryError, StorageError, SpecMismatch) as err:
             _fail(str(err))
         except KeyboardInterrupt:
@@ -260,16 +260,20 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
     started = time.perf_counter()
     if workers == 1:
         result = _run_here(spec, extend=extend)
-        ran, failed, study = result.ran, result.failed, result.study
+        ran, failed, study, trackers = result.ran, result.failed, result.study, result.draining
     else:
-        ran, failed, study = _run_workers(spec_path, spec, overrides, workers, extend)
+        ran, failed, study, trackers = _run_workers(spec_path, spec, overrides, workers, extend)
     elapsed = time.perf_counter() - started
     console.print(f"ran {ran} trial(s) in {elapsed:.1f}s with {workers} worker(s) ({failed} failed); "
                   f"study: {redact_url(spec.storage_url)}", soft_wrap=True, highlight=False)
-    if not no_report:
-        rep = write_report(spec, study)
-        _print_report(rep)
-        _publish(spec, study, rep)
+    try:
+        if not no_report:
+            rep = write_report(spec, study)  # the trackers log the last trial(s) meanwhile
+            _print_report(rep)
+            _publish(spec, study, rep, trackers)
+    finally:
+        if trackers is not None:
+            trackers.close()
     _print_next_steps(spec)
     if failed:
         sys.exit(1)
@@ -286,7 +290,8 @@ def _default_workers(spec: SweepSpec) -> int:
 
 
 def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], workers: int, extend: bool):
-    """Run the sweep in `workers` local worker processes; (trials run, failed, study)."""
+    """Run the sweep in `workers` local worker processes; (trials run, failed, study, the trackers
+    still logging the last trials or None: the caller closes them)."""
     from .study import StorageError, open_study, sweep_progress
     from .syncing import TrialRelay
     from .workers import run_workers
@@ -320,8 +325,8 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
         sys.exit(USER_ERROR)
     study = _existing_study(spec, "the workers created none; see their lines above")
     if relay is not None:
-        relay.close(study)
-    return len(_ended_trials(spec, study) - ended_before), _failed_count(study), study
+        relay.finish(study)
+    return len(_ended_trials(spec, study) - ended_before), _failed_count(study), study, relay
 
 
 def _ended_trials(spec: SweepSpec, study=None) -> set[int]:
@@ -355,11 +360,13 @@ def _print_next_steps(spec: SweepSpec) -> None:
                   soft_wrap=True)
 
 
-def _publish(spec: SweepSpec, study, rep) -> None:
-    """The report onto the trackers, the registry aliases, and how to upload offline W&B runs."""
+def _publish(spec: SweepSpec, study, rep, trackers=None) -> None:
+    """The report onto the trackers (by the launch's own, still open, when given), the registry
+    aliases, and how to upload offline W&B runs."""
     from .syncing import publish_report
 
-    aliases = publish_report(spec, study, rep, lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False))
+    aliases = publish_report(spec, study, rep, lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False),
+                             trackers)
     if aliases:
         console.print("model registry aliases: " + ", ".join(f"{a} -> v{v}" for a, v in aliases.items()))
     if spec.tracking.wandb.enabled:

@@ -74,16 +74,25 @@ class LaunchResult:
     ran: int
     failed: int
     tracker_seconds: dict[str, float] = field(default_factory=dict)  # per tracker and call
+    # With launch_study(..., drain_later=True): the trackers, still logging the last trials;
+    # the caller calls its close() (which waits for them) when it has done its own work.
+    draining: Any = None
 
 
 def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None,
-                 point: dict[str, Any] | None = None, extend: bool = False) -> LaunchResult:
+                 point: dict[str, Any] | None = None, extend: bool = False,
+                 drain_later: bool = False) -> LaunchResult:
     """Run trials until the study has every one it needs, recording each in the study, then in
     the trackers. Any number of processes may run this on the same study at once.
 
     With `point` (Optuna parameters, as a `wandb agent` passes them), run that one point only
     (unless the study already has it). A spec whose settings differ from the study's is
-    refused (SpecMismatch); a changed search space only with `extend`."""
+    refused (SpecMismatch); a changed search space only with `extend`.
+
+    The trackers lag behind training by the last trial or two. `drain_later`: once every trial
+    has run, return without waiting for them, in `LaunchResult.draining`, so that the caller
+    writes the report meanwhile (on another core) and closes them after; an interrupted sweep
+    still waits for them here."""
     events = events or SweepEvents()
     # The data first: a missing or broken dataset is reported before anything is created.
     ctx = context or SweepContext(spec)
@@ -102,6 +111,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     trackers.begin(spec, study)
     ran = failed = 0
     log_scale = fractions_on_log_scale(study)
+    every_trial_ran = False
     try:
         with _terminate_as_interrupt():
             for trial in _claimed_trials(study, spec, point, events):
@@ -109,9 +119,13 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
                     completed = _run_one(trial, spec, ctx, trackers, events, log_scale)
                 ran += 1
                 failed += not completed
+        every_trial_ran = True
     finally:
         trackers.end_sweep()
-        trackers.close()  # wait for the trackers' queue to drain
+        if not (drain_later and every_trial_ran):
+            trackers.close()  # wait for the trackers' queue to drain
+    if drain_later:
+        return LaunchResult(study, ran, failed, draining=trackers)
     return LaunchResult(study, ran, failed, trackers.seconds)
 
 

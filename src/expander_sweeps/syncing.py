@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
-from .reporting import Report
 from .spec import SweepSpec
 from .study import StudyState, read_result
 from .tracking import TrialRecord, enabled_trackers, tracker_config
 
-__all__ = ["publish_report", "sync_trackers", "trial_record", "TrialRelay"]
+if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
+    from .reporting import Report
+
+__all__ = ["publish_report", "publish_files", "sync_trackers", "trial_record", "TrialRelay"]
 
 
 def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
@@ -26,10 +29,20 @@ def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
     return TrialRecord(trial.number, result.params, result.metrics, history, files)
 
 
-def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None]) -> dict:
-    """Report files onto the sweep's parent run (MLflow) and a summary run (W&B); registry aliases."""
+def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None],
+                   trackers=None) -> dict:
+    """Report files onto the sweep's parent run (MLflow) and a summary run (W&B); registry aliases.
+    With the launch's `trackers` (still open), they publish it, after every trial they log."""
+    if trackers is not None:
+        return trackers.publish(spec, study, report, warn)
+    return publish_files(spec, study, [str(p) for p in report.files.values()],
+                         report.trials.to_dict(orient="records"), warn)
+
+
+def publish_files(spec: SweepSpec, study: optuna.Study, files: list[str], rows: list[dict],
+                  warn: Callable[[str], None]) -> dict:
+    """publish_report from the report's files and trial rows (what a tracker process is sent)."""
     aliases = {}
-    files = [str(p) for p in report.files.values()]
     try:
         trackers = enabled_trackers(spec, warn)
     except Exception as err:  # a tracker store that cannot be opened at all (a broken mlflow.db)
@@ -39,24 +52,24 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
     for tracker in trackers:
         try:
             tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
-            if tracker.name == "wandb" and not report.trials.empty:
-                tracker.set_aliases(*_aliases_and_checkpoints(spec, study, report))
+            if tracker.name == "wandb" and rows:
+                tracker.set_aliases(*_aliases_and_checkpoints(spec, study, rows))
             tracker.end_sweep(files)
-            if tracker.name == "mlflow" and spec.tracking.mlflow.log_models and not report.trials.empty:
+            if tracker.name == "mlflow" and spec.tracking.mlflow.log_models and rows:
                 from .tracking.mlflow_backend import set_registry_aliases
 
-                aliases = set_registry_aliases(spec, report.trials.to_dict(orient="records"))
+                aliases = set_registry_aliases(spec, rows)
         except Exception as err:
             warn(f"could not publish the report to {tracker.name} ({type(err).__name__}: {err}); "
                  "`expander-sweeps sync SPEC` retries")
     return aliases
 
 
-def _aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, report: Report) -> tuple[dict, dict[int, str]]:
+def _aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, rows: list[dict]) -> tuple[dict, dict[int, str]]:
     """The registry aliases' trials (results.choose_aliases) and the checkpoints of those trials."""
     from .results import choose_aliases
 
-    chosen = choose_aliases(report.trials.to_dict(orient="records"), spec.masks.layers, spec.report.drop_threshold)
+    chosen = choose_aliases(rows, spec.masks.layers, spec.report.drop_threshold)
     numbers = {int(row["trial"]) for row in chosen.values()}
     checkpoints = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -101,6 +114,7 @@ class TrialRelay:
         self._spec, self._warn = spec, warn
         self._seen = set(finished_before)
         self._trackers = None
+        self._finished = False
 
     def push_finished(self, study: optuna.Study) -> None:
         from .tracking import build_trackers
@@ -122,10 +136,25 @@ class TrialRelay:
                 self._warn(f"trial {trial.number} could not be sent to the trackers ({type(err).__name__}: {err}); "
                            "`expander-sweeps sync SPEC` retries")
 
-    def close(self, study: optuna.Study | None) -> None:
-        """Push what finished last, end the sweep in the trackers and wait for them."""
+    def publish(self, spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None]) -> dict:
+        """The report onto the trackers: by the launch's tracker process once it has logged every
+        trial, or here if no trial was sent to it."""
+        self.finish(study)
+        return publish_report(spec, study, report, warn, self._trackers)
+
+    def finish(self, study: optuna.Study | None) -> None:
+        """Push what finished last and end the sweep in the trackers, without waiting for them
+        (the launch writes the report meanwhile; `close` waits)."""
+        if self._finished:
+            return
+        self._finished = True
         if study is not None:
             self.push_finished(study)
         if self._trackers is not None:
             self._trackers.end_sweep()
+
+    def close(self, study: optuna.Study | None = None) -> None:
+        """`finish` (if not done yet), then wait until the trackers have logged everything."""
+        self.finish(study)
+        if self._trackers is not None:
             self._trackers.close()

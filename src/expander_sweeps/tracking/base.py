@@ -131,6 +131,14 @@ class TrackerCalls:
         self.log_model(record)
         self.end_trial(status)
 
+    def publish(self, spec, study, report, warn: Callable[[str], None]) -> dict:
+        """Publish the sweep's report (syncing.publish_report) once every call made before has
+        run; returns the registry aliases set."""
+        from ..syncing import publish_report
+
+        self.close()
+        return publish_report(spec, study, report, warn)
+
     def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
         """A whole finished trial at once (for `sync`): params, per-epoch history, the rest."""
         self.start_trial(record.number, record.params)

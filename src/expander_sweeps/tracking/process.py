@@ -141,6 +141,21 @@ class TrackerProcess(TrackerCalls):
 
         self._each("start_sweep", spec.name, tracker_config(spec))
 
+    def publish(self, spec, study, report, warn) -> dict:
+        """The report, published by the child once it has logged every trial (its trackers'
+        libraries are loaded and their stores open there). If the child is gone or cannot,
+        here, as without a tracker process."""
+        self._pump()
+        if self._process.is_alive():
+            self._calls.put(("publish", ([str(p) for p in report.files.values()],
+                                         report.trials.to_dict(orient="records"))))
+            aliases = self._wait_for("published")
+            if aliases is not None:
+                return aliases
+        else:
+            self._report_death()
+        return super().publish(spec, study, report, warn)
+
     def close(self) -> None:
         """Wait until every queued call has run, then let the child exit."""
         self._take_back_thread()  # training is over
@@ -210,6 +225,7 @@ def _serve_calls(spec_data: dict, calls, replies, parent_pid: int, busy) -> None
     spec = SweepSpec.model_validate(spec_data)
     fan = FanOut(enabled_trackers(spec, warn), warn, background=False)
     replies.put(("ready", fan.names))
+    study = None  # opened at start_sweep
     while True:
         if calls.empty():
             busy.clear()
@@ -223,6 +239,11 @@ def _serve_calls(spec_data: dict, calls, replies, parent_pid: int, busy) -> None
         if method == "close":
             replies.put(("closed", fan.seconds))
             return
+        if method == "publish":
+            from ..syncing import publish_files
+
+            replies.put(("published", None if study is None else publish_files(spec, study, *args, warn)))
+            continue
         if method == "start_sweep":
             from ..study import StudyState, open_study, sweep_lock
 
