@@ -371,13 +371,18 @@ def bench_cores(args) -> None:
 
 
 def bench_tracking(args) -> None:
-    """benchmarks/tracking_overhead.py, in this run."""
+    """benchmarks/tracking_overhead.py (the trials, in one process) and launch_overhead.py (the
+    whole command), in this run."""
     print("\n[tracking] quickstart sweep without trackers vs MLflow (embedded, registry) + W&B (offline)",
           flush=True)
     command = [sys.executable, str(HERE / "tracking_overhead.py"), "--repeat", str(args.repeat),
                "--data", str(SHARED / "mnist")]
     if args.quick:
         command += ["--set", "training.epochs=2", "--set", "training.finetune_epochs=1"]
+    subprocess.run(command, check=True)
+    print("\n[tracking] the whole `expander-sweeps launch` (CPU default, report and publishing included), "
+          "without trackers vs MLflow + W&B", flush=True)
+    command[1] = str(HERE / "launch_overhead.py")
     subprocess.run(command, check=True)
 
 
