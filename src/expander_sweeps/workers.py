@@ -87,6 +87,14 @@ def dense_threads(spec) -> int | None:
     return max(1, int(cores) // max(1, min(int(workers), dense_models)))
 
 
+def _wait_a_second_or_until_all_exit(processes: list[subprocess.Popen]) -> None:
+    """The progress bar's tick (one second), cut short when the last worker exits: the end of
+    the launch (the last trials' logging, the report) should not wait for the tick."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(0.05)
+
+
 def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False,
                 progress: Callable[[], tuple[int, int]] | None = None, untracked: bool = False) -> list[int]:
     """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes.
@@ -132,7 +140,7 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
         interrupted = False
         while any(p.poll() is None for p in processes):
             try:
-                time.sleep(1.0)
+                _wait_a_second_or_until_all_exit(processes)
                 if progress is not None:
                     done, total = progress()
                     bar.update(task, completed=done, total=total)
