@@ -13,11 +13,19 @@ from mlflow.tracking import MlflowClient
 from expander_sweeps.tracking import mlflow_store
 
 
-def _schema(database: Path) -> tuple[set[tuple[str, str]], list[tuple]]:
+def _schema(database: Path) -> tuple[dict, list[tuple]]:
+    """Each table's columns, foreign keys and indexes (with their columns), and the schema
+    revision. Compared as sets, not as CREATE statements: MLflow's SQLite migrations rebuild
+    tables and write their constraint clauses in an order that differs from one run to the next."""
     with contextlib.closing(sqlite3.connect(database)) as db:
-        tables = set(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
+        schema = {}
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            indexes = {(name, unique, tuple(c[2] for c in db.execute(f'PRAGMA index_info("{name}")')))
+                       for _, name, unique, *_ in db.execute(f'PRAGMA index_list("{table}")')}
+            schema[table] = (set(db.execute(f'PRAGMA table_info("{table}")')),
+                             {row[2:] for row in db.execute(f'PRAGMA foreign_key_list("{table}")')}, indexes)
         revision = db.execute("SELECT version_num FROM alembic_version").fetchall()
-    return tables, revision
+    return schema, revision
 
 
 def _default_experiment(database: Path) -> tuple[str, str]:
