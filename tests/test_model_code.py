@@ -8,7 +8,12 @@ from pathlib import Path
 
 from expander_sweeps.models import build_model
 from expander_sweeps.spec import load_spec
-from expander_sweeps.tracking.model_code import PACKAGE, model_code_paths, package_modules
+from expander_sweeps.tracking.model_code import (
+    PACKAGE,
+    code_sources,
+    model_code_paths,
+    package_modules,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +34,7 @@ def test_module_level_imports_are_followed_and_imports_inside_functions_are_not(
 def test_the_built_in_model_carries_three_modules(tmp_path):
     spec = load_spec(REPO / "sweeps" / "quickstart.yaml")
     model = build_model(spec.model, 28, 10, seed=0)
-    (package,) = model_code_paths(model, tmp_path)
+    (package,) = model_code_paths(code_sources(model), tmp_path)
     files = {p.relative_to(package).as_posix() for p in Path(package).rglob("*.py")}
     assert files == {"__init__.py", "models.py", "spec.py"}
     assert (Path(package) / "models.py").read_bytes() == (PACKAGE / "models.py").read_bytes()
@@ -43,6 +48,6 @@ def test_a_factory_model_carries_the_user_s_package_and_no_installed_library(tmp
         monkeypatch.delitem(sys.modules, name)
     spec = load_spec(REPO / "examples" / "byo_gru.yaml")
     model = build_model(spec.model, 6, 4, seed=0, spec_dir=spec.spec_dir)
-    paths = [Path(p) for p in model_code_paths(model, tmp_path)]
+    paths = [Path(p) for p in model_code_paths(code_sources(model), tmp_path)]
     assert paths[0] == tmp_path / "expander_sweeps"
     assert paths[1:] == [REPO / "examples" / "byo_gru"]  # the factory's package, not torch

@@ -26,6 +26,7 @@ from .provenance import provenance
 from .results import GATES, accuracy_key, kept_key, save_checkpoint
 from .space import TrialPlan
 from .spec import SweepSpec
+from .tracking import mlflow_model
 from .train import EpochStats, accuracy, fit, resolve_device
 from .workers import dense_threads
 
@@ -287,6 +288,9 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))
     # A real test input of shape (1, k, features): what a logged model is checked against.
     np.save(files["example"], ctx.x_test_by_variance[0.0][:1].cpu().numpy())
+    if mlflow_model.wanted(spec):  # what the tracker process needs torch for, done here
+        files["mlflow_model"] = str(mlflow_model.payload_folder(trial_dir))
+        mlflow_model.write_payload(files["checkpoint"], np.load(files["example"]), files["mlflow_model"])
     return TrialResult(
         params={**trial_params(spec, plan), **ctx.provenance},
         metrics=metrics,

@@ -126,7 +126,9 @@ class TrackerCalls:
         self._flush_history()
         self.log_metrics(record.metrics)
         for key, path in record.files.items():
-            if key not in ("example", "dense_checkpoint"):  # the shared dense model: lineage only
+            # The example and the MLflow payload go into the logged model; the shared dense
+            # model is lineage only.
+            if key not in ("example", "dense_checkpoint", "mlflow_model"):
                 self.log_artifact(path, "trial")
         self.log_model(record)
         self.end_trial(status)

@@ -10,6 +10,8 @@ torch.export on every trial (seconds each) and fixes the batch size to the examp
 loaded model could not classify a test set in one call. A pickled model needs its classes to
 load: the model bundles this package's code (and a `model.factory`'s module) under `code/`, and
 its requirements name only packages on PyPI, so `mlflow models serve` can restore it anywhere.
+The directory is assembled from the payload the trial wrote (`mlflow_model.py`), so this
+process never imports torch; a trial without one is saved from its checkpoint.
 Each trial's run has its training data as a dataset input (`log_input`), named and digested
 by the data's fingerprint.
 """
@@ -266,20 +268,10 @@ class MlflowTracker:
             return
         import tempfile
 
-        import mlflow
-        import numpy as np
-        import torch
         from mlflow.entities import LoggedModelOutput, Metric
-        from mlflow.models import Model, infer_signature
+        from mlflow.models import Model
         from mlflow.utils.time import get_current_time_millis
 
-        from ..results import load_checkpoint
-        from .model_code import model_code_paths
-
-        model, _ = load_checkpoint(record.files["checkpoint"])
-        example = np.load(record.files["example"])
-        with torch.no_grad():
-            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
         # The steps of MLflow 3's log_model, through this client (no fluent active run: global
         # state shared with the caller's thread): a LoggedModel, its files, READY, the run's output.
         logged = self._client.create_logged_model(
@@ -287,13 +279,11 @@ class MlflowTracker:
             params={k: _short(v) for k, v in record.params.items()},
             tags={TRIAL_TAG: str(record.number), SWEEP_TAG: self._spec.name})
         with tempfile.TemporaryDirectory() as folder:
-            mlflow.pytorch.save_model(
-                model, f"{folder}/model", input_example=example, signature=signature,
-                serialization_format="pickle", pip_requirements=list(model_requirements()),
-                code_paths=model_code_paths(model, Path(folder) / "code"),
-                mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
-                                   run_id=self._run_id, model_id=logged.model_id),
-            )
+            def described() -> Model:
+                return Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                             run_id=self._run_id, model_id=logged.model_id)
+
+            _save_model(record, Path(folder) / "model", described)
             self._client.log_model_artifacts(logged.model_id, f"{folder}/model")
         self._client.finalize_logged_model(logged.model_id, "READY")
         self._client.log_outputs(self._run_id, [LoggedModelOutput(logged.model_id, step=0)])
@@ -371,6 +361,41 @@ class MlflowTracker:
         for version in versions:
             if version.tags.get(TRIAL_TAG) == str(number) and version.tags.get(SWEEP_TAG) == self._spec.name:
                 self._client.delete_model_version(self._model_name, version.version)
+
+
+def _save_model(record: TrialRecord, path: Path, described) -> None:
+    """The trial's MLflow model directory at `path`: assembled from the payload its trial wrote
+    (no torch in this process, see mlflow_model.py), or, for a trial without one (a sweep run
+    with MLflow off, then `sync`ed; an older version's trial), saved from its checkpoint by
+    `mlflow.pytorch.save_model`. `described()` is a new MLmodel description with the ids."""
+    from .mlflow_model import PayloadUnusable, assemble
+
+    payload = record.files.get("mlflow_model")
+    if payload is not None:
+        try:
+            assemble(payload, record.files["example"], path, described(), list(model_requirements()))
+            return
+        except PayloadUnusable:
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    from ..results import load_checkpoint
+    from .model_code import code_sources, model_code_paths
+
+    model, _ = load_checkpoint(record.files["checkpoint"])
+    example = np.load(record.files["example"])
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    mlflow.pytorch.save_model(
+        model, str(path), input_example=example, signature=signature,
+        serialization_format="pickle", pip_requirements=list(model_requirements()),
+        code_paths=model_code_paths(code_sources(model), path.parent / "code"), mlflow_model=described(),
+    )
 
 
 def _version_source(uri: str, logged) -> str:

@@ -17,10 +17,12 @@ import functools
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the tracker process copies the code without importing torch
+    import torch
 
-__all__ = ["model_code_paths", "package_modules"]
+__all__ = ["model_code_paths", "code_sources", "package_modules"]
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/expander_sweeps
 
@@ -72,22 +74,29 @@ def package_modules(roots: frozenset[str]) -> frozenset[Path]:
     return frozenset(path for path in map(_module_file, seen) if path is not None)
 
 
-def model_code_paths(model: torch.nn.Module, folder: Path) -> list[str]:
-    """Folders to hand MLflow as `code_paths` (copied under the model's `code/`, put on sys.path
-    when it is loaded): this package, cut down to what `model` needs, written into `folder`; and
-    for a `model.factory` model, the top-level module or package its network comes from."""
+def code_sources(model: torch.nn.Module) -> dict[str, list[str]]:
+    """What `model`'s classes need to unpickle: `modules`, this package's modules they come from,
+    and `user_code`, the files or folders of the top-level modules or packages of a
+    `model.factory` network (the user's own code, not an installed library). Found where the
+    model lives (its classes imported), so that another process can copy the code without it."""
     modules = {type(m).__module__ for m in model.modules()}
-    ours = {m for m in modules if m.split(".")[0] == PACKAGE.name}
-    target = Path(folder) / PACKAGE.name
-    for source in package_modules(frozenset(ours | {PACKAGE.name})):
-        copy = target / source.relative_to(PACKAGE)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, copy)
-    paths = [str(target)]
+    user_code = []
     for top in sorted({m.split(".")[0] for m in modules} - {PACKAGE.name}):
         module = sys.modules.get(top)
         origin = Path(module.__file__) if module is not None and getattr(module, "__file__", None) else None
         # The user's own code only: an installed library (torch, ...) is a requirement, not code.
         if origin is not None and not {"site-packages", "dist-packages"} & set(origin.parts):
-            paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
-    return paths
+            user_code.append(str(origin.parent if origin.name == "__init__.py" else origin))
+    return {"modules": sorted(m for m in modules if m.split(".")[0] == PACKAGE.name), "user_code": user_code}
+
+
+def model_code_paths(sources: dict[str, list[str]], folder: Path) -> list[str]:
+    """Folders to hand MLflow as `code_paths` (copied under the model's `code/`, put on sys.path
+    when it is loaded), from `code_sources`: this package, cut down to what the model needs,
+    written into `folder`; and the user's code of a `model.factory` model, where it is."""
+    target = Path(folder) / PACKAGE.name
+    for source in package_modules(frozenset(set(sources["modules"]) | {PACKAGE.name})):
+        copy = target / source.relative_to(PACKAGE)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
+    return [str(target), *sources["user_code"]]

@@ -61,7 +61,8 @@ class TrackerProcess(TrackerCalls):
             target=_serve, args=(spec.model_dump(mode="json"), self._calls, self._replies, os.getpid(), self._busy),
             name="expander-sweeps-trackers", daemon=True,
         )
-        self._process.start()
+        with _main_module_left_alone():
+            self._process.start()
 
     # --------------------------------------------------------------------- parent side
 
@@ -171,6 +172,31 @@ class TrackerProcess(TrackerCalls):
         if self._missed:
             self._warn(f"trial(s) {', '.join(map(str, self._missed))} reached no tracker (the tracker "
                        "process had stopped); `expander-sweeps sync SPEC` pushes them")
+
+
+@contextlib.contextmanager
+def _main_module_left_alone():
+    """Start a spawned child without running this program's main module in it.
+
+    A spawned child normally re-imports the parent's `__main__` (a user's script or a
+    benchmark), so that functions defined there can be unpickled. The tracker child needs
+    nothing from it (its entry point is `_serve`, in this module), and running it costs the
+    imports of the whole script (torch, for one: seconds of CPU beside training) and fails
+    outright for a script that calls `launch_study` without an `if __name__ == "__main__":`
+    guard. multiprocessing leaves the main module alone when its spec is named `__main__`
+    (what it does for an interactive session); that name is given to it while the child starts."""
+    import importlib.machinery
+
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = main.__dict__.get("__spec__")
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = saved
 
 
 # ------------------------------------------------------------------------- child side
