@@ -195,3 +195,25 @@ def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp
     assert [row["trial"] for row in report.failed] == [failed[0].number]
     assert "## Failed trials" in report.markdown and "loss became nan" in report.markdown
 
+
+
+# In a fresh interpreter: the launching process counts GPUs before it starts any worker.
+COUNT_GPUS = """
+import sys
+from expander_sweeps.workers import visible_gpus
+print(visible_gpus(), "torch" in sys.modules)
+import torch
+print(torch.cuda.device_count())
+"""
+
+
+def test_a_machine_without_a_gpu_driver_is_known_to_have_no_gpu_without_importing_torch():
+    from expander_sweeps.workers import _GPU_DRIVER_PATHS, _no_gpu_driver
+
+    if not _no_gpu_driver():
+        pytest.skip(f"this machine has a GPU driver (one of {', '.join(_GPU_DRIVER_PATHS)}): torch is asked")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    out = subprocess.run([sys.executable, "-c", COUNT_GPUS], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    # No GPU, as torch itself then finds, and torch was not imported to say so.
+    assert out.stdout.split("\n")[:2] == ["[] False", "0"]

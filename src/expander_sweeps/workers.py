@@ -35,11 +35,25 @@ def inherited_overrides() -> tuple[str, ...]:
     return tuple(json.loads(os.environ.get(OVERRIDES_VARIABLE) or "[]"))
 
 
+# What a Linux machine with a GPU that torch could use has: NVIDIA's driver (its /proc folder, its
+# device files; containers with GPUs get both), AMD's ROCm (/dev/kfd), WSL2's GPU (/dev/dxg).
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _no_gpu_driver() -> bool:
+    """True when this is Linux and no GPU driver is there at all, so torch would find no device.
+    Asking torch costs its import (2.5 s of CPU on a small machine) in the launching process,
+    which imports nothing else of torch's: on a CPU machine the workers would start that much later."""
+    return sys.platform == "linux" and not any(os.path.exists(path) for path in _GPU_DRIVER_PATHS)
+
+
 def visible_gpus() -> list[str]:
     """GPU ids this process may use, as CUDA_VISIBLE_DEVICES spells them."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    if _no_gpu_driver():
+        return []
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
