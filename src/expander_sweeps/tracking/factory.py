@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -14,6 +15,8 @@ __all__ = ["build_trackers", "enabled_trackers"]
 def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Tracker]:
     """Each enabled tracker; one that cannot start is reported (with how to fix it) and skipped."""
     trackers: list[Tracker] = []
+    if spec.tracking.wandb.enabled:
+        _import_wandb_first()
     if spec.tracking.mlflow.enabled:
         from .mlflow_backend import MlflowTracker
 
@@ -29,6 +32,16 @@ def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Track
         except TrackerUnavailable as err:
             warn(f"W&B tracking is off for this run: {err}")
     return trackers
+
+
+def _import_wandb_first() -> None:
+    """Import W&B's SDK, with the public API a run's artifacts use, before MLflow's. Pydantic
+    finds each W&B model's field docstrings through `inspect.getmodule`, which walks every loaded
+    module; after MLflow, SQLAlchemy and Optuna (about 2,000 modules more) that cost more CPU in
+    the tracker process: replaying the quickstart's 13 trials into MLflow + W&B took 8.0 s of
+    CPU with W&B imported after MLflow, 7.3 s with it first (medians of 3 alternating pairs)."""
+    with contextlib.suppress(ImportError):  # no W&B: its tracker says so when it is built
+        import wandb.apis.public  # noqa: F401
 
 
 def build_trackers(spec: SweepSpec, warn: Callable[[str], None]):
