@@ -139,6 +139,10 @@ class MlflowTracker:
         self._state: SweepState | None = None
         self._run_id: str | None = None
         self._number: int | None = None
+        # Trial numbers with a run in the store (read at start_sweep): only those can have left
+        # a partial attempt to remove, so the others skip two searches a trial.
+        self._numbers_in_store: set[int] | None = None
+        self._registered_model_exists = False
 
     # ------------------------------------------------------------------ sweep
     def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
@@ -177,7 +181,9 @@ class MlflowTracker:
         """A trial whose worker was killed left its run RUNNING; once the study holds the trial
         as failed (its retry has a new number), the run is ended as KILLED."""
         failed = state.failed_trials()
-        for run in self._trial_runs():
+        runs = self._trial_runs()
+        self._numbers_in_store = {int(run.data.tags[TRIAL_TAG]) for run in runs}
+        for run in runs:
             if run.info.status == "RUNNING" and int(run.data.tags[TRIAL_TAG]) in failed:
                 self._client.set_terminated(run.info.run_id, status="KILLED")
 
@@ -300,10 +306,14 @@ class MlflowTracker:
         self._client.set_tag(self._run_id, "expander_sweeps.model_version", version.version)
 
     def _ensure_registered_model(self) -> None:
+        """The sweep's registered model, looked up (or made) once per tracker."""
+        if self._registered_model_exists:
+            return
         from mlflow.exceptions import MlflowException
 
         try:
             self._client.get_registered_model(self._model_name)
+            self._registered_model_exists = True
             return
         except MlflowException:
             pass
@@ -315,6 +325,7 @@ class MlflowTracker:
         except MlflowException as err:  # another worker created it first
             if "RESOURCE_ALREADY_EXISTS" not in str(err) and "already exists" not in str(err):
                 raise
+        self._registered_model_exists = True
 
     def _version_tags(self, record: TrialRecord) -> dict[str, str]:
         m = record.metrics
@@ -349,6 +360,9 @@ class MlflowTracker:
 
     def _drop_partial(self, number: int) -> None:
         """Before (re)logging a trial: remove what a broken earlier attempt left (no duplicates)."""
+        if self._numbers_in_store is not None and number not in self._numbers_in_store:
+            self._numbers_in_store.add(number)  # no attempt of it in the store: its run comes next
+            return
         for run in self._trial_runs(number):
             self._client.delete_run(run.info.run_id)
         from mlflow.exceptions import MlflowException
