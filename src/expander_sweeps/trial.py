@@ -287,10 +287,11 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     dense_history = dense_meta.get("history", []) if dense_trained else []
     Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))
     # A real test input of shape (1, k, features): what a logged model is checked against.
-    np.save(files["example"], ctx.x_test_by_variance[0.0][:1].cpu().numpy())
+    example = ctx.x_test_by_variance[0.0][:1].cpu().numpy()
+    np.save(files["example"], example)
     if mlflow_model.wanted(spec):  # what the tracker process needs torch for, done here
         files["mlflow_model"] = str(mlflow_model.payload_folder(trial_dir))
-        mlflow_model.write_payload(files["checkpoint"], np.load(files["example"]), files["mlflow_model"])
+        mlflow_model.write_payload(files["checkpoint"], example, files["mlflow_model"])
     return TrialResult(
         params={**trial_params(spec, plan), **ctx.provenance},
         metrics=metrics,

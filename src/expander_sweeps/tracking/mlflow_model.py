@@ -73,6 +73,7 @@ def assemble(payload: str | Path, example_path: str | Path, path: str | Path, ml
     """Write the MLflow model directory `path` (which must not exist) for `mlflow_model` (an
     `mlflow.models.Model` carrying the LoggedModel's ids) from a payload and the example input,
     as `mlflow.pytorch.save_model(..., serialization_format="pickle", pip_requirements=...)`."""
+    import yaml
     from mlflow import pyfunc
     from mlflow.models import infer_signature
 
@@ -89,13 +90,12 @@ def assemble(payload: str | Path, example_path: str | Path, path: str | Path, ml
     save_example(mlflow_model, example, str(path))
     mlflow_model.signature = infer_signature(example, np.load(payload / _OUTPUT_FILE))
     code = path / "code"
-    code.mkdir()
-    for source in map(Path, model_code_paths(info["code"], path / ".code-staging")):
+    _package, *user_code = model_code_paths(info["code"], code)  # this package's modules: written there
+    for source in map(Path, user_code):  # a model.factory network's own module or package
         if source.is_dir():
             shutil.copytree(source, code / source.name)
         else:
             shutil.copy2(source, code / source.name)
-    shutil.rmtree(path / ".code-staging")
     data = path / "data"
     data.mkdir()
     (data / "pickle_module_info.txt").write_text(_PICKLE_MODULE_NAME)
@@ -108,8 +108,6 @@ def assemble(payload: str | Path, example_path: str | Path, path: str | Path, ml
     if size:
         mlflow_model.model_size_bytes = size
     mlflow_model.save(str(path / "MLmodel"))
-    import yaml
-
     with open(path / "conda.yaml", "w") as f:
         yaml.safe_dump(conda_env, stream=f, default_flow_style=False)
     (path / "requirements.txt").write_text("\n".join(pip_requirements))
