@@ -217,3 +217,34 @@ def test_a_machine_without_a_gpu_driver_is_known_to_have_no_gpu_without_importin
     assert out.returncode == 0, out.stderr
     # No GPU, as torch itself then finds, and torch was not imported to say so.
     assert out.stdout.split("\n")[:2] == ["[] False", "0"]
+
+
+def test_a_slow_progress_poll_is_repeated_only_as_often_as_its_cost_allows():
+    from expander_sweeps.workers import throttled
+
+    now = [0.0]
+    polls = []
+
+    def poll(cost: float) -> tuple[int, int]:
+        polls.append(now[0])
+        now[0] += cost  # the poll itself takes `cost` seconds of the clock
+        return len(polls), 100
+
+    # A poll of 0.5 s with a 5 % budget: the next one no sooner than 10 s after the first began.
+    progress = throttled(lambda: poll(0.5), share=0.05, clock=lambda: now[0])
+    answers = []
+    for _ in range(25):  # the launcher's one-second ticks
+        answers.append(progress())
+        now[0] += 1.0
+    # Polled at 0 (due again at 10): the ticks at 1.5 ... 9.5 reuse its answer, 10.5 polls
+    # (due at 20.5), and so on.
+    assert polls == [0.0, 10.5, 21.0]
+    assert answers[:10] == [(1, 100)] * 10 and answers[10] == (2, 100)
+    # A poll of 1 ms is due again 20 ms later: every one-second tick polls.
+    polls.clear()
+    now[0] = 0.0
+    progress = throttled(lambda: poll(0.001), share=0.05, clock=lambda: now[0])
+    for _ in range(5):
+        progress()
+        now[0] += 1.0
+    assert len(polls) == 5
