@@ -47,6 +47,18 @@ def timed_sweep(folder: Path, data: str, extra: list[str], trackers: set[str]) -
     return total, trial_seconds, result.tracker_seconds
 
 
+def _mean_difference(without: list[float], with_: list[float]) -> str:
+    """The difference of the mean totals as a share of the untracked mean, with its standard
+    error (the two sides' variances of the mean added: independent runs). Identical runs vary by
+    up to a third here, so the error says how far a ratio of a few runs can be trusted."""
+    if min(len(without), len(with_)) < 2:
+        return "undefined with one run a side (its standard error needs two; use --repeat 2 or more)"
+    base = statistics.mean(without)
+    error = (statistics.variance(without) / len(without) + statistics.variance(with_) / len(with_)) ** 0.5
+    return (f"{100 * (statistics.mean(with_) / base - 1):+6.1f} % +- {100 * error / base:.1f} points "
+            f"(one standard error; means {base:.1f} s and {statistics.mean(with_):.1f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist"))
@@ -85,6 +97,7 @@ def main() -> None:
     print(f"tracking overhead (total):            {100 * (on_total / off_total - 1):+6.1f} %  "
           f"(ratio {on_total / off_total:.3f}; target < 5 %)")
     print(f"tracking overhead (time in trials):   {100 * (on_trials / off_trials - 1):+6.1f} %")
+    print(f"tracking overhead (means):            {_mean_difference([t for t, _ in offs], [t for t, _ in ons])}")
     # With every core busy training, the trackers' CPU has to come out of training's: their
     # share of the sweep's core-seconds is about the least overhead any scheduling can reach.
     cores = usable_cores()
