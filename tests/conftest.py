@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,17 @@ def _tracking_uri_untouched():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(autouse=True)
+def _import_path_untouched():
+    """Loading a logged model (`mlflow.pyfunc.load_model`, `mlflow.pytorch.load_model`) puts the
+    model's code/ folder, a partial copy of this package, first on sys.path for good. Processes
+    that later tests spawn get that path (a ProcessPoolExecutor's children re-import the test
+    module from it and fail), so each test leaves the path as it found it."""
+    before = list(sys.path)
+    yield
+    sys.path[:] = before
 
 
 def pytest_configure(config):

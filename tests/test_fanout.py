@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -88,6 +89,24 @@ def test_a_dead_tracker_process_is_reported_once_and_calls_return():
     assert time.monotonic() - started < 10
     stopped = [w for w in warnings if "tracker process stopped" in w]
     assert len(stopped) == 1 and "exit code -9" in stopped[0] and "sync" in stopped[0]
+
+
+def test_a_tracker_process_started_after_loading_a_logged_model_imports_this_package(tmp_path, monkeypatch):
+    """Loading a logged model puts its code/ folder (a copy of a few modules of this package)
+    first on sys.path, as MLflow does: the tracker child must still import the real package."""
+    from expander_sweeps.tracking.process import TrackerProcess
+
+    bundled = tmp_path / "code" / "expander_sweeps"
+    bundled.mkdir(parents=True)
+    for name in ("__init__.py", "models.py", "spec.py"):
+        (bundled / name).write_text("")
+    monkeypatch.setattr(sys, "path", [str(bundled.parent), *sys.path])  # mlflow rebinds sys.path
+    warnings = []
+    process = TrackerProcess(SweepSpec(name="t", tracking={"mlflow": {"enabled": False}}), warnings.append)
+    process.log_metrics({"acc/clean": 0.5})
+    process.close()
+    assert process._process.exitcode == 0 and warnings == []
+    assert sys.path[0] == str(bundled.parent)  # this process's path is left as it was
 
 
 def test_a_tracker_process_that_cannot_start_says_why_and_lists_the_trials_it_missed(tmp_path):

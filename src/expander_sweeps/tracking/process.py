@@ -30,6 +30,7 @@ import queue
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .base import TrackerCalls
@@ -61,7 +62,7 @@ class TrackerProcess(TrackerCalls):
             target=_serve, args=(spec.model_dump(mode="json"), self._calls, self._replies, os.getpid(), self._busy),
             name="expander-sweeps-trackers", daemon=True,
         )
-        with _main_module_left_alone():
+        with _main_module_left_alone(), _this_package_first_on_path():
             self._process.start()
 
     # --------------------------------------------------------------------- parent side
@@ -197,6 +198,24 @@ def _main_module_left_alone():
         yield
     finally:
         main.__spec__ = saved
+
+
+@contextlib.contextmanager
+def _this_package_first_on_path():
+    """Start a spawned child whose `import expander_sweeps` finds the package this process runs.
+
+    The child gets this process's `sys.path`, and loading one of the sweep's own logged models
+    (`mlflow.pyfunc.load_model`, `mlflow.pytorch.load_model`) puts the model's `code/` folder
+    first on it: a copy of the few modules of this package the model needs. A tracker started
+    after that imported the copy and died (`No module named 'expander_sweeps.tracking'`). So
+    the folder that holds the running package comes first while the child starts."""
+    home = str(Path(__file__).resolve().parents[2])  # .../src (or site-packages) above expander_sweeps/
+    saved = sys.path
+    sys.path = [home, *saved]
+    try:
+        yield
+    finally:
+        sys.path = saved
 
 
 # ------------------------------------------------------------------------- child side
