@@ -125,11 +125,13 @@ def _sqrt0(x: float) -> float:
     return math.sqrt(x) if x > 0 else 0.0
 
 
-def _top_two_singular_values(matrix: np.ndarray) -> tuple[float, float]:
+def _top_two_singular_values(matrix: np.ndarray, binary: bool | None = None) -> tuple[float, float]:
+    """sigma_1 and sigma_2 of a matrix with no negative entry; `binary` says whether every
+    entry is 0 or 1, when the caller knows (None: found out here)."""
     if matrix.size == 0:
         return 0.0, 0.0
     with _one_blas_thread():
-        first, second = _top_two_by_gram(matrix)
+        first, second = _top_two_by_gram(matrix, binary)
         if second <= 1e-5 * first:
             # Squaring loses the digits of a tiny sigma_2 (a dense layer's is 0 up to rounding):
             # LAPACK's SVD of the matrix itself decides between "zero" and "small".
@@ -145,17 +147,20 @@ def _top_two_singular_values(matrix: np.ndarray) -> tuple[float, float]:
 _ITERATIVE_FROM = 256
 
 
-def _is_binary(matrix: np.ndarray) -> bool:
-    """Every entry 0 or 1. Counted on boolean scratch arrays: counting a float matrix's nonzero
-    entries is several times slower, and fresh boolean arrays page-fault (see `scratch`)."""
+def _is_binary(matrix: np.ndarray, edges: int | None = None) -> bool:
+    """Every entry 0 or 1 (`edges`: the count of nonzero entries, when known). Counted on a
+    boolean scratch array: counting a float matrix's nonzero entries is several times slower,
+    and fresh boolean arrays page-fault (see `scratch`)."""
     flags = buffer("spectral.is_binary", matrix.shape, np.bool_)
     np.equal(matrix, 1.0, out=flags)
     ones = int(np.count_nonzero(flags))
+    if edges is not None:
+        return ones == edges
     np.equal(matrix, 0.0, out=flags)
     return ones + int(np.count_nonzero(flags)) == matrix.size
 
 
-def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
+def _top_two_by_gram(matrix: np.ndarray, binary: bool | None = None) -> tuple[float, float]:
     """sigma_1, sigma_2 as square roots of the top two eigenvalues of the smaller Gram matrix.
 
     Exact to rounding like an SVD (relative error ~ 1e-16 (sigma_1 / sigma_2)^2): one matrix
@@ -168,7 +173,7 @@ def _top_two_by_gram(matrix: np.ndarray) -> tuple[float, float]:
     if size < 2:
         return float(np.sqrt((small * small).sum())), 0.0
     gram = buffer("spectral.gram", (size, size), np.float64)
-    if _is_binary(small) and small.shape[1] < 2**24:
+    if (_is_binary(small) if binary is None else binary) and small.shape[1] < 2**24:
         # Entries of a 0/1 mask's Gram matrix are edge counts: exact in float32, at half the cost.
         single = buffer("spectral.single", small.shape, np.float32)
         np.copyto(single, small, casting="same_kind")
@@ -190,14 +195,22 @@ def normalise_weights(matrix: np.ndarray) -> np.ndarray:
     """|matrix| divided by its mean over nonzero entries (mean edge weight 1). This makes every
     weighted quantity independent of the weights' scale. A float64 matrix that needs no change
     (a 0/1 mask) is returned itself, not a copy: do not modify the result."""
-    b = np.asarray(matrix, dtype=np.float64)
+    return _normalised(np.asarray(matrix, dtype=np.float64))[0]
+
+
+def _normalised(b: np.ndarray, total: float | None = None) -> tuple[np.ndarray, int, float]:
+    """`normalise_weights` of a float64 matrix, with its count of nonzero entries and its sum
+    after normalising (`total`: the sum before, when known)."""
     if b.size and b.min() < 0:
-        b = np.abs(b)
-    edges = np.count_nonzero(b)
+        b, total = np.abs(b), None
+    edges = int(np.count_nonzero(b))
     if edges == 0:
-        return b
-    mean = float(b.sum()) / edges
-    return b if mean == 1.0 else b / mean
+        return b, 0, 0.0
+    total = float(b.sum()) if total is None else total
+    if total == edges:  # mean weight 1 already (a 0/1 mask): nothing to divide
+        return b, edges, total
+    b = b / (total / edges)
+    return b, edges, float(b.sum())
 
 
 def _reaches_every_vertex(b: np.ndarray, most_rounds: int = 32) -> bool:
@@ -242,9 +255,11 @@ def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> Lay
     b = np.asarray(biadjacency, dtype=np.float64)
     if b.ndim != 2:
         raise ValueError(f"a biadjacency must be a 2-D matrix, but got shape {b.shape}")
-    if b.size and not np.isfinite(b).all():
+    total = float(b.sum()) if b.size else 0.0
+    # A finite sum proves every entry finite; only an infinite or NaN one needs the full look.
+    if b.size and not math.isfinite(total) and not np.isfinite(b).all():
         raise ValueError("a biadjacency must be finite, but it holds NaN or infinity (diverged weights?)")
-    b = normalise_weights(b)  # >= 0 from here on
+    b, edges, total = _normalised(b, total if math.isfinite(total) else None)  # >= 0 from here on
     live_rows = b.max(axis=1, initial=0.0) > 0
     live_cols = b.max(axis=0, initial=0.0) > 0
     isolated_rows = int((~live_rows).sum())
@@ -253,12 +268,13 @@ def layer_spectrum(biadjacency: np.ndarray, remove_isolated: bool = True) -> Lay
     if remove_isolated and (isolated_rows or isolated_cols):
         b = b[live_rows][:, live_cols]
     rows, cols = b.shape
-    lambda_1, lambda_2 = _top_two_singular_values(b)
+    # Removing isolated vertices removes no edge: the count and the weight stay.
+    lambda_1, lambda_2 = _top_two_singular_values(b, binary=edges > 0 and _is_binary(b, edges))
     if rows + cols == 2 and lambda_1 > 0:
         lambda_2 = -lambda_1  # one edge, two vertices: the adjacency's eigenvalues are +-w
     components, largest = _components(b, isolated=not remove_isolated and bool(isolated_rows or isolated_cols))
     return _bounds(rows=rows, cols=cols, isolated_rows=isolated_rows, isolated_cols=isolated_cols,
-                   edges=int(np.count_nonzero(b)), total=float(b.sum()), lambda_1=lambda_1, lambda_2=lambda_2,
+                   edges=edges, total=total, lambda_1=lambda_1, lambda_2=lambda_2,
                    components=components, largest_component=largest,
                    isolated_share=(isolated_rows + isolated_cols) / all_vertices if all_vertices else 0.0)
 
