@@ -133,3 +133,15 @@ def test_components_agree_with_scipy_whichever_way_they_are_found(graph):
     count, labels = scipy.sparse.csgraph.connected_components(adjacency, directed=False)
     found = spectral._components(b, isolated=graph == "isolated kept")
     assert found == (count, pytest.approx(np.bincount(labels).max() / (rows + b.shape[1])))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_layer_spectrum_leaves_the_callers_matrix_alone(weighted):
+    # A 0/1 mask is used without a copy (normalising it changes nothing), and the Gram matrix
+    # and the solver's matrices live in reused scratch buffers: none of it may write back.
+    mask = _mask((300, 260), 0.1, seed=9, weighted=weighted)
+    mask[4, :] = 0  # an isolated row, removed on the way
+    before = mask.copy()
+    first = layer_spectrum(mask)
+    assert np.array_equal(mask, before)
+    assert layer_spectrum(mask) == first  # the scratch buffers carry nothing between calls
