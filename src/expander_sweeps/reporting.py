@@ -671,7 +671,9 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         "[W_xh, W_hh] -> h_t and the whole unrolled graph; *binary* = the 0/1 mask, *weighted* = |W| on "
         "the mask divided by its mean over kept edges (scale-free), of the fine-tuned weights that were "
         "evaluated (at-mask values in trials.csv as `weighted_at_mask`); the weighted Delta_S uses the "
-        "weighted graph's own lambda_1",
+        "weighted graph's own lambda_1; lambda_1 and lambda_2 are the top two singular values of the "
+        "biadjacency (LAPACK's below 256 vertices a side, from 256 on an iterative solver that proves "
+        "their squares to 1e-9, relative, else LAPACK's)",
         "- a bound *has the property* when it is > 0. A dense layer has lambda_2 = 0: Delta_R and Delta_S "
         "are *unbounded*. A degenerate graph (no edges, one edge, a star, a complete sub-block left after "
         "removing isolated vertices) has no second eigenvalue to bound: *undefined*, left out of means and "
