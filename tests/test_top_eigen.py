@@ -145,3 +145,16 @@ def test_layer_spectrum_leaves_the_callers_matrix_alone(weighted):
     first = layer_spectrum(mask)
     assert np.array_equal(mask, before)
     assert layer_spectrum(mask) == first  # the scratch buffers carry nothing between calls
+
+
+def test_a_lapack_failure_inside_the_solver_falls_back_to_the_dense_one(monkeypatch):
+    # Fault injection: the tridiagonal eigensolver refuses to converge, as LAPACK can.
+    def refuse(*args, **kwargs):
+        raise np.linalg.LinAlgError("dstev did not converge (info 3)")
+
+    monkeypatch.setattr(top_eigen, "_tridiagonal_eigen", refuse)
+    mask = _mask((300, 280), 0.1, seed=10)
+    assert certified_top_two(_gram(mask)) is None
+    s = layer_spectrum(mask, remove_isolated=False)
+    values = np.linalg.svd(mask, compute_uv=False)
+    assert s.lambda_2 == pytest.approx(values[1], rel=1e-10)

@@ -5,8 +5,9 @@ Why: LAPACK's symmetric eigensolver reduces a whole 512 x 512 Gram matrix to tri
 Cholesky factorisations (~2 ms each) find them, and the second factorisation proves the
 answer, so no convergence heuristic decides a printed digit:
 
-1. Lanczos on G (16 steps, full reorthogonalisation, float64). lambda_1 is far from the rest
-   of the spectrum, so its Ritz pair (theta_1, y) converges at once; theta_2 only roughly.
+1. Lanczos on G (float64, full reorthogonalisation, 8-40 steps: it stops once y has converged
+   to ~1e-8). lambda_1 is far from the rest of the spectrum, so its Ritz pair (theta_1, y)
+   converges at once; theta_2 only roughly.
 2. Deflation: G' = G - theta_1 y y^T. Subtracting a positive semi-definite rank-one term
    interlaces the eigenvalues, mu_1(G') >= lambda_2(G), whatever y and theta_1 >= 0 are; with
    y the top eigenvector, mu_1(G') = lambda_2(G).
@@ -16,7 +17,8 @@ answer, so no convergence heuristic decides a printed digit:
    A float32 Cholesky factor that fails moves sigma up.
 4. Rayleigh-Ritz of G on span{y, u} in float64: rho_1 <= lambda_1 and rho_2 <= lambda_2 (Cauchy
    interlacing), rho_2 accurate to about the square of u's error (~1e-14 here).
-5. The proof of the upper side: a float64 Cholesky factorisation of t I - G' at
+5. The proof of the upper side (`proven_second_bound`): G' is formed again with the refined
+   pair (rho_1, q_1) of step 4, and a float64 Cholesky factorisation of t I - G' at
    t = rho_2 (1 + 2e-10) that runs to completion proves mu_1(G') < t + e, where e bounds the
    factorisation's backward error (|dA| <= gamma_{n+1} |R^T| |R|: Demmel; Higham, "Accuracy and
    Stability of Numerical Algorithms", Thm 10.3) and the rounding in forming t I - G'. So
@@ -25,7 +27,8 @@ answer, so no convergence heuristic decides a printed digit:
    eigenvalue being below t + e), accepted under the same width.
 
 The bounds concern the Gram matrix as computed, the same matrix the dense solver is given.
-When any step fails, `certified_top_two` returns None and the caller uses the dense solver.
+When any step fails (LAPACK errors included), `certified_top_two` returns None and the caller
+uses the dense solver.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from scipy.linalg import blas, lapack
 
 from expander_sweeps.scratch import buffer
 
-__all__ = ["certified_top_two", "RELATIVE_TOLERANCE"]
+__all__ = ["certified_top_two", "proven_second_bound", "RELATIVE_TOLERANCE"]
 
 RELATIVE_TOLERANCE = 1e-9  # the width of the proven interval around each value, relative
 _EPS = np.finfo(np.float64).eps / 2  # unit roundoff
@@ -165,6 +168,13 @@ def certified_top_two(gram: np.ndarray, seed: int = 1) -> tuple[float, float] | 
     """lambda_1 and lambda_2 of the symmetric positive semi-definite `gram`, each proven to lie
     within RELATIVE_TOLERANCE of the value returned; None when the proof fails (see the module
     notes). `gram` is float64, C-ordered, and is not modified."""
+    try:
+        return _certified_top_two(gram, seed)
+    except np.linalg.LinAlgError:  # a LAPACK routine did not converge: the dense solver decides
+        return None
+
+
+def _certified_top_two(gram: np.ndarray, seed: int) -> tuple[float, float] | None:
     size = gram.shape[0]
     if size < 3 or not math.isfinite(float(gram.sum())):  # one NaN or infinity makes the sum so
         return None
