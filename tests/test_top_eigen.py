@@ -158,3 +158,38 @@ def test_a_lapack_failure_inside_the_solver_falls_back_to_the_dense_one(monkeypa
     s = layer_spectrum(mask, remove_isolated=False)
     values = np.linalg.svd(mask, compute_uv=False)
     assert s.lambda_2 == pytest.approx(values[1], rel=1e-10)
+
+
+@pytest.mark.parametrize("fortran", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_gram_matrix_is_the_lower_triangle_of_the_full_product(fortran, weighted):
+    # syrk computes one triangle: half the products of matrix @ matrix.T.
+    matrix = _mask((300, 420), 0.1, seed=8, weighted=weighted).astype(np.float64 if weighted else np.float32)
+    if fortran:
+        matrix = np.asfortranarray(matrix)
+    out = np.full((300, 300), 7.0, dtype=matrix.dtype)
+    spectral._lower_gram(matrix, out)
+    full = matrix.astype(np.float64) @ matrix.T.astype(np.float64)
+    lower = np.tril_indices(300)
+    if weighted:
+        assert np.allclose(out[lower], full[lower], rtol=1e-13, atol=0)
+    else:  # edge counts: exact in float32
+        assert np.array_equal(out[lower], full[lower])
+    assert (out[np.triu_indices(300, 1)] == 0.0).all(), "old numbers above the diagonal must go"
+
+
+def test_the_solver_reads_the_lower_triangle_only():
+    gram = _gram(_mask((400, 400), 0.1, seed=9))
+    lower = np.tril(gram)
+    assert certified_top_two(lower) == certified_top_two(gram) is not None
+    lower[4, 3] = np.nan  # a bad entry where the solver reads
+    assert certified_top_two(lower) is None
+
+
+def test_old_numbers_in_the_reused_buffers_change_no_result():
+    mask = _mask((300, 300), 0.1, seed=11)
+    first = layer_spectrum(mask)
+    layer_spectrum(_mask((600, 600), 0.3, seed=10, weighted=True) * 1e3)  # other numbers in every buffer
+    assert layer_spectrum(mask) == first
+    values = np.linalg.svd(mask[mask.any(axis=1)][:, mask.any(axis=0)], compute_uv=False)
+    assert first.lambda_2 == pytest.approx(values[1], rel=1e-10)

@@ -39,6 +39,7 @@ Only numpy and scipy: this module must stay importable without torch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -48,6 +49,7 @@ import scipy.linalg
 import scipy.sparse
 import scipy.sparse.csgraph
 import scipy.sparse.linalg
+from scipy.linalg import blas
 from threadpoolctl import ThreadpoolController
 
 from expander_sweeps.scratch import buffer
@@ -160,11 +162,36 @@ def _is_binary(matrix: np.ndarray, edges: int | None = None) -> bool:
     return ones + int(np.count_nonzero(flags)) == matrix.size
 
 
+def _lower_gram(matrix: np.ndarray, out: np.ndarray) -> None:
+    """The lower triangle (C order) of matrix @ matrix.T into `out`, zeros above it, by BLAS's
+    syrk: half the products of a full matrix product (0.80 ms against 1.14 ms at 512 x 512 in
+    float32). Every solver here reads the lower triangle only; the upper one is zeroed (a reused
+    buffer holds old numbers there, even NaN) so that a sum or a norm of `out` still means one."""
+    syrk = blas.ssyrk if out.dtype == np.float32 else blas.dsyrk
+    # `out.T` is `out` in Fortran order: its upper triangle there is the lower one here. A matrix
+    # in either order goes to BLAS without a copy (matrix.T of a C-ordered one is Fortran-ordered).
+    if matrix.flags.f_contiguous:
+        result = syrk(1.0, matrix, trans=0, beta=0.0, c=out.T, overwrite_c=1, lower=0)
+    else:
+        result = syrk(1.0, np.ascontiguousarray(matrix).T, trans=1, beta=0.0, c=out.T, overwrite_c=1, lower=0)
+    if not np.shares_memory(result, out):  # pragma: no cover - f2py copies only a misaligned out
+        np.copyto(out.T, result)
+    np.copyto(out, 0, where=_strict_upper(out.shape[0]))
+
+
+@functools.lru_cache(maxsize=8)
+def _strict_upper(size: int) -> np.ndarray:
+    """Where the strict upper triangle of a size x size matrix is (cached: it is the same every call)."""
+    where = np.triu(np.ones((size, size), dtype=bool), 1)
+    where.flags.writeable = False
+    return where
+
+
 def _top_two_by_gram(matrix: np.ndarray, binary: bool | None = None) -> tuple[float, float]:
     """sigma_1, sigma_2 as square roots of the top two eigenvalues of the smaller Gram matrix.
 
     Exact to rounding like an SVD (relative error ~ 1e-16 (sigma_1 / sigma_2)^2): one matrix
-    product, then, from `_ITERATIVE_FROM` vertices on a side, the iterative solver of
+    product (its lower triangle), then, from `_ITERATIVE_FROM` vertices on a side, the iterative solver of
     `top_eigen`, which proves both values to 1e-9 (~5 ms at 512 against ~10 ms for LAPACK's
     symmetric eigensolver asked for two values); LAPACK when that proof fails or below that size.
     """
@@ -178,15 +205,15 @@ def _top_two_by_gram(matrix: np.ndarray, binary: bool | None = None) -> tuple[fl
         single = buffer("spectral.single", small.shape, np.float32)
         np.copyto(single, small, casting="same_kind")
         single_gram = buffer("spectral.single_gram", (size, size), np.float32)
-        np.matmul(single, single.T, out=single_gram)
+        _lower_gram(single, single_gram)
         np.copyto(gram, single_gram)
     else:
-        np.matmul(small, small.T, out=gram)
+        _lower_gram(small, gram)
     if size >= _ITERATIVE_FROM:
         proven = certified_top_two(gram)
         if proven is not None:
             return math.sqrt(proven[0]), math.sqrt(proven[1])
-    values = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[size - 2, size - 1],
+    values = scipy.linalg.eigh(gram, eigvals_only=True, subset_by_index=[size - 2, size - 1], lower=True,
                                driver="evr", check_finite=False, overwrite_a=True)
     return math.sqrt(max(values[1], 0.0)), math.sqrt(max(values[0], 0.0))
 

@@ -26,7 +26,9 @@ answer, so no convergence heuristic decides a printed digit:
    lambda_1 lies in [rho_1, rho_1 + |r_1|^2 / (rho_1 - t - e)] (Kato-Temple, every other
    eigenvalue being below t + e), accepted under the same width.
 
-The bounds concern the Gram matrix as computed, the same matrix the dense solver is given.
+Every step reads G's lower triangle only (BLAS symv, LAPACK potrf), which is all that
+spectral.py's syrk computes: half the products of a full Gram matrix. The bounds concern the
+Gram matrix as computed, the same matrix the dense solver is given.
 When any step fails (LAPACK errors included), `certified_top_two` returns None and the caller
 uses the dense solver.
 """
@@ -148,7 +150,8 @@ def proven_second_bound(gram: np.ndarray, top: np.ndarray, weight: float, upper:
     when y is the top eigenvector and weight lambda_1. e covers the factorisation's backward
     error and the rounding in forming the matrix; upper + e is returned. None means the
     factorisation failed: upper may be below lambda_2, or y too far from the top eigenvector.
-    Uses the buffer of `certified_top_two`'s G'."""
+    Reads the lower triangle of `gram` only, as `certified_top_two` does. Uses the buffer of
+    `certified_top_two`'s G'."""
     size = gram.shape[0]
     matrix = buffer("top_eigen.deflated", gram.shape, np.float64)
     np.negative(gram, out=matrix)
@@ -160,14 +163,19 @@ def proven_second_bound(gram: np.ndarray, top: np.ndarray, weight: float, upper:
         return None
     gamma = (size + 1) * _EPS / (1.0 - (size + 1) * _EPS)
     backward = gamma * trace / (1.0 - gamma)  # ||dA||_2 <= gamma ||R||_F^2 = gamma tr(R^T R)
-    forming = 3.0 * _EPS * (weight * float(top @ top) + float(np.linalg.norm(gram)) + upper * math.sqrt(size))
+    # ||G||_F <= sqrt(2) ||lower triangle||_F, which bounds it whether the strict upper triangle
+    # holds zeros or the mirror image.
+    frobenius = math.sqrt(2.0) * float(np.linalg.norm(gram))
+    forming = 3.0 * _EPS * (weight * float(top @ top) + frobenius + upper * math.sqrt(size))
     return upper + backward + forming
 
 
 def certified_top_two(gram: np.ndarray, seed: int = 1) -> tuple[float, float] | None:
     """lambda_1 and lambda_2 of the symmetric positive semi-definite `gram`, each proven to lie
     within RELATIVE_TOLERANCE of the value returned; None when the proof fails (see the module
-    notes). `gram` is float64, C-ordered, and is not modified."""
+    notes). `gram` is float64, C-ordered, and is not modified. Only its lower triangle is read
+    as the matrix; the strict upper one must hold zeros or the mirror image (what syrk leaves
+    there, zeroed, or a full symmetric matrix)."""
     try:
         return _certified_top_two(gram, seed)
     except np.linalg.LinAlgError:  # a LAPACK routine did not converge: the dense solver decides
@@ -179,7 +187,10 @@ def _certified_top_two(gram: np.ndarray, seed: int) -> tuple[float, float] | Non
     if size < 3 or not math.isfinite(float(gram.sum())):  # one NaN or infinity makes the sum so
         return None
     # The top Ritz vector to ~1e-8: deflating with it leaves lambda_2 on top to ~1e-16 relative.
-    theta, ritz_vectors, residuals = _lanczos(gram.__matmul__, _start_vector(size, seed),
+    def product(vector: np.ndarray) -> np.ndarray:  # G vector from G's lower triangle
+        return blas.dsymv(1.0, gram.T, vector, lower=0)
+
+    theta, ritz_vectors, residuals = _lanczos(product, _start_vector(size, seed),
                                               min(_MOST_STEPS, size - 1), wanted=1e-8)
     if len(theta) < 2 or not theta[1] > 0.0:
         return None
@@ -211,7 +222,7 @@ def _certified_top_two(gram: np.ndarray, seed: int) -> tuple[float, float] | Non
     vector = inverse_vectors[:, 0]
     # Rayleigh-Ritz of G on span{y, u}: both values are lower bounds (Cauchy interlacing).
     basis = _orthonormal_pair(top, vector)
-    image = gram @ basis
+    image = np.column_stack([product(basis[:, 0]), product(basis[:, 1])])
     values, vectors = _symmetric_2x2_eigen(basis.T @ image)
     rho_2, rho_1 = float(values[0]), float(values[1])
     if not rho_2 > 0.0:
