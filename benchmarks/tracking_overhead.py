@@ -1,9 +1,9 @@
 """Tracking overhead: the quickstart sweep with no tracker, then with MLflow (embedded, model
 registry on) and W&B (offline), in the same process on the same machine. Prints the ratio.
 
-Trackers run in a child process at a lower CPU priority (tracking/process.py): training never
-waits for a W&B run to start or a model to upload, and shares neither the GIL nor its cores'
-priority with them; the time to drain the queue at the end counts in the total here. Runs with
+Trackers run in a child process on idle CPU time (SCHED_IDLE, tracking/process.py): training
+never waits for a W&B run to start or a model to upload, and shares neither the GIL nor its
+cores with them; the time to drain the queue at the end counts in the total here. Runs with
 and without trackers alternate (`--repeat` pairs) because identical runs vary by several percent.
 
     python benchmarks/tracking_overhead.py [--repeat 2] [--data ../shared/data/mnist] [--set key=value ...]
@@ -98,12 +98,12 @@ def main() -> None:
           f"(ratio {on_total / off_total:.3f}; target < 5 %)")
     print(f"tracking overhead (time in trials):   {100 * (on_trials / off_trials - 1):+6.1f} %")
     print(f"tracking overhead (means):            {_mean_difference([t for t, _ in offs], [t for t, _ in ons])}")
-    # With every core busy training, the trackers' CPU has to come out of training's: their
-    # share of the sweep's core-seconds is about the least overhead any scheduling can reach.
+    # The trackers' CPU as a share of the sweep's core-seconds: what they would cost if they took
+    # it from training. Under SCHED_IDLE they run on time training leaves idle instead.
     cores = usable_cores()
     cpu = statistics.median(tracker_cpu)
     print(f"trackers' CPU (median):               {cpu:6.1f} s = {100 * cpu / (cores * off_total):.1f} % of the "
-          f"sweep's {cores} cores x {off_total:.1f} s (the overhead's floor while training keeps every core busy)")
+          f"sweep's {cores} cores x {off_total:.1f} s (run on idle CPU time where the OS has SCHED_IDLE)")
     print("time in tracker calls (in the tracker process), largest first:")
     for key, seconds in sorted(calls.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {key:28s} {seconds:7.2f} s")

@@ -168,3 +168,15 @@ def test_lending_a_thread_to_the_trackers_is_off_by_default(tmp_path):
     """It trades bit-for-bit reproducibility for speed (README): the user must ask for it."""
     assert SweepSpec(name="a", run_dir=str(tmp_path)).tracking.lend_thread is False
     assert SweepSpec(name="a", run_dir=str(tmp_path), tracking={"lend_thread": True}).tracking.lend_thread is True
+
+
+def test_the_trackers_lag_limit_is_a_minute_by_default_and_must_be_positive(tmp_path, write_spec):
+    assert SweepSpec(name="a", run_dir=str(tmp_path)).tracking.max_lag_seconds == 60.0
+    # W&B's init waits for a core up to that long on top of its own 90 s.
+    from expander_sweeps.tracking.wandb_backend import WandbTracker
+
+    patient = SweepSpec(name="a", run_dir=str(tmp_path), tracking={"max_lag_seconds": 300})
+    assert WandbTracker(patient).settings().init_timeout == 390.0
+    with pytest.raises(SpecError) as raised:
+        load_spec(write_spec({"name": "a", "tracking": {"max_lag_seconds": 0}}))
+    assert "tracking.max_lag_seconds" in str(raised.value) and "greater than 0" in str(raised.value)

@@ -128,3 +128,83 @@ def test_training_lends_the_tracker_process_a_thread_only_when_the_spec_says_so(
     # How each trial ran is recorded with it: the thread count, or that it varied.
     assert {t.user_attrs["cpu_threads"] for t in result.study.trials} == (
         {"varied (tracking.lend_thread)"} if lend else {2})
+
+
+@pytest.mark.slow
+def test_training_pauses_for_trackers_past_the_lag_limit_and_every_trial_reaches_them(tmp_path, mnist_dir):
+    """The tracker process runs on idle CPU time and starts by importing MLflow (about a second),
+    so with a limit of a millisecond the first batch already finds its first call waiting too
+    long: training pauses until the trackers have caught up, says so, and every trial still
+    reaches MLflow, in order."""
+    from mlflow.tracking import MlflowClient
+
+    class Said(sweep.SweepEvents):
+        def __init__(self):
+            self.warnings: list[str] = []
+
+        def warn(self, message: str) -> None:
+            self.warnings.append(message)
+
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, tracking={"max_lag_seconds": 0.001}))
+    events = Said()
+    result = sweep.launch_study(spec, events)
+    assert result.ran == 5 and result.failed == 0
+    pauses = [w for w in events.warnings if w.startswith("training pauses for the trackers")]
+    assert pauses and "max_lag_seconds = 0.001" in pauses[0]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    runs = client.search_runs(client.get_experiment_by_name("tiny").experiment_id,
+                              filter_string="tags.`expander_sweeps.trial` != ''")
+    assert sorted(int(r.data.tags["expander_sweeps.trial"]) for r in runs) == [0, 1, 2, 3, 4]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_a_launch_tells_its_workers_how_far_behind_its_trackers_are(tmp_path, mnist_dir):
+    """`launch --workers N` logs the workers' trials through TrialRelay, which writes its
+    trackers' lag to the file the workers read (pacing.lag_from_file) while it is past half the
+    limit, and removes it when the sweep ends."""
+    import time
+
+    from expander_sweeps.pacing import lag_from_file
+    from expander_sweeps.syncing import TrialRelay
+
+    finished = sweep.launch_study(spec_from_dict(tiny_spec_dict(
+        tmp_path / "run", mnist_dir, tracking={"mlflow": {"enabled": False}})))
+    # The launch's trackers: MLflow in a store of their own, a millisecond's patience.
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, tracking={
+        "max_lag_seconds": 0.001, "mlflow": {"uri": f"sqlite:///{tmp_path / 'relay.db'}"}}))
+    lag_file = tmp_path / "run" / ".trackers-lag"
+    warnings: list[str] = []
+    relay = TrialRelay(spec, warnings.append, set(), lag_file)
+    relay.push_finished(finished.study)  # starts the tracker process, queues 5 trials
+    time.sleep(0.3)
+    relay.push_finished(finished.study)  # nothing new: the lag is re-read and written
+    if relay._trackers._ran.value == 0:  # the child still importing MLflow, as it is here for ~1 s
+        assert lag_from_file(lag_file) >= 0.3
+    relay.close(finished.study)
+    assert not lag_file.exists() and warnings == []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'relay.db'}")
+    runs = client.search_runs(client.get_experiment_by_name("tiny").experiment_id,
+                              filter_string="tags.`expander_sweeps.trial` != ''")
+    assert len(runs) == 5
+
+
+def test_a_missing_dataset_is_reported_before_the_trackers_create_anything(tmp_path):
+    """The tracker process starts before the data is loaded (its imports overlap the loading),
+    but builds its trackers only at its first call: a sweep that stops at its data leaves no
+    MLflow store, no W&B folder, and no tracker process behind, and says so at once."""
+    import multiprocessing
+    import time
+
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", tmp_path / "no-mnist-here",
+                                         tracking={"wandb": {"enabled": True, "mode": "offline"}}))
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        sweep.launch_study(spec)
+    assert "no-mnist-here" in str(raised.value)
+    assert time.monotonic() - started < 10  # the tracker process was stopped, not waited for
+    run = tmp_path / "run"
+    assert not (run / "mlflow.db").exists() and not (run / "wandb").exists()
+    assert not [p for p in multiprocessing.active_children() if p.name == "expander-sweeps-trackers"]

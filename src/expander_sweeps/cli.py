@@ -300,8 +300,9 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
     watched = {}
     ended_before = _ended_trials(spec)
     tracked = spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled
+    lag_file = spec.run_path / ".trackers-lag" if tracked else None
     relay = TrialRelay(spec, lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False),
-                       ended_before) if tracked else None
+                       ended_before, lag_file) if tracked else None
 
     def progress() -> tuple[int, int]:
         if "study" not in watched:  # the workers create the study: open it once it is there
@@ -314,16 +315,22 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
         return sweep_progress(watched["study"], spec)
 
     try:
-        codes = run_workers(spec_path, overrides, workers, console, extend, progress, untracked=tracked)
+        codes = run_workers(spec_path, overrides, workers, console, extend, progress, untracked=tracked,
+                            lag_file=lag_file)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current ones "
                           "are marked failed; launch the same spec again to continue.")
         if relay is not None:
             relay.close(watched.get("study"))
         sys.exit(130)
-    if any(code == USER_ERROR for code in codes):
-        sys.exit(USER_ERROR)
-    study = _existing_study(spec, "the workers created none; see their lines above")
+    try:
+        if any(code == USER_ERROR for code in codes):
+            sys.exit(USER_ERROR)
+        study = _existing_study(spec, "the workers created none; see their lines above")
+    except SystemExit:
+        if relay is not None:  # logs what finished, or stops a tracker process that got nothing
+            relay.close(watched.get("study"))
+        raise
     if relay is not None:
         relay.finish(study)
     return len(_ended_trials(spec, study) - ended_before), _failed_count(study), study, relay

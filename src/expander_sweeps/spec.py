@@ -534,6 +534,13 @@ class TrackingSpec(_Strict):
         "with the thread count, so a trial's numbers then depend on when the trackers worked, and "
         "identical launches can differ slightly.",
     )
+    max_lag_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="The trackers run on idle CPU time only; when the oldest call waiting for them "
+        "is older than this (training left them no idle time), training pauses until they are "
+        "back within half of it. A pause changes no number.",
+    )
 
 
 class ReportSpec(_Strict):

@@ -18,12 +18,14 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
+from .pacing import LAG_FILE_VARIABLE, Pacer, lag_from_file
 from .space import TrialPlan, suggest_plan
 from .spec import SweepSpec
 from .study import (
@@ -94,21 +96,29 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     writes the report meanwhile (on another core) and closes them after; an interrupted sweep
     still waits for them here."""
     events = events or SweepEvents()
-    # The data first: a missing or broken dataset is reported before anything is created.
-    ctx = context or SweepContext(spec)
-    study = open_study(spec)
-    fail_stale(study)
-    _enqueue(study, spec, point, extend, events)
-    study.set_user_attr("provenance", ctx.provenance)  # of the latest launch; each trial has its own
-    to_run = 1 if point is not None else _to_run(study, spec)
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    # A tracker process starts first: importing its libraries (seconds of CPU) overlaps loading
+    # the data, on a core that would otherwise idle. It creates nothing (no store, no run) before
+    # its first call, `begin`, so a missing or broken dataset is still reported before anything is.
+    trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
+    try:
+        ctx = context or SweepContext(spec)
+        study = open_study(spec)
+        fail_stale(study)
+        _enqueue(study, spec, point, extend, events)
+        study.set_user_attr("provenance", ctx.provenance)  # of the latest launch; each trial has its own
+        to_run = 1 if point is not None else _to_run(study, spec)
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    except BaseException:
+        trackers.abandon()
+        raise
     if to_run == 0 and not running_trials(study):
+        trackers.abandon()
         events.sweep_started(spec, 0, done, "", "")
         return LaunchResult(study, 0, 0)
 
     events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
-    trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
     trackers.begin(spec, study)
+    pace = _pacer(spec, trackers, events)
     ran = failed = 0
     log_scale = fractions_on_log_scale(study)
     every_trial_ran = False
@@ -116,7 +126,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
         with _terminate_as_interrupt():
             for trial in _claimed_trials(study, spec, point, events):
                 with heartbeat(study, trial._trial_id, spec.study.heartbeat_seconds):
-                    completed = _run_one(trial, spec, ctx, trackers, events, log_scale)
+                    completed = _run_one(trial, spec, ctx, trackers, events, log_scale, pace)
                 ran += 1
                 failed += not completed
         every_trial_ran = True
@@ -187,8 +197,16 @@ def _claimed_trials(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] 
         time.sleep(min(1.0, spec.study.heartbeat_seconds))
 
 
+def _pacer(spec: SweepSpec, trackers, events: SweepEvents) -> Pacer:
+    """What pauses training when the trackers fall too far behind (pacing.py): this process's
+    own tracker process, or in a worker of `launch --workers N`, its launch's (the file it names)."""
+    lag_file = os.environ.get(LAG_FILE_VARIABLE)
+    lag = (lambda: lag_from_file(Path(lag_file))) if lag_file else trackers.lag_seconds
+    return Pacer(lag, spec.tracking.max_lag_seconds, events.warn)
+
+
 def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
-             log_scale: bool) -> bool:
+             log_scale: bool, pace: Pacer) -> bool:
     """One trial, told to the study as COMPLETE or FAIL (with the reason), then to the trackers.
     True if it completed."""
     plan = None
@@ -212,6 +230,7 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
 
         def on_batch() -> None:
             events.batch_done()
+            pace()
             if lends_threads:
                 trackers.between_batches()
 

@@ -110,17 +110,25 @@ class TrialRelay:
     idle between trials, costs that once. Trials finished before this launch are left alone
     (`sync` pushes any a tracker lacks)."""
 
-    def __init__(self, spec: SweepSpec, warn: Callable[[str], None], finished_before: set[int]):
-        self._spec, self._warn = spec, warn
-        self._seen = set(finished_before)
-        self._trackers = None
-        self._finished = False
-
-    def push_finished(self, study: optuna.Study) -> None:
+    def __init__(self, spec: SweepSpec, warn: Callable[[str], None], finished_before: set[int],
+                 lag_file: Path | None = None):
         from .tracking import build_trackers
 
-        if self._trackers is None:
-            self._trackers = build_trackers(self._spec, self._warn)
+        self._spec, self._warn = spec, warn
+        self._seen = set(finished_before)
+        # Started now, before the workers: the tracker process imports its libraries while this
+        # process and the workers start up, and creates nothing before `begin`, once the
+        # workers have checked the data and created the study.
+        self._trackers = build_trackers(spec, warn)
+        self._begun = False
+        self._finished = False
+        # Where the workers read how far behind the trackers are (pacing.py): they pause
+        # training when it passes tracking.max_lag_seconds.
+        self._lag_file = lag_file
+
+    def push_finished(self, study: optuna.Study) -> None:
+        if not self._begun:
+            self._begun = True
             self._trackers.begin(self._spec, study)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             if trial.number in self._seen:
@@ -135,12 +143,27 @@ class TrialRelay:
             except Exception as err:  # a trial's files gone: the others still go
                 self._warn(f"trial {trial.number} could not be sent to the trackers ({type(err).__name__}: {err}); "
                            "`expander-sweeps sync SPEC` retries")
+        self._tell_workers_the_lag()
+
+    def _tell_workers_the_lag(self, over: bool = False) -> None:
+        """The trackers' lag into the workers' file while it is past half the limit (the workers
+        pause past the limit, resume within half of it); no file otherwise, or once `over`."""
+        if self._lag_file is None:
+            return
+        from .pacing import write_lag
+
+        lag = 0.0 if over else self._trackers.lag_seconds()
+        try:
+            write_lag(self._lag_file, lag if lag > self._spec.tracking.max_lag_seconds / 2 else 0.0)
+        except OSError as err:  # a full disk: the workers then simply do not pause
+            self._warn(f"could not write the trackers' lag for the workers ({err})")
+            self._lag_file = None
 
     def publish(self, spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None]) -> dict:
         """The report onto the trackers: by the launch's tracker process once it has logged every
         trial, or here if no trial was sent to it."""
         self.finish(study)
-        return publish_report(spec, study, report, warn, self._trackers)
+        return publish_report(spec, study, report, warn, self._trackers if self._begun else None)
 
     def finish(self, study: optuna.Study | None) -> None:
         """Push what finished last and end the sweep in the trackers, without waiting for them
@@ -150,11 +173,14 @@ class TrialRelay:
         self._finished = True
         if study is not None:
             self.push_finished(study)
-        if self._trackers is not None:
+        self._tell_workers_the_lag(over=True)  # the workers are done or stopping
+        if self._begun:
             self._trackers.end_sweep()
 
     def close(self, study: optuna.Study | None = None) -> None:
         """`finish` (if not done yet), then wait until the trackers have logged everything."""
         self.finish(study)
-        if self._trackers is not None:
+        if self._begun:
             self._trackers.close()
+        else:  # no study came to be (the workers stopped at the data): nothing was sent
+            self._trackers.abandon()

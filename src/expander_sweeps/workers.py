@@ -20,8 +20,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .pacing import LAG_FILE_VARIABLE
 
 __all__ = ["visible_gpus", "usable_cores", "default_workers", "dense_threads", "run_workers", "OVERRIDES_VARIABLE",
            "WORKERS_VARIABLE", "inherited_overrides"]
@@ -134,14 +137,17 @@ def throttled(poll: Callable[[], tuple[int, int]], share: float = 0.05,
 
 
 def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False,
-                progress: Callable[[], tuple[int, int]] | None = None, untracked: bool = False) -> list[int]:
+                progress: Callable[[], tuple[int, int]] | None = None, untracked: bool = False,
+                lag_file: Path | None = None) -> list[int]:
     """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes.
 
     `progress` (trials done, trials in all), polled every second (less often when a poll is
     slow: `throttled`), drives a progress bar like
     the one a single process shows. `untracked`: the workers log to no tracker (the caller logs
-    their trials from the study). Ctrl-C reaches the workers too (one process group): each
-    marks its current trial failed and stops; KeyboardInterrupt is raised once all have."""
+    their trials from the study; `lag_file`: where it says how far behind its trackers are, which
+    the workers read to pause for them, see pacing.py). Ctrl-C reaches the workers too (one
+    process group): each marks its current trial failed and stops; KeyboardInterrupt is raised
+    once all have."""
     gpus = visible_gpus()
     if progress is not None:
         progress = throttled(progress)
@@ -156,6 +162,8 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
         env[OVERRIDES_VARIABLE] = json.dumps(list(overrides))
         if untracked:
             env["EXPANDER_SWEEPS_TRACKERS"] = "off"
+        if lag_file is not None:
+            env[LAG_FILE_VARIABLE] = str(lag_file)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
         else:

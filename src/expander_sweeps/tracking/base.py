@@ -85,6 +85,17 @@ class TrackerCalls:
         """Called by the training loop after every batch: trackers that share the training's
         cores may ask for one here (TrackerProcess). Nothing by default."""
 
+    def abandon(self) -> None:
+        """The sweep stopped before its first call (bad data, nothing to run): let the trackers
+        go. A TrackerProcess, which has created nothing yet, is stopped without waiting for it."""
+        self.close()
+
+    def lag_seconds(self) -> float:
+        """How long the oldest call not yet run has waited (0 when none): how far the trackers
+        are behind training. Only a TrackerProcess, which runs on idle CPU time, falls behind
+        for long; the others say 0."""
+        return 0.0
+
     def start_trial(self, number: int, params: dict[str, Any]) -> None:
         self._history, self._flushed_at = [], time.monotonic()
         self._each("start_trial", number, params)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ..spec import SweepSpec
 from .base import FanOut, Tracker, TrackerUnavailable
 
-__all__ = ["build_trackers", "enabled_trackers"]
+__all__ = ["build_trackers", "enabled_trackers", "preload_libraries"]
 
 
 def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Tracker]:
@@ -32,6 +32,23 @@ def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Track
         except TrackerUnavailable as err:
             warn(f"W&B tracking is off for this run: {err}")
     return trackers
+
+
+def preload_libraries(spec: SweepSpec) -> None:
+    """Import what the enabled trackers will use (most of a tracker process's start-up CPU),
+    creating nothing: no store, no run, no folder. A library that is missing is left for
+    `enabled_trackers` to report."""
+    if spec.tracking.wandb.enabled:
+        _import_wandb_first()
+    if spec.tracking.mlflow.enabled:
+        from .mlflow_backend import _configure_mlflow, mlflow_uri
+
+        with contextlib.suppress(TrackerUnavailable, ImportError):
+            _configure_mlflow()  # imports MLflow, sets how it behaves (environment, log levels)
+            from mlflow.tracking import MlflowClient  # noqa: F401
+
+            if not mlflow_uri(spec).startswith(("http:", "https:", "databricks")):  # a database store
+                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def _import_wandb_first() -> None:

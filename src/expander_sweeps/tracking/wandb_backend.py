@@ -67,8 +67,11 @@ class WandbTracker:
 
     def settings(self):
         """A trial's run is short: no console capture, git or code snapshot, and no pip freeze
-        per run (they cost CPU next to the training); system metrics only on request."""
-        return self._wandb.Settings(silent=True, console="off",
+        per run (they cost CPU next to the training); system metrics only on request. The tracker
+        process runs on idle CPU time, and training makes room for it only once its backlog is
+        tracking.max_lag_seconds old (pacing.py): `wandb.init` may wait that long for a core, on
+        top of W&B's own 90 s."""
+        return self._wandb.Settings(silent=True, console="off", init_timeout=90.0 + self._spec.tracking.max_lag_seconds,
                                     x_disable_stats=not self._spec.tracking.wandb.system_metrics,
                                     x_disable_meta=True, x_disable_machine_info=True, disable_code=True,
                                     disable_git=True, x_save_requirements=False, x_disable_viewer=True)
