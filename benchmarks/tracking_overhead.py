@@ -104,7 +104,7 @@ def main() -> None:
     cpu = statistics.median(tracker_cpu)
     print(f"trackers' CPU (median):               {cpu:6.1f} s = {100 * cpu / (cores * off_total):.1f} % of the "
           f"sweep's {cores} cores x {off_total:.1f} s (run on idle CPU time where the OS has SCHED_IDLE)")
-    print("time in tracker calls (in the tracker process), largest first:")
+    print("wall time in tracker calls (in the tracker process, waits for an idle core included), largest first:")
     for key, seconds in sorted(calls.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {key:28s} {seconds:7.2f} s")
 
