@@ -17,7 +17,7 @@ def test_training_goes_on_within_the_limit_and_past_it_waits_until_half_of_it():
     pace()  # 10 s: within the limit
     assert said == [] and slept == []
     pace()  # 61 s: past it; waits through 50 and 31, goes on at 30 (half the limit)
-    assert len(said) == 1 and "61 s" in said[0] and "max_lag_seconds = 60" in said[0]
+    assert len(said) == 1 and "61.0 s" in said[0] and "max_lag_seconds = 60" in said[0]
     assert slept == [0.2, 0.2]
     pace()  # 5 s
     assert len(said) == 1
@@ -45,3 +45,21 @@ def test_the_lag_file_carries_the_number_and_a_missing_stale_or_broken_one_means
     write_lag(path, 0.0)
     assert not path.exists()
     write_lag(path, 0.0)  # twice is fine
+
+
+def test_later_pauses_are_summed_up_every_ten_minutes_not_said_each_time():
+    now = [0.0]
+    lag = [100.0]
+
+    def sleep(seconds: float) -> None:  # the trackers catch up while training sleeps
+        now[0] += seconds
+        lag[0] = 0.0
+
+    said = []
+    pace = Pacer(lambda: lag[0], limit=60, say=said.append, check_every=0.0, sleep=sleep, clock=lambda: now[0])
+    for minute in range(12):  # a pause every minute
+        now[0] = 60.0 * minute
+        lag[0] = 100.0
+        pace()
+    assert len(said) == 2 and said[0].startswith("training pauses for the trackers")
+    assert said[1] == "training paused for the trackers 11 time(s), 2 s in all, in the last 600 s"

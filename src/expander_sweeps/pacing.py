@@ -30,28 +30,43 @@ _STALE_SECONDS = 30.0  # a lag file not refreshed for this long is from a launch
 
 class Pacer:
     """Called between batches: returns at once while `lag()` (seconds) is within `limit`;
-    past it, says so once and waits until the lag is at most half the limit. `lag` is asked at
-    most every `check_every` seconds (it may read a file)."""
+    past it, waits until the lag is at most half the limit. `lag` is asked at most every
+    `check_every` seconds (it may read a file). The first pause is explained in full; later
+    ones are summed up at most every `SUMMARY_SECONDS`, so that a sweep that pauses after
+    every trial does not say so after every trial."""
+
+    SUMMARY_SECONDS = 600.0
 
     def __init__(self, lag: Callable[[], float], limit: float, say: Callable[[str], None],
-                 check_every: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+                 check_every: float = 1.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self._lag, self._limit, self._say = lag, limit, say
-        self._check_every, self._sleep = check_every, sleep
+        self._check_every, self._sleep, self._clock = check_every, sleep, clock
         self._next_check = -math.inf
+        self._pauses, self._paused = 0, 0.0  # since the last time this was said
+        self._said_at: float | None = None
 
     def __call__(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now < self._next_check:
             return
         self._next_check = now + self._check_every
         lag = self._lag()
         if lag <= self._limit:
             return
-        self._say(f"training pauses for the trackers: their oldest call has waited {lag:.0f} s "
-                  f"(tracking.max_lag_seconds = {self._limit:g}); they run on idle CPU time only, "
-                  "and training left them none")
+        if self._said_at is None:
+            self._say(f"training pauses for the trackers: their oldest call has waited {lag:.1f} s "
+                      f"(tracking.max_lag_seconds = {self._limit:g}); they run on idle CPU time only, "
+                      "and training left them none")
+            self._said_at = now
         while self._lag() > self._limit / 2:
             self._sleep(0.2)
+        self._pauses += 1
+        self._paused += self._clock() - now
+        if self._clock() - self._said_at >= self.SUMMARY_SECONDS:
+            self._say(f"training paused for the trackers {self._pauses} time(s), {self._paused:.0f} s in all, "
+                      f"in the last {self._clock() - self._said_at:.0f} s")
+            self._pauses, self._paused, self._said_at = 0, 0.0, self._clock()
 
 
 def write_lag(path: Path, lag: float) -> None:
