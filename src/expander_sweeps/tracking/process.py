@@ -27,9 +27,12 @@ back when the child is idle.
 
 The child builds the trackers from the spec and opens the study itself (for the sweep's shared
 state, such as MLflow's parent run id). Warnings come back to the parent and are printed
-there. Only `close` waits for the child; every other call returns at once. Starting the child
-(importing torch, MLflow, W&B: seconds) overlaps the first trial; the child takes the study's
-lock itself around `start_sweep`, so that parallel workers still agree on one parent run.
+there. Only `publish` and `close` wait for the child; every other call returns at once. The
+child imports MLflow's and W&B's libraries as soon as it starts (1.5 s of CPU, which the
+parent's loading of the data overlaps), but builds the trackers only at its first call, so
+that nothing is created before the parent has checked the data (`abandon` stops a child that
+never got a call). It takes the study's lock itself around `start_sweep`, so that parallel
+workers still agree on one parent run.
 """
 
 from __future__ import annotations
