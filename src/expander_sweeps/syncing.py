@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from .pacing import write_lag
 from .spec import SweepSpec
 from .study import StudyState, read_result
-from .tracking import TrialRecord, enabled_trackers, tracker_config
+from .tracking import TrialRecord, build_trackers, enabled_trackers, tracker_config
 
 if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
     from .reporting import Report
@@ -112,8 +113,6 @@ class TrialRelay:
 
     def __init__(self, spec: SweepSpec, warn: Callable[[str], None], finished_before: set[int],
                  lag_file: Path | None = None):
-        from .tracking import build_trackers
-
         self._spec, self._warn = spec, warn
         self._seen = set(finished_before)
         # Started now, before the workers: the tracker process imports its libraries while this
@@ -150,8 +149,6 @@ class TrialRelay:
         pause past the limit, resume within half of it); no file otherwise, or once `over`."""
         if self._lag_file is None:
             return
-        from .pacing import write_lag
-
         lag = 0.0 if over else self._trackers.lag_seconds()
         try:
             write_lag(self._lag_file, lag if lag > self._spec.tracking.max_lag_seconds / 2 else 0.0)
