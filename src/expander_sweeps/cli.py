@@ -93,16 +93,21 @@ class _ConsoleEvents:
         self.trials_task = None
         self.phase_task = None
 
-    def sweep_started(self, spec, to_run, done, data, device) -> None:
-        if to_run == 0:
+    def sweep_started(self, spec, to_run, done, data, device, running=0) -> None:
+        if to_run == 0 and running == 0:
             console.print(f"[green]All {done} trials of '{spec.name}' are finished; nothing to run.[/]")
             return
-        console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished) "
-                      f"on {device}", soft_wrap=True)
+        elsewhere = ""
+        if running:
+            grace = spec.study.grace_seconds + spec.study.heartbeat_seconds
+            elsewhere = (f", {running} RUNNING in another process: run here if that process is dead "
+                         f"(no heartbeat for {grace:g} s), left to it otherwise")
+        console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished"
+                      f"{elsewhere}) on {device}", soft_wrap=True)
         console.print(f"  data: {data}", soft_wrap=True)
         console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, "
                       f"{spec.training.clipping}; masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
-        self.trials_task = self.progress.add_task("trials", total=to_run)
+        self.trials_task = self.progress.add_task("trials", total=to_run + running)
 
     def trial_started(self, number, plan) -> None:
         self.progress.update(self.trials_task, description=f"trial {number}: {plan.label()}")
@@ -217,8 +222,9 @@ def _print_claim(rep) -> None:
     tests = getattr(rep, "expansion_test", None)
     if tests is not None and not tests.empty:
         for _, row in tests[tests["noise"] == "clean"].iterrows():
-            r = "" if row["partial_r"] != row["partial_r"] else (
-                f" partial r = {row['partial_r']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}], n = {row['n']};")
+            r = "" if row["p_value"] != row["p_value"] else (
+                f" partial r = {row['partial_r']:+.2f}, p = {row['p_value']:.3g} (Holm {row['p_holm']:.3g} over "
+                f"{row['looks']} looks), n = {row['n']} in {row['cells']} cells;")
             console.print(f"expansion beyond density, {row['pruned'].split(' (')[0]} {row['graph']} {row['bound']} "
                           f"(clean): [bold]{row['verdict']}[/] -{r} {escape(row['why'])}", highlight=False, soft_wrap=True)
 

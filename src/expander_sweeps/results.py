@@ -7,6 +7,9 @@ and W&B, and in the report:
     dense/acc/clean, ...                the dense model before masking
     masked/acc/clean                    right after masking, before fine-tuning
     n_test                              test examples behind every accuracy
+    correct (study only, a dict)        per accuracy name, which test examples were right
+                                        (hex of packed bits): the report pairs a pruned trial
+                                        with the dense trial of its seed on the same images
     W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting, of the
                                         weights that were evaluated (after fine-tuning)
     W_xh/weighted_at_mask/lambda_2, ... the weighted layer and step graphs at masking time
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CORRECT_ATTR",
     "GATES",
     "BOUNDS",
     "BOUND_LABELS",
@@ -44,6 +48,7 @@ GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 BOUNDS = ("delta_r", "delta_s", "biregular")
 BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
 CHECKPOINT_FORMAT = 1
+CORRECT_ATTR = "correct"
 
 
 def accuracy_key(variance: float) -> str:

@@ -26,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 
 from .pacing import LAG_FILE_VARIABLE, Pacer, lag_from_file
+from .results import CORRECT_ATTR
 from .space import TrialPlan, suggest_plan
 from .spec import SweepSpec
 from .study import (
@@ -53,7 +54,10 @@ __all__ = ["SweepEvents", "LaunchResult", "StorageError", "SpecMismatch", "open_
 class SweepEvents:
     """What a sweep reports as it runs; the CLI draws progress from it. Every method is a no-op here."""
 
-    def sweep_started(self, spec: SweepSpec, to_run: int, done: int, data: str, device: str) -> None: ...
+    def sweep_started(self, spec: SweepSpec, to_run: int, done: int, data: str, device: str,
+                      running: int = 0) -> None:
+        """`to_run` trials wait for a worker; `running` more are RUNNING elsewhere (a live worker's,
+        or a dead one's that this process reruns once its heartbeat is stale)."""
 
     def trial_started(self, number: int, plan: TrialPlan) -> None: ...
 
@@ -108,15 +112,18 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
         study.set_user_attr("provenance", ctx.provenance)  # of the latest launch; each trial has its own
         to_run = 1 if point is not None else _to_run(study, spec)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        # Grid points held RUNNING by another process are work too: a dead worker's come back
+        # as WAITING once their heartbeat is stale, and this process runs them then.
+        running = len(running_trials(study)) if point is None and spec.study.sampler == "grid" else 0
     except BaseException:
         trackers.abandon()
         raise
-    if to_run == 0 and not running_trials(study):
+    if to_run == 0 and not running:
         trackers.abandon()
         events.sweep_started(spec, 0, done, "", "")
         return LaunchResult(study, 0, 0)
 
-    events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device))
+    events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device), running)
     trackers.begin(spec, study)
     pace = _pacer(spec, trackers, events)
     ran = failed = 0
@@ -254,6 +261,8 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
     # The study has it all first; the trackers get it on their own thread or process.
     record_result(trial, result.params, result.metrics, result.files, result.dense_trained, result.seconds,
                   spec.run_path)
+    if result.correct:  # which test examples were right: the report's paired standard errors
+        trial.set_user_attr(CORRECT_ATTR, result.correct)
     store_trial_artifacts(trial, result.files, spec.run_path)
     trial.study.tell(trial, _objective_values(spec, result, plan))
     trackers.finish_trial(TrialRecord(trial.number, result.params, result.metrics, files=result.files))

@@ -124,13 +124,19 @@ def divergence_hint(seq_len: int, clip_grad_norm: float | None) -> str:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    """Share of correctly classified examples."""
+def correct_predictions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per example, whether the model classifies it correctly (a bool tensor on x's device)."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    right = torch.empty(len(x), device=x.device, dtype=torch.bool)
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])
-        correct += (logits.argmax(1) == y[start : start + batch_size]).sum()
+        right[start : start + batch_size] = logits.argmax(1) == y[start : start + batch_size]
     model.train(was_training)
-    return correct.item() / len(x)
+    return right
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Share of correctly classified examples."""
+    return correct_predictions(model, x, y, batch_size).sum().item() / len(x)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import spectral
+from .claim_stats import pack_correct
 from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
 from .factories import check_forward
@@ -27,7 +28,7 @@ from .results import GATES, accuracy_key, kept_key, save_checkpoint
 from .space import TrialPlan
 from .spec import SweepSpec
 from .tracking import mlflow_model
-from .train import EpochStats, accuracy, fit, resolve_device
+from .train import EpochStats, accuracy, correct_predictions, fit, resolve_device
 from .workers import dense_threads
 
 __all__ = ["TrialHooks", "TrialResult", "SweepContext", "run_trial"]
@@ -51,6 +52,7 @@ class TrialResult:
     dense_trained: bool  # False when the dense model came from the cache
     seconds: float
     history: list[dict] = field(default_factory=list)
+    correct: dict[str, str] = field(default_factory=dict)  # accuracy name -> packed per-example hits
 
 
 class SweepContext:
@@ -85,6 +87,17 @@ class SweepContext:
             prefix + accuracy_key(variance): accuracy(model, x, self.y_test, batch)
             for variance, x in self.x_test_by_variance.items()
         }
+
+    def test_predictions(self, model: torch.nn.Module) -> tuple[dict[str, float], dict[str, str]]:
+        """Accuracy at every noise level, and which test examples were right (packed, as
+        `claim_stats.pack_correct` stores them: the report pairs them with the dense trial's)."""
+        batch = self.spec.training.eval_batch_size
+        accuracies, correct = {}, {}
+        for variance, x in self.x_test_by_variance.items():
+            right = correct_predictions(model, x, self.y_test, batch).cpu().numpy()
+            accuracies[accuracy_key(variance)] = float(right.mean())
+            correct[accuracy_key(variance)] = pack_correct(right)
+        return accuracies, correct
 
     def train_phase(self, model, phase: str, epochs: int, seed: int, hooks: TrialHooks,
              masks: MaskHolder | None, train_variance: float) -> list[EpochStats]:
@@ -257,7 +270,8 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
 
     history = ctx.train_phase(model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
                        hooks, holder, plan.train_variance)
-    metrics.update(ctx.test_accuracies(model))
+    accuracies, correct = ctx.test_predictions(model)
+    metrics.update(accuracies)
     metrics["n_test"] = float(len(ctx.y_test))
     # Spectra of the weights that were evaluated and saved: after fine-tuning.
     spectra = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len)
@@ -300,4 +314,5 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         dense_trained=dense_trained,
         seconds=time.perf_counter() - started,
         history=[vars(s) for s in history],
+        correct=correct,
     )
