@@ -171,6 +171,33 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
+def test_a_relaunch_after_a_kill_in_the_last_trial_reruns_it_and_finishes(tmp_path, mnist_dir):
+    """Every unfinished grid point held RUNNING by a dead launch: the relaunch counts it as work,
+    says so, waits for its heartbeat to go stale and reruns it (it used to print "nothing to run",
+    then crash with KeyError when the stale trial came back)."""
+    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.5])
+    data = yaml.safe_load(spec.read_text())
+    data["study"]["grace_seconds"] = 25  # the relaunch starts while the dead trial is still RUNNING
+    spec.write_text(yaml.safe_dump(data))
+    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
+    launch = subprocess.Popen([*CLI, "launch", str(spec), "--workers", "1"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: (tmp_path / "run" / "optuna.db").exists()
+              and len(_trials("tiny", storage, (TrialState.COMPLETE,))) == 1
+              and len(_trials("tiny", storage, (TrialState.RUNNING,))) == 1, 180, "the last trial to be running")
+    os.killpg(launch.pid, signal.SIGKILL)
+    launch.wait()
+    again = subprocess.run([*CLI, "launch", str(spec), "--workers", "1"], capture_output=True, text=True, timeout=300)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert "1 RUNNING in another process" in output and "nothing to run" not in output
+    trials = _trials("tiny", storage)
+    complete = sorted(t.params["remaining"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == [0.5, 1.0]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    print(output.splitlines()[0])
+
+
 def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
                                          tracking={"mlflow": {"enabled": False}}))
