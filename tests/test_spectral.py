@@ -217,3 +217,34 @@ def test_a_tiny_second_singular_value_is_kept_not_rounded_away():
     s = layer_spectrum(matrix)
     assert 0 < values[1] < 1e-4
     assert s.lambda_2 == pytest.approx(values[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(120, 90), (300, 300), (600, 400)])
+def test_near_rank_one_weighted_layers_keep_lambda_2_to_1e_12(shape):
+    """A rank-one layer plus small positive noise (sigma_2 / sigma_1 ~ 1e-3): the Gram matrix's
+    eigenvalues would give lambda_2 to ~1e-10; the SVD of the layer itself answers instead."""
+    rng = np.random.default_rng(7)
+    u, v = rng.random(shape[0]) + 0.5, rng.random(shape[1]) + 0.5
+    layer = np.outer(u, v) + 1e-3 * rng.random(shape)
+    spectrum = layer_spectrum(layer)
+    reference = np.linalg.svd(layer / layer.mean(), compute_uv=False)  # weights normalised to mean 1
+    assert reference[1] / reference[0] < 1e-2
+    assert spectrum.lambda_1 == pytest.approx(reference[0], rel=1e-12)
+    assert spectrum.lambda_2 == pytest.approx(reference[1], rel=1e-12)
+
+
+def test_a_dense_binary_layer_is_answered_in_closed_form():
+    spectrum = layer_spectrum(np.ones((512, 300)))
+    assert spectrum.lambda_1 == math.sqrt(512 * 300) and spectrum.lambda_2 == 0.0
+    assert spectrum.status == "unbounded"
+
+
+def test_without_a_proof_the_layer_s_own_singular_values_answer(monkeypatch):
+    from expander_sweeps import spectral
+
+    monkeypatch.setattr(spectral, "certified_top_two", lambda gram: None)  # the proof fails
+    mask = (np.random.default_rng(3).random((300, 280)) < 0.1).astype(float)
+    reference = np.linalg.svd(mask, compute_uv=False)
+    spectrum = layer_spectrum(mask)
+    assert spectrum.lambda_1 == pytest.approx(reference[0], rel=1e-13)
+    assert spectrum.lambda_2 == pytest.approx(reference[1], rel=1e-13)

@@ -249,7 +249,7 @@ def _graph_label(graph: str, spec: SweepSpec, frame: pd.DataFrame) -> str:
 def _crossing_fields(crossing) -> dict:
     return {
         "status": crossing.status,
-        "crossing_pct": None if crossing.remaining is None else round(100 * crossing.remaining, 3),
+        "crossing_pct": None if crossing.remaining is None else 100 * crossing.remaining,
         "upper_pct": None if crossing.upper is None else 100 * crossing.upper,
         "lower_pct": None if crossing.lower is None else 100 * crossing.lower,
         "stays_negative_from_pct": None if crossing.stays_negative is None else 100 * crossing.stays_negative,
@@ -271,6 +271,10 @@ def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                     column = f"{graph}/{weighting}/{bound}"
                     if column not in panel.trials:
                         continue
+                    values = panel.trials[column]
+                    low_column = f"{graph}/{weighting}/low_degree"
+                    low = (panel.trials[low_column] == 1) if low_column in panel.trials else values != values
+                    without = find_crossing(x, values.where(~low).tolist()) if low.any() else None
                     rows.append({
                         "pruned": panel.pruned,
                         "mask_method": panel.method,
@@ -278,7 +282,10 @@ def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         "graph": _graph_label(graph, spec, frame),
                         "weighting": weighting,
                         "bound": _BOUND_LABELS[bound],
-                        **_crossing_fields(find_crossing(x, panel.trials[column].tolist())),
+                        **_crossing_fields(find_crossing(x, values.tolist())),
+                        "low_degree_at_pct": " ".join(f"{100 * r:g}" for r in sorted(set(panel.trials.loc[low, panel.x]),
+                                                                                      reverse=True)),
+                        "without_low_degree": "same (no low-degree graph)" if without is None else without.describe(),
                     })
     return pd.DataFrame(rows)
 
@@ -449,15 +456,15 @@ def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         "graph": _graph_label(graph, spec, frame),
                         "bound": _BOUND_LABELS[bound],
                         "bound_status": crossing.status,
-                        "bound_crossing_pct": None if bound_pct is None else round(bound_pct, 3),
+                        "bound_crossing_pct": bound_pct,
                         "bound_stays_negative_from_pct": (None if crossing.stays_negative is None
                                                           else 100 * crossing.stays_negative),
-                        "drop_crossing_pct": None if drop_pct is None else round(drop_pct, 3),
-                        "first_drop_pts": None if at_drop.empty else round(100 * float(at_drop["drop"].iloc[0]), 3),
+                        "drop_crossing_pct": drop_pct,
+                        "first_drop_pts": None if at_drop.empty else 100 * float(at_drop["drop"].iloc[0]),
                         "first_drop_se_pts": (None if at_drop.empty or pd.isna(at_drop["se"].iloc[0])
-                                              else round(100 * float(at_drop["se"].iloc[0]), 3)),
+                                              else 100 * float(at_drop["se"].iloc[0])),
                         "held_beyond_crossing_pts": (None if bound_pct is None or drop_pct is None
-                                                     else round(bound_pct - drop_pct, 3)),
+                                                     else bound_pct - drop_pct),
                         "verdict": _verdict(crossing.status, bound_pct, drop_pct),
                     })
     return pd.DataFrame(rows)
@@ -695,7 +702,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         "",
         f"- network: {spec.model.cell.upper()}, H = {spec.model.hidden}, {spec.model.layers} layer(s), "
         f"init **{spec.model.init_label}**",
-        f"- data: {spec.data.summary}",
+        f"- data: {spec.data.summary}; {_split_sizes(frame)}",
         f"- training: {spec.training.epochs} dense + {spec.training.finetune_epochs} fine-tuning epochs, "
         f"lr {spec.training.lr:g}, batch {spec.training.batch_size}, {spec.training.clipping}, seed(s) {seeds}",
         f"- masks: {', '.join(spec.masks.methods)}, schedule {spec.masks.schedule}, layers "
@@ -709,9 +716,19 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         "evaluated (at-mask values in trials.csv as `weighted_at_mask`); the weighted Delta_S uses the "
         "weighted graph's own lambda_1; lambda_1 and lambda_2 are the top two singular values of the "
         "biadjacency (LAPACK's below 256 vertices a side, from 256 on an iterative solver that proves "
-        "their squares to 1e-9, relative, else LAPACK's)",
-        "- a bound *has the property* when it is > 0. A dense layer has lambda_2 = 0: Delta_R and Delta_S "
-        "are *unbounded*. A degenerate graph (no edges, one edge, a star, a complete sub-block left after "
+        "their squares to 1e-9, relative; LAPACK's SVD of the biadjacency when that proof fails or "
+        "lambda_2 < 0.01 lambda_1; the all-ones layer in closed form)",
+        "- bounds: Delta_R = (2 sqrt(d_avg - 1) - lambda_2) / lambda_2 and Delta_S = (2 sqrt(lambda_1 - 1) - "
+        "lambda_2) / lambda_2 are the seed paper's *ratios* (d_avg over all vertices of both sides); the "
+        "*biregular bound* sqrt(d_left - 1) + sqrt(d_right - 1) - lambda_2 is Hoang et al.'s Delta_R "
+        "(ICLR 2023) in their *difference* form (their Delta_S is a difference too). For an unbalanced layer "
+        "(W_xh of H x 28 inputs, say) Delta_R with d_avg is not the Ramanujan threshold of a biregular graph: "
+        "the biregular bound is, and the two cross at very different fractions",
+        "- a bound *has the property* when it is > 0. A dense layer's binary graph (all ones) has lambda_2 = 0: "
+        "its Delta_R and Delta_S are *unbounded*; its weighted graph has lambda_2 > 0 and finite bounds. "
+        "*low degree*: an average output or input degree below 3, where Hoang et al. define no bound; kept, "
+        "flagged (`low_degree` in trials.csv), and the crossings are also given without such graphs. "
+        "A degenerate graph (no edges, one edge, a star, a complete sub-block left after "
         "removing isolated vertices) has no second eigenvalue to bound: *undefined*, left out of means and "
         "crossings, never counted as having the property. Disconnected graphs are not always negative: "
         "see `components` and `largest_component` in trials.csv",
@@ -725,13 +742,20 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         "is found. When a curve turns positive again further down, the fraction from which it stays "
         "negative is given too.",
         "",
-        "| pruned | mask | graph | weighting | bound | kept edges at crossing |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "*without low-degree graphs*: the same crossing with the points left out where a seed's graph has "
+        "an average output or input degree below 3 (status `low_degree`; Hoang et al. define no bound there; "
+        "the asked fractions where that happens are listed).",
+        "",
+        "| pruned | mask | graph | weighting | bound | kept edges at crossing | without low-degree graphs |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for _, row in crossings.iterrows():
         pruned = row["pruned"] + (f", train var {row['train_noise_variance']:g}" if row["train_noise_variance"] else "")
+        low = row.get("low_degree_at_pct") or ""
+        without = row.get("without_low_degree", "")
+        without = without if not low else f"{without} (low degree at asked {low} %)"
         lines.append(f"| {_cell(pruned)} | {row['mask_method']} | {_cell(row['graph'])} | {row['weighting']} "
-                     f"| {row['bound']} | {_cell(row['where'])} |")
+                     f"| {row['bound']} | {_cell(row['where'])} | {_cell(without)} |")
     lines.append("")
     lines += _claim_markdown(spec, claim)
     lines += _expansion_test_markdown(expansion)
@@ -765,6 +789,15 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         lines += ["## Figures", "", "Each figure is also saved as SVG and PDF beside the PNG (vector, for papers).", ""]
         lines += [f"![{p.stem}]({p.name}) ([SVG]({p.stem}.svg), [PDF]({p.stem}.pdf))" for p in figures] + [""]
     return "\n".join(lines)
+
+
+def _split_sizes(frame: pd.DataFrame) -> str:
+    """The training and test sizes the trials recorded (`n_train`, `n_test`), as they were."""
+    def sizes(column: str) -> str:
+        if column not in frame or frame[column].isna().all():
+            return "not recorded"
+        return ", ".join(f"{int(v):,}" for v in sorted(frame[column].dropna().unique()))
+    return f"trials ran on {sizes('n_train')} training / {sizes('n_test')} test examples"
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

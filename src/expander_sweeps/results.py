@@ -7,6 +7,7 @@ and W&B, and in the report:
     dense/acc/clean, ...                the dense model before masking
     masked/acc/clean                    right after masking, before fine-tuning
     n_test                              test examples behind every accuracy
+    n_train                             training examples (dense training and fine-tuning)
     correct (study only, a dict)        per accuracy name, which test examples were right
                                         (hex of packed bits): the report pairs a pruned trial
                                         with the dense trial of its seed on the same images

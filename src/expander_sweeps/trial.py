@@ -273,6 +273,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     accuracies, correct = ctx.test_predictions(model)
     metrics.update(accuracies)
     metrics["n_test"] = float(len(ctx.y_test))
+    metrics["n_train"] = float(len(ctx.x_train))
     # Spectra of the weights that were evaluated and saved: after fine-tuning.
     spectra = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len)
     spectra.update({key.replace("/weighted", "/weighted_at_mask"): values for key, values in at_mask.items()})
