@@ -113,3 +113,40 @@ def test_the_study_names_its_objectives(tmp_path):
     spec = _spec(tmp_path, study={"sampler": "tpe", "n_trials": 3, "objectives": ["accuracy", "remaining_edges"]},
                  masks={"remaining": {"low": 0.1, "high": 1.0}})
     assert open_study(spec).metric_names == ["acc/clean", "remaining_edges"]
+
+
+def test_other_data_under_the_same_spec_is_refused_with_both_fingerprints(tmp_path, mnist_dir):
+    """data.root pointed at other content (the same files, pixels inverted) for an existing study:
+    refused on relaunch and on --extend, with both fingerprints and the ways out; nothing runs."""
+    import gzip
+
+    from click.testing import CliRunner
+
+    from expander_sweeps.cli import main
+
+    other = tmp_path / "other_mnist"
+    other.mkdir()
+    images = bytearray(gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    images[16:] = bytes(255 - b for b in images[16:])  # after the IDX header: every pixel inverted
+    (other / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(images), compresslevel=1))
+    (other / "t10k-labels-idx1-ubyte.gz").write_bytes((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    raw = tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0], "layers": ["W_hh"]},
+                         data={"limit_train": 200, "limit_test": 100}, model={"cell": "rnn", "hidden": 8},
+                         training={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
+                         tracking={"mlflow": {"enabled": False}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def cli(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "200"})
+
+    assert cli("launch", path, "--no-report").exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    ours = study.user_attrs["data_fingerprint"]
+    for extra in ((), ("--set", "masks.remaining=[1.0, 0.5]", "--extend")):
+        refused = cli("launch", path, "--set", f"data.root={other}", *extra, "--no-report")
+        assert refused.exit_code == 2, refused.output
+        assert ours in refused.output and "is not the data" in refused.output and "Traceback" not in refused.output
+    assert len(study.get_trials()) == 1  # nothing ran on the other data
+    again = cli("launch", path, "--no-report")  # the study's own data: accepted
+    assert again.exit_code == 0 and "nothing to run" in again.output

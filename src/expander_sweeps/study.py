@@ -211,13 +211,17 @@ def sweep_lock(study: optuna.Study, spec: SweepSpec):
 
 # ----------------------------------------------------------------------------- what the trials ran with
 _SETTINGS, _FINGERPRINT, _SPACE = "settings", "settings_fingerprint", "search_space"
+_DATA = "data_fingerprint"  # a hash of the training data the study's trials ran on (data/base.py)
 
 
-def bind_spec(study: optuna.Study, spec: SweepSpec, extend: bool = False) -> str | None:
-    """Tie the study to the spec's result settings and search space: recorded by the first
+def bind_spec(study: optuna.Study, spec: SweepSpec, extend: bool = False,
+              data_fingerprint: str | None = None) -> str | None:
+    """Tie the study to the spec's result settings, search space and data: recorded by the first
     launch, compared by every later one (call under `sweep_lock`). Raises SpecMismatch when the
-    settings differ, or when the search space differs and `extend` is not set (with `extend`,
-    the new space is recorded). Returns a note for the user, or None."""
+    settings or the data differ, or when the search space differs and `extend` is not set (with
+    `extend`, the new space is recorded). Returns a note for the user, or None."""
+    if data_fingerprint is not None:
+        check_data(study, spec, data_fingerprint)
     attrs = study.user_attrs
     settings, space = result_settings(spec), search_space(spec)
     if _SETTINGS not in attrs:
@@ -238,6 +242,31 @@ def bind_spec(study: optuna.Study, spec: SweepSpec, extend: bool = False) -> str
         study.set_user_attr(_SPACE, space)
         return f"search space of study '{spec.name}' extended: " + "; ".join(changed)
     return None
+
+
+def check_data(study: optuna.Study, spec: SweepSpec, fingerprint: str) -> None:
+    """Raise SpecMismatch when this launch's training data is not the data the study's trials
+    ran on (the study's record, or, for a study begun before it was kept, what its finished
+    trials recorded); record it otherwise. Other data would mix into the report unnoticed."""
+    stored = study.user_attrs.get(_DATA)
+    if stored is None:
+        seen = {t.user_attrs.get(_DATA) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        seen.discard(None)
+        stored = next(iter(seen)) if len(seen) == 1 else None
+        if len(seen) > 1:
+            return  # already mixed by an older version: nothing sound to compare with
+    if stored is None:
+        study.set_user_attr(_DATA, fingerprint)
+        return
+    if stored != fingerprint:
+        where = getattr(spec.data, "root", None) or getattr(spec.data, "loader", "")
+        raise SpecMismatch(
+            f"the training data of this launch (fingerprint {fingerprint}, from {where}) is not the data "
+            f"study '{spec.name}' ran its trials on (fingerprint {stored}): its results would mix in one "
+            "report. Point `data` back at the study's data, or start a new study for this data (a new "
+            "`name`, `run_dir` or `study.storage`).")
+    if _DATA not in study.user_attrs:
+        study.set_user_attr(_DATA, fingerprint)
 
 
 def check_spec(study: optuna.Study, spec: SweepSpec) -> None:

@@ -108,7 +108,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
         ctx = context or SweepContext(spec)
         study = open_study(spec)
         fail_stale(study)
-        _enqueue(study, spec, point, extend, events)
+        _enqueue(study, spec, point, extend, events, ctx.data_fingerprint)
         study.set_user_attr("provenance", ctx.provenance)  # of the latest launch; each trial has its own
         to_run = 1 if point is not None else _to_run(study, spec)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -147,11 +147,11 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
 
 
 def _enqueue(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] | None, extend: bool,
-             events: SweepEvents) -> None:
+             events: SweepEvents, data_fingerprint: str | None = None) -> None:
     """Check the spec against the study, then put the points this launch runs into the study
     as WAITING trials (one process at a time)."""
     with sweep_lock(study, spec):
-        note = bind_spec(study, spec, extend)
+        note = bind_spec(study, spec, extend, data_fingerprint)
         if note:
             events.warn(note)
         if point is None and spec.study.sampler != "grid":
