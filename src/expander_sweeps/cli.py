@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .spec import SpecError, SweepSpec, json_schema, load_spec, redact_url
+from .spec import SpecError, SweepSpec, json_schema, load_spec, redact_secrets, redact_url
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,7 +28,7 @@ USER_ERROR = 2
 
 def _fail(message: str) -> None:
     # The message is text, not markup: a value such as [nan] or a path holding [/x] is printed as it is.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(redact_secrets(message))}", highlight=False, soft_wrap=True)
     sys.exit(USER_ERROR)
 
 
@@ -74,7 +74,8 @@ class _WarningLines(logging.Handler):
     """The package's own warnings (a damaged cache rebuilt, ...) as `warning:` lines on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(redact_secrets(record.getMessage()))}", highlight=False,
+                          soft_wrap=True)
 
 
 def _show_our_warnings() -> None:
@@ -151,7 +152,7 @@ class _ConsoleEvents:
         self.progress.advance(self.trials_task)
 
     def warn(self, message) -> None:
-        self.progress.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        self.progress.console.print(f"[yellow]warning:[/] {escape(redact_secrets(message))}", highlight=False)
 
 
 def _signed(value: float | None) -> str:
@@ -307,7 +308,7 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
     ended_before = _ended_trials(spec)
     tracked = spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled
     lag_file = spec.run_path / ".trackers-lag" if tracked else None
-    relay = TrialRelay(spec, lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False),
+    relay = TrialRelay(spec, lambda m: console.print(f"[yellow]warning:[/] {escape(redact_secrets(m))}", highlight=False),
                        ended_before, lag_file) if tracked else None
 
     def progress() -> tuple[int, int]:
@@ -378,7 +379,8 @@ def _publish(spec: SweepSpec, study, rep, trackers=None) -> None:
     aliases, and how to upload offline W&B runs."""
     from .syncing import publish_report
 
-    aliases = publish_report(spec, study, rep, lambda m: console.print(f"[yellow]warning:[/] {m}", highlight=False),
+    aliases = publish_report(spec, study, rep, lambda m: console.print(f"[yellow]warning:[/] {escape(redact_secrets(m))}",
+                                                                       highlight=False),
                              trackers)
     if aliases:
         console.print("model registry aliases: " + ", ".join(f"{a} -> v{v}" for a, v in aliases.items()))
@@ -492,7 +494,7 @@ def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
 
     def warn(message: str) -> None:
         warnings_seen.append(message)
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(redact_secrets(message))}", highlight=False)
 
     study = _existing_study(spec, "nothing to sync")
     pushed = sync_trackers(spec, study, warn, lambda m: console.print(m, highlight=False))
@@ -586,7 +588,7 @@ def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
         shown["study"]["storage"] = redact_url(shown["study"]["storage"])
     if shown["tracking"]["mlflow"]["uri"]:
         shown["tracking"]["mlflow"]["uri"] = redact_url(shown["tracking"]["mlflow"]["uri"])
-    console.print(yaml.safe_dump(shown, sort_keys=False), highlight=False, markup=False)
+    console.print(redact_secrets(yaml.safe_dump(shown, sort_keys=False)), highlight=False, markup=False)
 
 
 def _check_import_paths(spec: SweepSpec) -> None:

@@ -839,6 +839,21 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{address}{qmark}{query}"
 
 
+# `user:secret@` wherever it stands in a text (a URL with a typo such as `postgresql//u:pw@h`, a
+# library's exception quoting a URL), and `password=...`-like parameters anywhere.
+_USERINFO = re.compile(r"(?P<user>(?:(?<=//)|(?<=^)|(?<=[\s'\"(<=,]))[^\s:/@'\"<>]+):(?P<secret>[^\s@'\"<>/][^\s@'\"<>]*)@")
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)(?P<name>\b(?:password|passwd|pwd|secret|token|access_token|api_key|apikey|sslpassword))"
+    r"(?P<sep>\s*[=:]\s*)(?P<value>[^\s&'\",;)]+)")
+
+
+def redact_secrets(text: str) -> str:
+    """Any message without the secrets it may carry, whatever the shape of the URL in it: the
+    password of every `user:password@` and the value of every `password=`/`token=`-like setting."""
+    text = _USERINFO.sub(lambda m: f"{m['user']}:***@", str(text))
+    return _SECRET_ASSIGNMENT.sub(lambda m: f"{m['name']}{m['sep']}***", text)
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file of a sqlite:/// URL (without its ?options), else None."""
     if not url.startswith("sqlite:///"):

@@ -1,0 +1,47 @@
+"""Secrets never reach the screen, whatever the shape of the URL or message that carries them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_spec_dict
+from expander_sweeps.spec import redact_secrets
+
+CLI = [str(Path(sys.executable).parent / "expander-sweeps")]
+
+
+@pytest.mark.parametrize("text", [
+    "postgresql//user:S3CRET@host/db",  # the typo that passed the URL redaction
+    "could not connect to http://user:S3CRET@127.0.0.1:9/api (Connection refused)",
+    "MlflowException: API request to 'https://bob:S3CRET@mlflow.lab/api/2.0' failed",
+    "dsn: host=db user=bob password=S3CRET dbname=x",
+    "postgresql://u@h/db?sslmode=require&password=S3CRET",
+    "token: S3CRET",
+])
+def test_every_shape_loses_its_secret_and_keeps_the_rest(text):
+    redacted = redact_secrets(text)
+    assert "S3CRET" not in redacted and "***" in redacted
+    before, after = text.split("S3CRET")
+    assert before in redacted and after in redacted
+
+
+def test_text_without_secrets_is_unchanged():
+    for text in ["sqlite:////tmp/run/optuna.db", "trial 3: W_hh 50%, seed 0 | clean 93.7%", "a:b c@d",
+                 "postgresql://bob@127.0.0.1:5432/db"]:
+        assert redact_secrets(text) == text
+
+
+def test_a_storage_url_with_a_typo_keeps_its_password_off_screen(tmp_path, mnist_dir):
+    spec = tiny_spec_dict(tmp_path / "run", mnist_dir, study={"storage": "postgresql//bob:S3CRET@127.0.0.1/db"})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    for command, code in (("validate", 0), ("launch", 2)):
+        result = subprocess.run([*CLI, command, str(path)], capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == code, output
+        assert "S3CRET" not in output and "bob:***@" in output and "Traceback" not in output
