@@ -198,6 +198,36 @@ def test_a_relaunch_after_a_kill_in_the_last_trial_reruns_it_and_finishes(tmp_pa
     print(output.splitlines()[0])
 
 
+def test_trials_a_killed_launch_never_logged_reach_mlflow_at_the_next_launch(tmp_path, mnist_dir):
+    """What kill -9 leaves in MLflow, made exactly: one finished trial with no run at all (it
+    ended before the relay sent it) and one whose run stayed RUNNING half-logged. The next launch,
+    with nothing left to run, logs both; no run stays RUNNING and no trial has two runs."""
+    from mlflow.tracking import MlflowClient
+
+    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.6, 0.3],
+                      tracking={"mlflow": {"enabled": True, "log_models": False}})
+    first = subprocess.run([*CLI, "launch", str(spec), "--workers", "2", "--no-report"], capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+
+    def trial_runs():
+        runs = client.search_runs([experiment], "tags.`expander_sweeps.trial` != ''")
+        return sorted((int(r.data.tags["expander_sweeps.trial"]), r.info.status) for r in runs)
+
+    assert trial_runs() == [(0, "FINISHED"), (1, "FINISHED"), (2, "FINISHED")]
+    by_number = {int(r.data.tags["expander_sweeps.trial"]): r for r in client.search_runs(
+        [experiment], "tags.`expander_sweeps.trial` != ''")}
+    client.delete_run(by_number[1].info.run_id)
+    client.update_run(by_number[2].info.run_id, status="RUNNING")
+    again = subprocess.run([*CLI, "launch", str(spec), "--workers", "2"], capture_output=True, text=True, timeout=300)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert "mlflow lacked 2 finished trial(s)" in output, output
+    assert trial_runs() == [(0, "FINISHED"), (1, "FINISHED"), (2, "FINISHED")]
+
+
 def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
                                          tracking={"mlflow": {"enabled": False}}))

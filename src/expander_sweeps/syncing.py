@@ -53,6 +53,12 @@ def publish_files(spec: SweepSpec, study: optuna.Study, files: list[str], rows: 
     for tracker in trackers:
         try:
             tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
+            # Trials a killed launch finished but never logged (or left half-logged) reach the
+            # tracker here, at the end of the next launch, before the report goes on top.
+            pushed = _push_missing(tracker, spec, study, warn)
+            if pushed:
+                warn(f"{tracker.name} lacked {pushed} finished trial(s) (a launch stopped before logging "
+                     "them); logged now")
             if tracker.name == "wandb" and rows:
                 tracker.set_aliases(*_aliases_and_checkpoints(spec, study, rows))
             tracker.end_sweep(files)
@@ -84,21 +90,33 @@ def _aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, rows: list[di
 def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], None],
                   say: Callable[[str], None]) -> dict[str, int]:
     """Log every finished trial of `study` that a tracker lacks; returns tracker -> trials pushed."""
-    from .tracking import FanOut
 
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pushed = {}
     for tracker in enabled_trackers(spec, warn):
         tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
-        missing = [t for t in finished if t.number not in tracker.logged_trials()]
-        say(f"{tracker.name}: {len(finished) - len(missing)} of {len(finished)} trials present, pushing {len(missing)}")
-        single = FanOut([tracker], warn, background=False)
-        for trial in missing:
-            single.log_trial(trial_record(trial, spec.run_path))
-            if tracker.name not in single.names:
-                break  # it failed and was reported; stop pushing to it
-        pushed[tracker.name] = len(missing) if tracker.name in single.names else 0
+        pushed[tracker.name] = _push_missing(tracker, spec, study, warn, say, finished)
     return pushed
+
+
+def _push_missing(tracker, spec: SweepSpec, study: optuna.Study, warn: Callable[[str], None],
+                  say: Callable[[str], None] | None = None, finished: list | None = None) -> int:
+    """Log every finished trial of the study that `tracker` (its sweep started) has not logged
+    in full; how many were pushed (0 when the tracker failed on the way, which was reported)."""
+    from .tracking import FanOut
+
+    if finished is None:
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    logged = tracker.logged_trials()
+    missing = [t for t in finished if t.number not in logged]
+    if say is not None:
+        say(f"{tracker.name}: {len(finished) - len(missing)} of {len(finished)} trials present, pushing {len(missing)}")
+    single = FanOut([tracker], warn, background=False)
+    for trial in missing:
+        single.log_trial(trial_record(trial, spec.run_path))
+        if tracker.name not in single.names:
+            return 0  # it failed and was reported; stop pushing to it
+    return len(missing)
 
 
 class TrialRelay:
