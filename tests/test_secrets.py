@@ -45,3 +45,33 @@ def test_a_storage_url_with_a_typo_keeps_its_password_off_screen(tmp_path, mnist
         output = result.stdout + result.stderr
         assert result.returncode == code, output
         assert "S3CRET" not in output and "bob:***@" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_sync_says_in_one_line_what_is_wrong_with_a_tracker_and_recovers(tmp_path, mnist_dir):
+    """A half-truncated mlflow.db and an MLflow server that does not answer (its URL with a
+    password): one `error:` line each, naming the store and what to do, never a traceback or the
+    password; the advice for the damaged file works."""
+    spec = tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5], "layers": ["W_hh"]},
+                          data={"limit_train": 200, "limit_test": 100}, model={"cell": "rnn", "hidden": 8},
+                          training={"epochs": 1, "finetune_epochs": 1},
+                          tracking={"mlflow": {"enabled": True, "log_models": False}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+
+    def cli(*args):
+        result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+        return result.returncode, result.stdout + result.stderr
+
+    code, output = cli("launch", str(path), "--workers", "1", "--no-report")
+    assert code == 0, output
+    store = tmp_path / "run" / "mlflow.db"
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    code, output = cli("sync", str(path))
+    assert code == 2 and "Traceback" not in output and f"the MLflow store {store} is damaged" in output, output
+    store.rename(store.with_suffix(".db.damaged"))  # what the message says to do
+    code, output = cli("sync", str(path))
+    assert code == 0 and "mlflow +2" in output, output
+    code, output = cli("sync", str(path), "--set", "tracking.mlflow.uri=http://bob:S3CRET@127.0.0.1:9/")
+    assert code == 2 and "Traceback" not in output and "S3CRET" not in output, output
+    assert "the MLflow server http://bob:***@127.0.0.1:9/ does not answer" in output

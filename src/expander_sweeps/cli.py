@@ -486,7 +486,7 @@ def _existing_study(spec: SweepSpec, hint: str):
 def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Push every finished trial of SPEC that a tracker lacks (after a tracker was down); idempotent."""
     from .reporting import write_report
-    from .syncing import sync_trackers
+    from .syncing import sync_trackers, tracker_failure
 
     spec = _load(spec_path, overrides)
     _quiet_libraries()
@@ -497,7 +497,10 @@ def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
         err_console.print(f"[yellow]warning:[/] {escape(redact_secrets(message))}", highlight=False)
 
     study = _existing_study(spec, "nothing to sync")
-    pushed = sync_trackers(spec, study, warn, lambda m: console.print(m, highlight=False))
+    try:
+        pushed = sync_trackers(spec, study, warn, lambda m: console.print(m, highlight=False))
+    except Exception as err:  # a damaged store, a server down: one line, what to do (never a traceback)
+        _fail(tracker_failure(spec, err))
     _publish(spec, study, write_report(spec, study))
     console.print("synced: " + (", ".join(f"{k} +{v}" for k, v in pushed.items()) or "no tracker is enabled"))
     if warnings_seen:

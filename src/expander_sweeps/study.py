@@ -117,8 +117,18 @@ class StorageError(RuntimeError):
 
     @classmethod
     def about(cls, url: str, err: Exception) -> StorageError:
+        reason = str(err).splitlines()[0] if str(err) else ""
+        file = sqlite_file(url)
+        if file is not None:  # a file on this machine: no server to check
+            return cls(
+                f"cannot open the Optuna study file {file}: {type(err).__name__}: {reason}. "
+                + ("It is damaged (truncated or overwritten): restore it from a copy, or move it aside "
+                   f"(mv {file} {file}.damaged) and launch again to rerun every trial"
+                   if "malformed" in reason or "not a database" in reason else
+                   "Check that its folder exists and is writable, and that the disk is not full")
+            )
         return cls(
-            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {err}. "
+            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {reason}. "
             "Check study.storage (a SQLAlchemy URL such as postgresql+psycopg://user@host/db), "
             "that the server is reachable and the database exists"
         )

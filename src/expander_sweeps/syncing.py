@@ -19,7 +19,7 @@ from .tracking import TrialRecord, build_trackers, enabled_trackers, tracker_con
 if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
     from .reporting import Report
 
-__all__ = ["publish_report", "publish_files", "sync_trackers", "trial_record", "TrialRelay"]
+__all__ = ["publish_report", "publish_files", "sync_trackers", "trial_record", "TrialRelay", "tracker_failure"]
 
 
 def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
@@ -117,6 +117,31 @@ def _push_missing(tracker, spec: SweepSpec, study: optuna.Study, warn: Callable[
         if tracker.name not in single.names:
             return 0  # it failed and was reported; stop pushing to it
     return len(missing)
+
+
+def tracker_failure(spec: SweepSpec, err: Exception) -> str:
+    """One line for a tracker store that cannot be used (a damaged mlflow.db, a server that does
+    not answer): which store, the reason, what to do. The study keeps every result, so sync can
+    always run again."""
+    from .spec import redact_url, sqlite_file
+
+    reason = (str(err).splitlines() or [""])[0]
+    if spec.tracking.mlflow.enabled:
+        from .tracking.mlflow_backend import mlflow_uri
+
+        uri = mlflow_uri(spec)
+        file = sqlite_file(uri)
+        if file is not None and ("malformed" in str(err) or "not a database" in str(err)):
+            return (f"the MLflow store {file} is damaged ({type(err).__name__}: {reason}). The study holds every "
+                    f"result: move the file aside (mv {file} {file}.damaged) and run `expander-sweeps sync` "
+                    "again to log every trial into a new store")
+        if file is None and any(word in str(err) for word in ("Connection refused", "Max retries", "timed out",
+                                                              "Name or service not known", "API request")):
+            return (f"the MLflow server {redact_url(uri)} does not answer ({type(err).__name__}). Start it, or "
+                    "point tracking.mlflow.uri / $MLFLOW_TRACKING_URI at a running one, then run "
+                    "`expander-sweeps sync` again; nothing is lost (the study holds every result)")
+    return (f"a tracker failed ({type(err).__name__}: {reason}); the study holds every result: fix the tracker "
+            "and run `expander-sweeps sync` again")
 
 
 class TrialRelay:
