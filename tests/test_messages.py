@@ -1,4 +1,4 @@
-"""Secrets never reach the screen, whatever the shape of the URL or message that carries them."""
+"""What reaches the screen: no secret, whatever the shape of the URL or message that carries it, and one line saying what is wrong and what to do when a store is damaged or unreachable."""
 
 from __future__ import annotations
 
@@ -75,3 +75,13 @@ def test_sync_says_in_one_line_what_is_wrong_with_a_tracker_and_recovers(tmp_pat
     code, output = cli("sync", str(path), "--set", "tracking.mlflow.uri=http://bob:S3CRET@127.0.0.1:9/")
     assert code == 2 and "Traceback" not in output and "S3CRET" not in output, output
     assert "the MLflow server http://bob:***@127.0.0.1:9/ does not answer" in output
+
+
+def test_a_damaged_study_file_is_told_as_a_file_with_the_way_out():
+    import sqlite3
+
+    from expander_sweeps.study import StorageError
+
+    message = str(StorageError.about("sqlite:////runs/a/optuna.db", sqlite3.DatabaseError("database disk image is malformed")))
+    assert message.startswith("cannot open the Optuna study file /runs/a/optuna.db")
+    assert "mv /runs/a/optuna.db /runs/a/optuna.db.damaged" in message and "server" not in message
