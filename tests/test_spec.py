@@ -180,3 +180,56 @@ def test_the_trackers_lag_limit_is_a_minute_by_default_and_must_be_positive(tmp_
     with pytest.raises(SpecError) as raised:
         load_spec(write_spec({"name": "a", "tracking": {"max_lag_seconds": 0}}))
     assert "tracking.max_lag_seconds" in str(raised.value) and "greater than 0" in str(raised.value)
+
+
+def _fails_with(path, *words):
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    message = str(caught.value)
+    assert all(w in message for w in words), message
+    return message
+
+
+def test_a_spec_that_is_not_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    _fails_with(path, "not UTF-8", "0xe9", "offset 9")
+
+
+def test_deep_nesting_and_alias_bombs_are_refused_before_they_cost_memory(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nmodel:\n  args:\n    a: " + "[" * 20000 + "]" * 20000 + "\n")
+    _fails_with(deep, "nest")
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["name: x", "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join(['*a' + str(i - 1)] * 10)}]" for i in range(1, 9)]
+    lines += ["model:", "  args:", "    x: *a8"]
+    bomb.write_text("\n".join(lines) + "\n")
+    _fails_with(bomb, "more than 100,000 values")
+
+
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: x\nmodel:\n  hidden: 32\n  hidden: 64\n")
+    _fails_with(path, "'hidden' is written twice", "first at line 3", "line 4")
+
+
+def test_a_leading_zero_is_not_read_as_octal(tmp_path):
+    path = tmp_path / "octal.yaml"
+    path.write_text("name: x\nmodel:\n  hidden: 0100\n")
+    _fails_with(path, "0100 has a leading zero", "(64)", "line 3")
+
+
+@pytest.mark.parametrize("where", ["/etc", "/dev/null", "a_file"])
+def test_run_dir_must_be_a_folder_this_tool_can_own(tmp_path, where):
+    if where == "a_file":
+        where = tmp_path / "notes.txt"
+        where.write_text("mine")
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"name: x\nrun_dir: {where}\n")
+    _fails_with(path, "run_dir:", "choose a new or empty folder")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "optuna.db").write_bytes(b"")
+    (tmp_path / "run" / "my notes.md").write_text("a user's own file beside the run")
+    path.write_text(f"name: x\nrun_dir: {tmp_path / 'run'}\n")
+    assert load_spec(path).run_path == tmp_path / "run"

@@ -654,6 +654,62 @@ _SpecLoader.add_implicit_resolver(
 )
 
 
+def _no_duplicate_keys(loader: _SpecLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose every key is written once: YAML's "last one wins" would silently drop a value."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: the constructor reports it
+            break
+        if first != key_node.start_mark.line + 1:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is written twice (first at line {first}); keep one", key_node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+def _no_octal(loader: _SpecLoader, node: yaml.ScalarNode) -> int:
+    """YAML 1.1 reads `0100` as octal (64): refused, since a spec author means 100."""
+    text = str(node.value).replace("_", "")
+    if re.fullmatch(r"[-+]?0[0-9]+", text):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value} has a leading zero, which YAML 1.1 reads as an octal number "
+            f"({int(text, 8) if re.fullmatch(r'[-+]?0[0-7]+', text) else 'or an error'}); write it without the "
+            "leading zero (or 0o... for a real octal number)", node.start_mark)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: _no_duplicate_keys(loader, node))
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _no_octal)
+
+# A spec is small: what its YAML aliases expand to is bounded (an "alias bomb" of nested
+# references expands to billions of values that validation would walk), and so is its depth.
+MAX_SPEC_VALUES = 100_000
+MAX_SPEC_DEPTH = 64
+
+
+def _check_size(root: yaml.Node | None) -> None:
+    """Raise SpecError when the node graph, expanded (every alias counted again), holds more than
+    MAX_SPEC_VALUES values or nests deeper than MAX_SPEC_DEPTH; iterative, so depth is no problem here."""
+    if root is None:
+        return
+    count, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_SPEC_VALUES:
+            raise SpecError(f"the spec expands to more than {MAX_SPEC_VALUES:,} values (YAML aliases repeated "
+                            "inside each other?); write the values out")
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(f"the spec nests deeper than {MAX_SPEC_DEPTH} levels (line {node.start_mark.line + 1}); "
+                            "no field of a spec needs that")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((child, depth + 1) for pair in node.value for child in pair)
+
+
 def _yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
 
@@ -791,11 +847,22 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: the spec is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                        f"{err.start}); save it as UTF-8") from None
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec ({err.strerror})") from None
+    if path.stat().st_size > 10_000_000 or not path.is_file():
+        raise SpecError(f"{path}: not a spec file (a regular YAML file of at most 10 MB)")
     try:
         root_node = yaml.compose(text, Loader=_SpecLoader)
+        try:
+            _check_size(root_node)
+        except SpecError as err:
+            raise SpecError(f"{path}: {err}") from None
         raw = _yaml_load(text)
+    except RecursionError:
+        raise SpecError(f"{path}: the spec nests too deeply to read; no field of a spec needs that") from None
     except ValueError as err:  # an integer of thousands of digits
         raise SpecError(f"{path}: a value cannot be read: {err}") from None
     except yaml.YAMLError as err:
@@ -813,7 +880,34 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     overridden = {a.partition("=")[0].strip() for a in overrides}
     spec = spec_from_dict(raw, str(path), root_node, overridden)
     spec._spec_dir = path.resolve().parent
+    check_run_dir(spec.run_path)
     return spec
+
+
+# What a folder of this tool's making may hold: a run_dir that exists must look like one.
+_RUN_DIR_ENTRIES = {"optuna.db", "trials", "cache", "report", "mlflow.db", "mlartifacts", "optuna-artifacts",
+                    "wandb", ".trackers-lag"}
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Raise SpecError when run_dir is not a folder this tool can own: an existing file or device
+    (/dev/null), or an existing folder holding only other things (/etc, a home folder)."""
+    folder = Path(run_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise SpecError(f"run_dir: {folder} exists and is not a folder; choose a new or empty folder")
+    if folder.is_dir():
+        try:
+            entries = {entry.name for entry in folder.iterdir()}
+        except OSError as err:
+            raise SpecError(f"run_dir: {folder} cannot be read ({err.strerror}); choose a folder you own") from None
+        ours = {n for n in entries if any(n == known or n.startswith(known + ".") or n.startswith(known + "-")
+                                          for known in _RUN_DIR_ENTRIES)}
+        foreign = sorted(entries - ours)
+        if foreign and not ours:  # a run folder may hold a user's notes too; a folder of only others' things is not one
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise SpecError(f"run_dir: {folder} already holds other things ({shown}), so it is not a run folder "
+                            "of this tool; choose a new or empty folder (the run writes its study, trials and "
+                            "report there)")
 
 
 _SECRET_PARAMS = re.compile(r"(?i)^(password|passwd|pwd|pass|secret|token|access_token|api_key|apikey|key|sslpassword)$")
