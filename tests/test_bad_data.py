@@ -25,7 +25,7 @@ N = 120  # images per test folder: enough for a stratified split of 10 classes
 
 def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
     """An IDX file written by hand: magic (0, 0, type, ndim), big-endian sizes, the values."""
-    dtype = {0x08: np.uint8, 0x0C: ">i4"}[code]
+    dtype = {0x08: np.uint8, 0x0C: ">i4", 0x0D: ">f4"}[code]
     header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
     return header + array.astype(dtype).tobytes()
 
@@ -79,6 +79,15 @@ def _cases(images: np.ndarray, labels: np.ndarray) -> dict[str, tuple[dict, str,
         "empty file": ({"images": b"", "labels": good_l}, "t10k-images-idx3-ubyte", "not an IDX file"),
         "labels 2-D": ({"images": good_i, "labels": idx_bytes(labels.reshape(-1, 2))}, "t10k-labels-idx1-ubyte",
                        "one number per image"),
+        "no images": ({"images": idx_bytes(images[:0]), "labels": idx_bytes(labels[:0])}, "t10k-images-idx3-ubyte",
+                      "holds no images"),
+        "float pixels in [0, 1]": ({"images": idx_bytes(images / 255.0, 0x0D), "labels": good_l},
+                                   "t10k-images-idx3-ubyte", "whole numbers 0-255"),
+        "NaN pixels": ({"images": idx_bytes(np.where(images > 200, np.nan, images), 0x0D), "labels": good_l},
+                       "t10k-images-idx3-ubyte", "NaN or infinite"),
+        "NaN labels": ({"images": good_i, "labels": idx_bytes(np.where(np.arange(len(labels)) == 5, np.nan,
+                                                                        labels), 0x0D)},
+                       "t10k-labels-idx1-ubyte", "(some NaN)"),
     }
 
 
@@ -203,3 +212,38 @@ def test_a_truncated_feature_cache_is_rebuilt_by_the_next_load(tmp_path, caplog)
     assert "audio features" in caplog.text and "damaged" in caplog.text
     assert not again.from_cache and torch.equal(again.x_train, first.x_train)
     shutil.rmtree(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("fault, words", [("empty", "holds no audio (0 frames)"),
+                                          ("fifo", "not a regular file"),
+                                          ("odd rate", "44117 Hz cannot be resampled")])
+def test_a_broken_recording_is_one_line_in_bounded_time_and_memory(tmp_path, fault, words):
+    """A WAV of 0 frames, a FIFO named like a WAV (reading it blocked forever) and a WAV at
+    44,117 Hz (its resampling filter to 16 kHz needed gigabytes): one `error:` line naming the
+    file, exit 2, no run folder."""
+    import os
+    import resource
+
+    import soundfile
+
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for digit in range(10):
+        for index in range(6):
+            _wav(folder / f"{digit}_anna_{index}.wav")
+    culprit = folder / "3_bob_1.wav"
+    if fault == "empty":
+        soundfile.write(culprit, np.zeros(0), 8000)
+    elif fault == "fifo":
+        os.mkfifo(culprit)
+    else:
+        soundfile.write(culprit, np.zeros(4411), 44117)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, output = _launch(tmp_path, {"dataset": "fsdd", "root": str(folder), "seq_len": 20, "n_features": 8,
+                                      "sample_rate": 16000, "clip_seconds": 0.25})
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
+    assert str(culprit) in errors[0] and words in errors[0], errors[0]
+    assert grown_mb < 500, f"peak memory grew by {grown_mb:.0f} MB"
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +45,48 @@ class Clip:
     excluded: bool = False  # in the official validation split: neither trained on nor tested
 
 
-def decode(path: Path) -> tuple[torch.Tensor, int]:
-    """Mono float32 samples in [-1, 1] and the file's sample rate."""
+# torchaudio's resampler builds a filter of about (rate / gcd) x (target / gcd) taps: from 44,117 Hz
+# to 16 kHz (gcd 1) that is gigabytes. Rates whose reduced ratio is larger than this are refused.
+MAX_RESAMPLE_RATIO = 1000
+
+
+def decode(path: Path, target_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Mono float32 samples in [-1, 1] and the file's sample rate (checked as `check_recording`)."""
+    _check_regular(path)
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as err:
         raise DataError(f"{path}: cannot decode this audio file ({err})") from None
+    _check_frames_and_rate(path, len(samples), rate, target_rate)
     return torch.from_numpy(samples.mean(axis=1)), rate
+
+
+def check_recording(path: Path, target_rate: int | None = None) -> None:
+    """From the file's header only: raise DataError naming the file for anything but a regular
+    file (a FIFO would block a read forever), a clip of 0 frames, or a sample rate that cannot be
+    resampled to `target_rate` in bounded memory."""
+    _check_regular(path)
+    try:
+        info = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise DataError(f"{path}: cannot decode this audio file ({err})") from None
+    _check_frames_and_rate(path, info.frames, info.samplerate, target_rate)
+
+
+def _check_regular(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file (a FIFO, a device or a dangling link); remove it from the data folder")
+
+
+def _check_frames_and_rate(path: Path, frames: int, rate: int, target_rate: int | None) -> None:
+    if frames == 0:
+        raise DataError(f"{path}: the file holds no audio (0 frames); remove or replace it")
+    if target_rate and rate != target_rate:
+        divisor = math.gcd(rate, target_rate)
+        if max(rate, target_rate) // divisor > MAX_RESAMPLE_RATIO:
+            raise DataError(f"{path}: its sample rate {rate} Hz cannot be resampled to {target_rate} Hz in bounded "
+                            f"memory (ratio {rate // divisor}:{target_rate // divisor}); convert it to a standard "
+                            "rate (8, 16, 22.05, 44.1 or 48 kHz)")
 
 
 def fit_window(signal: torch.Tensor, length: int, align: str) -> torch.Tensor:
@@ -184,7 +220,7 @@ def _featurise(clips: list[Clip], spec: AudioDataSpec) -> torch.Tensor:
     for start in range(0, len(clips), _CHUNK):
         windows = []
         for clip in clips[start : start + _CHUNK]:
-            signal, rate = decode(clip.path)
+            signal, rate = decode(clip.path, spec.sample_rate)
             if rate != spec.sample_rate:
                 signal = torchaudio.functional.resample(signal, rate, spec.sample_rate)
             windows.append(fit_window(signal, length, spec.align))
@@ -206,6 +242,8 @@ def _cached_features(spec: AudioDataSpec, clips: list[Clip], cache_dir: Path) ->
     cached = read_checked(path, load, "audio features", repair=False)
     if cached is not None:
         return cached, True
+    for clip in clips:  # a broken recording is reported before the cache folder is made
+        check_recording(clip.path, spec.sample_rate)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         cached = read_checked(path, load, "audio features")  # computed meanwhile, or damaged and deleted

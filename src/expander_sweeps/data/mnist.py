@@ -76,8 +76,24 @@ def _mnist_parts(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             if x.ndim != 3 or 0 in x.shape[1:]:
                 raise DataError(f"{images}: images must be stored as N x rows x columns, but the file "
                                 f"holds shape {x.shape}")
+            if len(x) == 0:
+                raise DataError(f"{images}: the file holds no images (its header says 0); replace it")
+            if not np.issubdtype(x.dtype, np.integer):
+                # Pixels are divided by 255 below: float pixels already in [0, 1] would become
+                # near-zero images and train to chance, and NaN would fail every trial.
+                finite = np.isfinite(x)
+                what = (f"{int((~finite).sum())} NaN or infinite value(s)" if not finite.all()
+                        else f"values from {float(x.min()):g} to {float(x.max()):g}")
+                raise DataError(f"{images}: MNIST pixels are whole numbers 0-255 (IDX unsigned bytes), but the file "
+                                f"holds {x.dtype.name} ({what}); convert it, or load such data with a custom "
+                                "data.loader")
+            if x.min() < 0 or x.max() > 255:
+                raise DataError(f"{images}: pixels must be 0-255, but the file holds {int(x.min())} to {int(x.max())}")
             if y.ndim != 1:
                 raise DataError(f"{labels}: labels must be one number per image, but the file holds shape {y.shape}")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise DataError(f"{labels}: labels must be whole numbers 0-9, but the file holds {y.dtype.name} "
+                                f"values{' (some NaN)' if np.isnan(y).any() else ''}; replace it")
             if len(x) != len(y):
                 raise DataError(f"{images} holds {len(x)} images but {labels} holds {len(y)} labels")
             bad = np.flatnonzero((y < 0) | (y > 9))
