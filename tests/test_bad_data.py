@@ -247,3 +247,32 @@ def test_a_broken_recording_is_one_line_in_bounded_time_and_memory(tmp_path, fau
     assert str(culprit) in errors[0] and words in errors[0], errors[0]
     assert grown_mb < 500, f"peak memory grew by {grown_mb:.0f} MB"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_loadable_cache_file_of_another_model_is_rebuilt_not_fatal(tmp_path, caplog):
+    """What is in the file is checked, not only its bytes: another model's weights (its checksum
+    record lost, so the bytes look fine) used to fail every trial on every relaunch."""
+    from expander_sweeps.cache_files import _sidecar
+
+    model = torch.nn.RNN(4, 8, batch_first=True)
+    other = torch.nn.RNN(4, 16, batch_first=True)
+    cache = DenseCache(tmp_path)
+    calls = []
+
+    def train():
+        calls.append(1)
+        return model.state_dict(), {"epochs": 1}
+
+    cache.get_or_train("k", {"hidden": 8}, train, fits=model.load_state_dict)
+    path = cache.path("k")
+    torch.save({"state_dict": other.state_dict(), "config": {"hidden": 8}, "metadata": {}}, path)
+    _sidecar(path).unlink()
+    with caplog.at_level(logging.WARNING, logger="expander_sweeps"):
+        again = cache.get_or_train("k", {"hidden": 8}, train, fits=model.load_state_dict)
+    assert again.trained and len(calls) == 2 and "its weights do not fit this model" in caplog.text
+    caplog.clear()
+    torch.save({"state_dict": model.state_dict(), "config": {"hidden": 99}, "metadata": {}}, path)
+    _sidecar(path).unlink()
+    with caplog.at_level(logging.WARNING, logger="expander_sweeps"):
+        assert cache.get_or_train("k", {"hidden": 8}, train, fits=model.load_state_dict).trained
+    assert "another configuration" in caplog.text and len(calls) == 3

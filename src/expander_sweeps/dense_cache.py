@@ -78,17 +78,34 @@ class DenseCache:
         return self.folder / f"dense-{key}.pt"
 
     def get_or_train(
-        self, key: str, config: dict, train: Callable[[], tuple[dict[str, torch.Tensor], dict]]
+        self, key: str, config: dict, train: Callable[[], tuple[dict[str, torch.Tensor], dict]],
+        fits: Callable[[dict[str, torch.Tensor]], None] | None = None,
     ) -> CacheResult:
-        """Load the dense model of `key`, or train it with `train()` -> (state_dict, metadata) and store it."""
+        """Load the dense model of `key`, or train it with `train()` -> (state_dict, metadata) and store it.
+        A file that loads but holds another configuration, or whose weights `fits` rejects (it
+        raises: another model's file, its checksum record lost), counts as damaged: reported,
+        deleted, trained again."""
         path = self.path(key)
-        cached = read_checked(path, self._payload, "dense model", repair=False)  # no lock to read a sound file
+
+        def payload(file: Path) -> dict:
+            loaded = self._payload(file)
+            if loaded.get("config", config) != config:
+                raise ValueError("it holds the dense model of another configuration")
+            if fits is not None:
+                try:
+                    fits(loaded["state_dict"])
+                except (RuntimeError, KeyError, ValueError, TypeError) as err:
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    raise ValueError(f"its weights do not fit this model ({first})") from None
+            return loaded
+
+        cached = read_checked(path, payload, "dense model", repair=False)  # no lock to read a sound file
         if cached is not None:
             return CacheResult(cached["state_dict"], path, False, cached.get("metadata", {}))
         self.folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             # Trained by another trial while we waited, or damaged (then deleted and retrained).
-            cached = read_checked(path, self._payload, "dense model")
+            cached = read_checked(path, payload, "dense model")
             if cached is not None:
                 return CacheResult(cached["state_dict"], path, False, cached.get("metadata", {}))
             state_dict, metadata = train()

@@ -123,7 +123,7 @@ class SweepContext:
             metadata = {"accuracy": self.test_accuracies(model), "history": [vars(s) for s in history]}
             return model.state_dict(), metadata
 
-        cached = self.dense_cache.get_or_train(key, config, train)
+        cached = self.dense_cache.get_or_train(key, config, train, fits=self.new_model(seed).load_state_dict)
         model = self.new_model(seed)
         model.load_state_dict(cached.state_dict)
         return model, cached.trained, cached.metadata, self.dense_cache.path(key)
