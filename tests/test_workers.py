@@ -228,6 +228,40 @@ def test_trials_a_killed_launch_never_logged_reach_mlflow_at_the_next_launch(tmp
     assert trial_runs() == [(0, "FINISHED"), (1, "FINISHED"), (2, "FINISHED")]
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (mounting needs root; skipped with the reason where it is refused)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_the_next_launch_finishes_the_study(tmp_path, mnist_dir, small_disk):
+    spec = tiny_spec_dict(small_disk / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.3, 0.2, 0.1, 0.05]},
+                          study={"heartbeat_seconds": 1, "grace_seconds": 3},
+                          tracking={"mlflow": {"enabled": False}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    full = subprocess.run([*CLI, "launch", str(path), "--workers", "1"], capture_output=True, text=True, timeout=300)
+    output = full.stdout + full.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert full.returncode == 2 and "Traceback" not in output and len(errors) == 1, output
+    assert f"the disk that holds {small_disk / 'run'} is full" in errors[0]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = subprocess.run([*CLI, "launch", str(path), "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = _trials("tiny", f"sqlite:///{small_disk / 'run' / 'optuna.db'}")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 11  # every grid point of `each`
+
+
 def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
                                          tracking={"mlflow": {"enabled": False}}))

@@ -6,8 +6,10 @@ and exit with code 2; no traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,12 +45,58 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+_loaded_run_dirs: list = []  # the run folder of the spec this command loaded (for the disk-full message)
+
+
 def _load(path: str, overrides: tuple[str, ...]) -> SweepSpec:
     try:
-        return load_spec(path, overrides)
+        spec = load_spec(path, overrides)
     except SpecError as err:
         _fail(str(err))
         raise  # unreachable: _fail exits
+    _loaded_run_dirs.append(spec.run_path)
+    return spec
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DISK_FULL_WORDS = ("database or disk is full", "No space left on device", "Disk quota exceeded",
+                    "File too large", "file write failed")
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether the error, or one it came from, is a full disk (or a file-size limit)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(words in str(error) for words in _DISK_FULL_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _disk_full_message(error: BaseException) -> str:
+    folder = _loaded_run_dirs[-1] if _loaded_run_dirs else Path.cwd()
+    probe = Path(folder)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    return (f"the disk that holds {folder} is full ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.0f} MiB; "
+            f"{type(error).__name__}). Free space there or set run_dir to another disk, then launch again: finished "
+            "trials are safe in the study, and a trial cut short is rerun")
+
+
+class _Commands(click.Group):
+    """The CLI's commands; a full disk anywhere below ends in one error line, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            if not _disk_full(err):
+                raise
+            _fail(_disk_full_message(err))
 
 
 set_option = click.option(
@@ -63,7 +111,7 @@ extend_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="expander-sweeps")
 def main() -> None:
     """Sweeps over pruned RNN/LSTM layers: accuracy, noise, and the Ramanujan bounds of each layer."""
