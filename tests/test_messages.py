@@ -85,3 +85,19 @@ def test_a_damaged_study_file_is_told_as_a_file_with_the_way_out():
     message = str(StorageError.about("sqlite:////runs/a/optuna.db", sqlite3.DatabaseError("database disk image is malformed")))
     assert message.startswith("cannot open the Optuna study file /runs/a/optuna.db")
     assert "mv /runs/a/optuna.db /runs/a/optuna.db.damaged" in message and "server" not in message
+
+
+@pytest.mark.slow
+def test_a_launch_whose_mlflow_server_url_holds_a_password_never_prints_it(tmp_path, mnist_dir):
+    import os
+
+    spec = tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5], "layers": ["W_hh"]},
+                          data={"limit_train": 200, "limit_test": 100}, model={"cell": "rnn", "hidden": 8},
+                          training={"epochs": 1, "finetune_epochs": 1})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://bob:S3CRET@127.0.0.1:9/"}
+    result = subprocess.run([*CLI, "launch", str(path)], capture_output=True, text=True, timeout=300, env=env)
+    output = result.stdout + result.stderr
+    assert "warning: tracker 'mlflow' failed" in output and "bob:***@127.0.0.1:9" in output, output
+    assert "S3CRET" not in output
