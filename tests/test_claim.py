@@ -129,3 +129,18 @@ def test_trial_spectra_are_those_of_the_evaluated_checkpoint(tmp_path, mnist_dir
     assert result.metrics["W_hh/binary/components"] >= 1
     assert 0 < result.metrics["W_hh/binary/largest_component"] <= 1
     assert result.spectra["W_hh/binary"]["status"] == layer_spectrum(mask).describe_status()
+
+
+def test_compare_shows_each_seed_s_crossing_as_a_range():
+    from expander_sweeps.reporting import _seed_spread
+
+    spec = SweepSpec(name="s", training={"seed": [0, 1]}, masks={"layers": ["W_hh"], "remaining": [1.0, 0.5, 0.25]},
+                     noise={"variances": []}, report={"bounds": ["delta_r"]})
+    rows = []
+    for seed, (b50, b25) in {0: (0.2, -0.2), 1: (-0.1, -0.3)}.items():  # seed 0 crosses between 0.5 and 0.25
+        rows += [{"remaining_W_hh": r, "mask_method": "magnitude", "seed": seed, "acc/clean": 0.9,
+                  "W_hh/kept_fraction": r, "W_hh/binary/delta_r": b}
+                 for r, b in [(1.0, math.inf), (0.5, b50), (0.25, b25)]]
+    spread = _seed_spread(_frame(rows), spec)
+    seed0 = 100 * math.exp(math.log(0.5) + (math.log(0.25) - math.log(0.5)) * 0.5)  # halfway in log(kept)
+    assert spread[("W_hh", "binary", "Delta_R", "magnitude")] == f"seeds {seed0:.2f}-50.00%"

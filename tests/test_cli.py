@@ -341,12 +341,16 @@ def test_compare_puts_two_settings_side_by_side(launched, tmp_path, mnist_dir):
     tied_path = tmp_path / "tied.yaml"
     tied_path.write_text(yaml.safe_dump(tied))
     assert expander_sweeps.launch(expander_sweeps.load_spec(tied_path)).failed == 0
-    result = CliRunner().invoke(main, ["compare", str(spec_path), str(tied_path), "-o", str(tmp_path / "cmp")],
-                                env={"COLUMNS": "250"})
+    reference = tmp_path / "published.csv"
+    reference.write_text("layer,graph,weighting,bound,percent,source\nW_hh,layer,binary,Delta_R,10.0,a paper's Table 2\n")
+    result = CliRunner().invoke(main, ["compare", str(spec_path), str(tied_path), "-o", str(tmp_path / "cmp"),
+                                       "--reference", str(reference)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     table = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "tiny: RNN init kaiming_uniform, schedule each" in table
-    assert "tiny_tied: RNN init pytorch_default, schedule tied" in table
+    # Every result setting that differs between the two sweeps labels its column, and only those.
+    assert "| tiny: schedule=each, init=kaiming_uniform |" in table
+    assert "| tiny_tied: schedule=tied, init=pytorch_default |" in table
+    assert "| published |" in table and "10.00% (a paper's Table 2)" in table
     # One row per layer graph, weighting and bound; the cells are the crossings of each sweep.
     import pandas as pd
 
@@ -361,7 +365,14 @@ def test_compare_puts_two_settings_side_by_side(launched, tmp_path, mnist_dir):
     texts = {"crossed": f"{expected['crossing_pct']:.2f}%" if expected["crossing_pct"] is not None else None,
              "never": f"never (to {expected['lower_pct']:.3g}%)" if expected["lower_pct"] is not None else None,
              "negative_at_start": "never positive", "no_data": "undefined"}
-    assert got["crossing"] == texts[expected["status"]]
+    assert got["crossing"].startswith(texts[expected["status"]])
+    if expected["status"] == "crossed":  # the difference from the published 10 %, in points
+        assert got["difference_pts"] == pytest.approx(expected["crossing_pct"] - 10.0)
+        assert f"({expected['crossing_pct'] - 10.0:+.2f} pts vs published)" in got["crossing"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("layer,percent\nW_hh,10\n")
+    refused = CliRunner().invoke(main, ["compare", str(spec_path), "--reference", str(bad)])
+    assert refused.exit_code == 2 and "lacks the column(s) graph, weighting, bound, source" in refused.output
     # A spec whose study does not exist is a clean error.
     missing = CliRunner().invoke(main, ["compare", str(spec_path), "--set", "name=nothing_here"])
     assert missing.exit_code == 2 and "run `expander-sweeps launch" in missing.output

@@ -485,19 +485,28 @@ def report(spec_path: str, overrides: tuple[str, ...]) -> None:
 @set_option
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="runs/comparison", show_default=True,
               help="Folder for comparison.md and comparison.csv.")
-def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str) -> None:
+@click.option("--reference", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A CSV of published crossings (columns layer, graph, weighting, bound, percent, source), "
+                   "shown as its own column and as each sweep's difference from it.")
+def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str, reference: str | None) -> None:
     """Put the crossings of several finished sweeps side by side (for example the same protocol
     under two inits and two schedules: what moves the paper's Table 2). --set applies to every SPEC."""
     from pathlib import Path
 
-    from .reporting import comparison_markdown, comparison_rows
+    from .reporting import comparison_markdown, comparison_rows, read_reference
 
     _quiet_libraries()
+    published = None
+    if reference is not None:
+        try:
+            published = read_reference(Path(reference))
+        except (OSError, ValueError) as err:
+            _fail(f"--reference: {err}")
     studies = []
     for path in spec_paths:
         spec = _load(path, overrides)
         studies.append((spec, _existing_study(spec, f"run `expander-sweeps launch {path}` first")))
-    table = comparison_rows(studies)
+    table = comparison_rows(studies, published)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(comparison_markdown(table))
@@ -508,7 +517,7 @@ def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str
         for column in ["layer", "weights", "bound", *settings]:
             grid.add_column(escape(column))
         for (layer, weighting, bound), group in table.groupby(["layer", "weighting", "bound"], sort=False):
-            grid.add_row(layer, weighting, bound, *(" / ".join(group[group["setting"] == s]["crossing"]) or "-"
+            grid.add_row(layer, weighting, bound, *(escape(" / ".join(group[group["setting"] == s]["crossing"]) or "-")
                                                      for s in settings))
         console.print(grid)
     console.print(f"comparison: {out / 'comparison.md'}", soft_wrap=True, highlight=False)

@@ -876,9 +876,29 @@ def _setting(spec: SweepSpec) -> str:
             f"{spec.masks.methods[0] if len(spec.masks.methods) == 1 else '/'.join(spec.masks.methods)}")
 
 
+def _differing_settings(specs: list[SweepSpec]) -> list[str]:
+    """Per spec, the result settings (fingerprint.py: every field that changes a trial, epochs
+    included) whose value is not the same in every compared spec, as `key=value`."""
+    from .fingerprint import result_settings
+
+    settings = [result_settings(spec) for spec in specs]
+    keys = sorted({k for s in settings for k in s if len({json.dumps(t.get(k), sort_keys=True, default=str)
+                                                         for t in settings}) > 1})
+    keys = [k for k in keys if not k.startswith("data.root")]  # where the data lies is not a setting
+    return [", ".join(f"{k.split('.', 1)[-1]}={_setting_value(s.get(k))}" for k in keys) for s in settings]
+
+
+def _setting_value(value) -> str:
+    return "/".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _short_crossing(row) -> str:
     if row["status"] == "crossed":
-        return f"{row['crossing_pct']:.2f}%"
+        text = f"{row['crossing_pct']:.2f}%"
+        stays = row.get("stays_negative_from_pct")
+        if stays is not None and not pd.isna(stays) and not math.isclose(stays, row["lower_pct"]):
+            text += f" (positive again below; stays negative from {stays:.3g}%)"
+        return text
     if row["status"] == "never":
         return f"never (to {row['lower_pct']:.3g}%)"
     if row["status"] == "negative_at_start":
@@ -886,40 +906,111 @@ def _short_crossing(row) -> str:
     return "undefined"
 
 
-def comparison_rows(studies: list[tuple[SweepSpec, optuna.Study]]) -> pd.DataFrame:
+def _seed_spread(frame: pd.DataFrame, spec: SweepSpec) -> dict[tuple, str]:
+    """(layer, weighting, bound, mask method) -> the range of the crossing over seeds, each seed's
+    curve on its own ("" with one seed)."""
+    seeds = sorted(frame["seed"].unique()) if "seed" in frame else []
+    if len(seeds) < 2:
+        return {}
+    per_seed: dict[tuple, list[float | None]] = {}
+    for seed in seeds:
+        crossings = crossing_rows(frame[frame["seed"] == seed], spec)
+        for _, row in crossings[crossings["graph"].isin(spec.masks.layers)].iterrows():
+            key = (row["graph"], row["weighting"], row["bound"], row["mask_method"])
+            per_seed.setdefault(key, []).append(row["crossing_pct"] if row["status"] == "crossed" else None)
+    spread = {}
+    for key, values in per_seed.items():
+        crossed = [v for v in values if v is not None and not pd.isna(v)]
+        text = f"seeds {min(crossed):.2f}-{max(crossed):.2f}%" if crossed else "no seed crossed"
+        if crossed and len(crossed) < len(values):
+            text += f", {len(values) - len(crossed)} of {len(values)} seeds never"
+        spread[key] = text
+    return spread
+
+
+def read_reference(path: Path) -> pd.DataFrame:
+    """Published crossings to compare with: a CSV with the columns layer, graph, weighting, bound,
+    percent, source (graph: `layer` for the layer's own graph). Raises ValueError naming what is wrong."""
+    table = pd.read_csv(path)
+    needed = ["layer", "graph", "weighting", "bound", "percent", "source"]
+    missing = [c for c in needed if c not in table]
+    if missing:
+        raise ValueError(f"{path}: the reference file lacks the column(s) {', '.join(missing)} "
+                         f"(it needs {', '.join(needed)})")
+    labels = {label.lower(): label for label in _BOUND_LABELS.values()} | {
+        key: label for key, label in _BOUND_LABELS.items()}
+    table["bound"] = [labels.get(str(b).strip().lower(), str(b).strip()) for b in table["bound"]]
+    table["percent"] = pd.to_numeric(table["percent"], errors="coerce")
+    if table["percent"].isna().any():
+        row = int(table["percent"].isna().idxmax()) + 2
+        raise ValueError(f"{path}: line {row}: percent must be a number (kept edges in %)")
+    return table
+
+
+def comparison_rows(studies: list[tuple[SweepSpec, optuna.Study]],
+                    reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """The layer graphs' crossings of several sweeps side by side: one row per (layer, weighting,
-    bound, mask method), one column per sweep's setting (init, schedule, mask method)."""
+    bound, mask method), one column per sweep, labelled with every result setting that differs
+    between the sweeps; with the seeds' spread, and the difference from a published crossing when
+    `reference` (read_reference) has one."""
     rows = []
-    for spec, study in studies:
+    differing = _differing_settings([spec for spec, _ in studies])
+    for (spec, study), differs in zip(studies, differing, strict=True):
         frame = trials_frame(study)
         if frame.empty:
             continue
-        crossings = crossing_rows(_with_defaults(frame, spec), spec)
-        setting = f"{spec.name}: {_setting(spec)}"
+        frame = _with_defaults(frame, spec)
+        crossings = crossing_rows(frame, spec)
+        spread = _seed_spread(frame, spec)
+        setting = f"{spec.name}: {differs or _setting(spec)}"
         for _, row in crossings[crossings["graph"].isin(spec.masks.layers)].iterrows():
+            key = (row["graph"], row["weighting"], row["bound"], row["mask_method"])
+            published = None
+            if reference is not None:
+                match = reference[(reference["layer"] == row["graph"]) & (reference["graph"] == "layer")
+                                  & (reference["weighting"] == row["weighting"]) & (reference["bound"] == row["bound"])]
+                published = match.iloc[0] if len(match) else None
+            crossing = _short_crossing(row)
+            difference = None
+            if published is not None and row["status"] == "crossed":
+                difference = row["crossing_pct"] - float(published["percent"])
+                crossing += f" ({difference:+.2f} pts vs published)"
             rows.append({"layer": row["graph"], "weighting": row["weighting"], "bound": row["bound"],
                          "mask_method": row["mask_method"], "setting": setting,
                          "others": "tied" if "(tied)" in row["pruned"] else "dense",
-                         "crossing": _short_crossing(row), "crossing_pct": row["crossing_pct"]})
+                         "crossing": crossing, "crossing_pct": row["crossing_pct"],
+                         "seed_spread": spread.get(key, ""),
+                         "published_pct": None if published is None else float(published["percent"]),
+                         "published_source": None if published is None else str(published["source"]),
+                         "difference_pts": difference})
     return pd.DataFrame(rows)
 
 
 def comparison_markdown(table: pd.DataFrame) -> str:
     lines = ["# Crossings side by side", "",
-             "Kept edges of each layer's graph at which each bound first stops being positive, per sweep. "
-             "The settings differ in the choices that move a crossing: the initialisation (it decides the "
-             "trained magnitudes, so the magnitude masks) and whether the other layer stays dense (`each`) "
-             "or is pruned to the same fraction (`tied`). The layer graph's own bounds depend only on its "
-             "mask; the schedule acts through training.", ""]
+             "Kept edges of each layer's graph at which each bound first stops being positive, per sweep "
+             "(mean over seeds, with the seeds' own crossings as a range). Each column is labelled with every "
+             "result setting that differs between the compared sweeps. What can move a crossing: a binary "
+             "layer graph's crossing depends only on its masks, which come from the trained dense model, so "
+             "dense training (init, epochs, learning rate, seed, data) moves it and the schedule (`each` or "
+             "`tied`) cannot (the dense model does not depend on it); weighted graphs and the step and "
+             "unrolled graphs also see fine-tuning. *positive again below*: the bound turns positive again at "
+             "sparser points; the fraction from which it stays negative is given.", ""]
     if table.empty:
         return "\n".join(lines + ["No finished trials in any of the sweeps.", ""])
     settings = list(dict.fromkeys(table["setting"]))
-    lines += ["| layer | weighting | bound | " + " | ".join(_cell(s) for s in settings) + " |",
-              "| --- " * (3 + len(settings)) + "|"]
+    has_reference = "published_pct" in table and table["published_pct"].notna().any()
+    lines += ["| layer | weighting | bound | " + " | ".join(_cell(s) for s in settings)
+              + (" | published |" if has_reference else " |"),
+              "| --- " * (3 + len(settings) + has_reference) + "|"]
     for (layer, weighting, bound), group in table.groupby(["layer", "weighting", "bound"], sort=False):
         cells = []
         for setting in settings:
             match = group[group["setting"] == setting]
-            cells.append(" / ".join(match["crossing"]) if len(match) else "-")
-        lines.append(f"| {layer} | {weighting} | {bound} | " + " | ".join(cells) + " |")
+            texts = [c + (f" [{s}]" if s else "") for c, s in zip(match["crossing"], match["seed_spread"], strict=True)]
+            cells.append(" / ".join(texts) if len(match) else "-")
+        if has_reference:
+            known = group.dropna(subset=["published_pct"])
+            cells.append("-" if known.empty else f"{known['published_pct'].iloc[0]:.2f}% ({known['published_source'].iloc[0]})")
+        lines.append(f"| {layer} | {weighting} | {bound} | " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines + [""])
