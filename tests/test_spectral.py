@@ -248,3 +248,44 @@ def test_without_a_proof_the_layer_s_own_singular_values_answer(monkeypatch):
     spectrum = layer_spectrum(mask)
     assert spectrum.lambda_1 == pytest.approx(reference[0], rel=1e-13)
     assert spectrum.lambda_2 == pytest.approx(reference[1], rel=1e-13)
+
+
+def test_graphs_with_an_average_side_degree_below_3_are_flagged_low_degree():
+    """Hoang et al. define no bound below average degree 3: such graphs keep their numbers and
+    carry the flag. A 2-regular cycle-like 8 x 8 mask, a 3-regular one, and 12 x 4 where the
+    12 outputs have degree 1 (d_left 1) and the 4 inputs degree 3."""
+    two = np.zeros((8, 8))
+    three = np.zeros((8, 8))
+    for i in range(8):
+        two[i, [i, (i + 1) % 8]] = 1
+        three[i, [i, (i + 1) % 8, (i + 3) % 8]] = 1
+    unbalanced = np.zeros((12, 4))
+    unbalanced[np.arange(12), np.arange(12) % 4] = 1
+    for mask, d_left, d_right, low in ((two, 2, 2, 1), (three, 3, 3, 0), (unbalanced, 1, 3, 1)):
+        spectrum = layer_spectrum(mask)
+        assert (spectrum.d_left, spectrum.d_right, spectrum.low_degree) == (d_left, d_right, low)
+        if low and spectrum.bounds_defined:
+            assert spectrum.status == "low_degree" and "below 3" in spectrum.describe_status()
+    assert layer_spectrum(three).status == "defined"
+    assert layer_spectrum(np.ones((2, 2))).status == "unbounded"  # a dense layer stays unbounded
+
+
+def test_crossings_are_also_given_without_low_degree_points():
+    import pandas as pd
+
+    from expander_sweeps.reporting import crossing_rows
+    from expander_sweeps.spec import SweepSpec
+
+    spec = SweepSpec(name="s", masks={"layers": ["W_hh"], "remaining": [1.0, 0.5, 0.2, 0.05]},
+                     noise={"variances": []}, report={"bounds": ["delta_s"]})
+    # Delta_S negative at 0.2, positive again at 0.05 where the graph has degree < 3.
+    frame = pd.DataFrame([{"trial": i, "remaining_W_hh": r, "mask_method": "magnitude", "seed": 0,
+                           "train_noise_variance": 0.0, "acc/clean": 0.9, "W_hh/kept_fraction": r,
+                           "W_hh/binary/delta_s": b, "W_hh/binary/low_degree": low}
+                          for i, (r, b, low) in enumerate([(1.0, math.inf, 0), (0.5, 0.2, 0), (0.2, -0.1, 0),
+                                                           (0.05, 0.3, 1)])])
+    row = crossing_rows(frame, spec).iloc[0]
+    assert row["low_degree_at_pct"] == "5"
+    assert row["where"] == "27.14% (between 20% and 50%); positive again further down, never stays negative"
+    # Without the low-degree point the bound stays negative from 20 %: no "positive again" tail.
+    assert row["without_low_degree"] == "27.14% (between 20% and 50%)"

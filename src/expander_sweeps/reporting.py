@@ -28,6 +28,7 @@ drops once it is lost. Two parts, whose statistics live in claim_stats.py:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import textwrap
@@ -275,6 +276,10 @@ def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                     low_column = f"{graph}/{weighting}/low_degree"
                     low = (panel.trials[low_column] == 1) if low_column in panel.trials else values != values
                     without = find_crossing(x, values.where(~low).tolist()) if low.any() else None
+                    if without is not None:  # the points left out are low-degree, not undefined
+                        left_out = {float(k) for k, is_low in zip(x, low, strict=True) if is_low}
+                        without = dataclasses.replace(
+                            without, undefined=tuple(u for u in without.undefined if u not in left_out))
                     rows.append({
                         "pruned": panel.pruned,
                         "mask_method": panel.method,
