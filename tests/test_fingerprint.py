@@ -75,7 +75,8 @@ def test_a_study_from_before_fingerprints_is_adopted_with_a_note(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_refuses_a_changed_spec_and_extends_on_request(tmp_path, mnist_dir):
+def _one_point_cli(tmp_path, mnist_dir):
+    """A one-point sweep's spec file, and the real CLI (in this process) to run commands on it."""
     from click.testing import CliRunner
 
     from expander_sweeps.cli import main
@@ -89,6 +90,12 @@ def test_cli_refuses_a_changed_spec_and_extends_on_request(tmp_path, mnist_dir):
 
     def cli(*args):
         return CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "200"})
+
+    return path, cli
+
+
+def test_cli_refuses_a_changed_spec_and_extends_on_request(tmp_path, mnist_dir):
+    path, cli = _one_point_cli(tmp_path, mnist_dir)
 
     first = cli("launch", path, "--no-report")
     assert first.exit_code == 0, first.output
@@ -120,25 +127,13 @@ def test_other_data_under_the_same_spec_is_refused_with_both_fingerprints(tmp_pa
     refused on relaunch and on --extend, with both fingerprints and the ways out; nothing runs."""
     import gzip
 
-    from click.testing import CliRunner
-
-    from expander_sweeps.cli import main
-
     other = tmp_path / "other_mnist"
     other.mkdir()
     images = bytearray(gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()))
     images[16:] = bytes(255 - b for b in images[16:])  # after the IDX header: every pixel inverted
     (other / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(images), compresslevel=1))
     (other / "t10k-labels-idx1-ubyte.gz").write_bytes((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
-    raw = tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0], "layers": ["W_hh"]},
-                         data={"limit_train": 200, "limit_test": 100}, model={"cell": "rnn", "hidden": 8},
-                         training={"epochs": 1, "finetune_epochs": 1, "batch_size": 64},
-                         tracking={"mlflow": {"enabled": False}})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(raw))
-
-    def cli(*args):
-        return CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "200"})
+    path, cli = _one_point_cli(tmp_path, mnist_dir)
 
     assert cli("launch", path, "--no-report").exit_code == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
