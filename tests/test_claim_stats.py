@@ -131,9 +131,21 @@ def test_paired_standard_error_by_hand_and_the_packed_hits_round_trip():
 
 def test_one_noisy_point_is_not_a_drop_and_a_drop_that_stays_is():
     assert drop_onset([False, False, True, False, False]) is None  # the audit's 80 % point
-    assert drop_onset([False, False, False, False, True]) is None  # the sparsest point alone
+    assert drop_onset([False, False, False, False, True]) == 4  # at the sparsest point: it stays
     assert drop_onset([False, True, False, True, True]) == 3
     assert drop_onset([False, True, True, True]) == 1
+    assert drop_onset([False, False]) is None
+
+
+def test_a_flat_curve_of_14_fractions_shows_a_false_drop_rarely():
+    """Drops of 0 +- SE at 14 fractions (the paper's grid), counted at 1.96 SE: the first-point
+    rule saw a drop in about 30 % of such curves; the rule that needs the drop to stay, in at
+    most the one-sided 2.5 % of its sparsest point."""
+    rng = np.random.default_rng(11)
+    curves = rng.normal(0.0, 1.0, (4000, 14)) > 1.959963984540054
+    first_point = curves.any(axis=1).mean()
+    stays = np.mean([drop_onset(list(c)) is not None for c in curves])
+    assert 0.25 < first_point < 0.35 and stays < 0.035
 
 
 def test_the_report_pairs_each_trial_with_the_dense_trial_of_its_seed():

@@ -48,7 +48,6 @@ from optuna.trial import TrialState  # noqa: E402
 from .claim_stats import (  # noqa: E402  # noqa: E402
     ALPHA,
     CALIBRATION_NOTE,
-    MIN_RUN,
     PERMUTATIONS,
     drop_onset,
     equal_density_test,
@@ -626,8 +625,8 @@ def _claim_markdown(spec: SweepSpec, claim: pd.DataFrame) -> list[str]:
         "same seed minus the trial's accuracy (mean over seeds), with its standard error SE (paired: the "
         "two models were scored on the same test images; binomial for trials that did not store which). "
         f"A fraction *dropped* when its mean drop exceeds both {threshold:g} point(s) and 1.96 SE. "
-        f"*dropped at* = the kept edges from which accuracy stays dropped (every sparser fraction dropped "
-        f"too, at least {MIN_RUN} fractions: one noisy point is not a drop), interpolated in log(kept); "
+        "*dropped at* = the kept edges from which accuracy stays dropped (every sparser fraction dropped "
+        "too: one noisy point between fractions that did not drop is not a drop), interpolated in log(kept); "
         "the size of the first drop of that run ± SE in points. *held* = bound crossing minus drop "
         "crossing, in points of kept edges: "
         ">= 0 means accuracy held at least until the bound crossed. *never positive*: the bound is <= 0 "
