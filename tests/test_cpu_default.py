@@ -8,8 +8,10 @@ from expander_sweeps.spec import SweepSpec
 from expander_sweeps.workers import (
     SHARE_VARIABLE,
     WORKERS_VARIABLE,
+    default_worker_plan,
     default_workers,
     dense_threads,
+    gpu_worker_plan,
     usable_cores,
 )
 
@@ -32,10 +34,27 @@ def test_one_single_threaded_worker_per_core_but_not_more_than_trials(cpu_only, 
         default_workers(5)
 
 
-def test_one_gpu_worker_per_visible_gpu(monkeypatch):
+def test_several_workers_share_a_gpu_as_cores_memory_and_trials_allow():
+    # The measured case (one H200, 16 cores): 8 workers beat 4 and 16.
+    assert gpu_worker_plan(1, 16, [139 * 2**30], 100) == (
+        8, "8 per GPU (16 cores / 1 GPU(s) at 2 per worker: 8; 139 GiB free holds 69)")
+    assert gpu_worker_plan(1, 64, None, 100)[0] == 8  # capped per GPU
+    assert gpu_worker_plan(2, 16, None, 100)[0] == 8  # 4 per GPU on 8 cores each
+    assert gpu_worker_plan(4, 2, None, 100)[0] == 4  # at least one per GPU
+    count, why = gpu_worker_plan(1, 16, [5 * 2**30], 100)
+    assert count == 2 and "5 GiB free holds 2" in why  # memory decides
+    count, why = gpu_worker_plan(2, 32, None, 3)
+    assert count == 3 and "3 trial(s) left" in why  # never more than the trials left
+
+
+def test_visible_gpus_get_the_plan_and_the_environment_still_decides(monkeypatch):
     monkeypatch.delenv(WORKERS_VARIABLE, raising=False)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
-    assert default_workers(1) == 2  # GPUs decide, whatever the trial count
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-abc,GPU-def")  # UUIDs: no free-memory query
+    count, why = default_worker_plan(100)
+    assert count == gpu_worker_plan(2, usable_cores(), None, 100)[0] and "per GPU" in why
+    assert default_workers(1) == 1
+    monkeypatch.setenv(WORKERS_VARIABLE, "5")
+    assert default_worker_plan(100) == (5, "$EXPANDER_SWEEPS_WORKERS")
 
 
 def test_dense_models_share_every_core_while_the_other_workers_wait(monkeypatch):

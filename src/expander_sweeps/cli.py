@@ -311,13 +311,13 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
     from .reporting import write_report
 
     spec = _load(spec_path, overrides)
-    workers = workers or _default_workers(spec)
+    workers, why = (workers, "--workers") if workers else _default_workers(spec)
     started = time.perf_counter()
     if workers == 1:
         result = _run_here(spec, extend=extend)
         ran, failed, study, trackers = result.ran, result.failed, result.study, result.draining
     else:
-        ran, failed, study, trackers = _run_workers(spec_path, spec, overrides, workers, extend)
+        ran, failed, study, trackers = _run_workers(spec_path, spec, overrides, workers, extend, why)
     elapsed = time.perf_counter() - started
     console.print(f"ran {ran} trial(s) in {elapsed:.1f}s with {workers} worker(s) ({failed} failed); "
                   f"study: {redact_url(spec.storage_url)}", soft_wrap=True, highlight=False)
@@ -334,17 +334,18 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
         sys.exit(1)
 
 
-def _default_workers(spec: SweepSpec) -> int:
+def _default_workers(spec: SweepSpec) -> tuple[int, str]:
     from .study import StorageError, trials_left
-    from .workers import default_workers
+    from .workers import default_worker_plan
 
     try:
-        return default_workers(lambda: trials_left(spec))
+        return default_worker_plan(lambda: trials_left(spec))
     except (ValueError, StorageError) as err:  # a malformed $EXPANDER_SWEEPS_WORKERS; a storage down
         _fail(str(err))
 
 
-def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], workers: int, extend: bool):
+def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], workers: int, extend: bool,
+                 why: str = ""):
     """Run the sweep in `workers` local worker processes; (trials run, failed, study, the trackers
     still logging the last trials or None: the caller closes them)."""
     from .study import StorageError, open_study, sweep_progress
@@ -371,7 +372,7 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
 
     try:
         codes = run_workers(spec_path, overrides, workers, console, extend, progress, untracked=tracked,
-                            lag_file=lag_file)
+                            lag_file=lag_file, why=why)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current ones "
                           "are marked failed; launch the same spec again to continue.")

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .pacing import LAG_FILE_VARIABLE
 
-__all__ = ["visible_gpus", "usable_cores", "default_workers", "dense_threads", "run_workers", "OVERRIDES_VARIABLE",
+__all__ = ["visible_gpus", "usable_cores", "default_workers", "default_worker_plan", "gpu_worker_plan", "dense_threads", "run_workers", "OVERRIDES_VARIABLE",
            "WORKERS_VARIABLE", "inherited_overrides"]
 
 OVERRIDES_VARIABLE = "EXPANDER_SWEEPS_WORKER_OVERRIDES"
@@ -71,23 +71,77 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_workers(runnable: int | Callable[[], int]) -> int:
+# Several trials share one GPU: a trial of these small recurrent models leaves most of a GPU idle
+# (one worker on an H200 kept it 10-15 % busy), and each worker needs CPU time to feed it. Measured
+# on one H200 with 16 cores (issue #30), 30 fine-tuning trials of the paper's grid took 34.4 s with
+# 4 workers, 18.8 s with 8 and 20.0 s with 16: about two cores per GPU worker, at most 8 per GPU.
+CORES_PER_GPU_WORKER = 2
+MAX_WORKERS_PER_GPU = 8
+GPU_MEMORY_PER_WORKER = 2 * 2**30  # a CUDA context (~0.5 GiB) and a small model's training, with room
+
+
+def gpu_worker_plan(gpus: int, cores: int, free_memory: list[int] | None, runnable: int) -> tuple[int, str]:
+    """Workers for `gpus` GPUs: per GPU, one per CORES_PER_GPU_WORKER cores of the machine's share
+    for that GPU, at most MAX_WORKERS_PER_GPU, and no more than the GPU with the least free memory
+    holds at GPU_MEMORY_PER_WORKER each (`free_memory`: bytes per GPU, None when unknown); in all,
+    at least one and no more than the trials left. Returns the count and why, in words."""
+    by_cores = max(1, cores // (CORES_PER_GPU_WORKER * gpus))
+    per_gpu = min(MAX_WORKERS_PER_GPU, by_cores)
+    why = [f"{cores} cores / {gpus} GPU(s) at {CORES_PER_GPU_WORKER} per worker: {by_cores}"]
+    if by_cores > MAX_WORKERS_PER_GPU:
+        why.append(f"capped at {MAX_WORKERS_PER_GPU}")
+    if free_memory:
+        by_memory = max(1, min(free_memory) // GPU_MEMORY_PER_WORKER)
+        why.append(f"{min(free_memory) / 2**30:.0f} GiB free holds {by_memory}")
+        per_gpu = min(per_gpu, by_memory)
+    count = max(1, min(gpus * per_gpu, runnable))
+    if count < gpus * per_gpu:
+        why.append(f"{runnable} trial(s) left")
+    return count, f"{per_gpu} per GPU ({'; '.join(why)})"
+
+
+def _free_gpu_memory(gpus: list[str]) -> list[int] | None:
+    """Free bytes of each visible GPU from nvidia-smi (None when it cannot say: no nvidia-smi, GPUs
+    named by UUID). Not from torch: that would put a CUDA context of the launcher on the GPU."""
+    if not all(g.isdigit() for g in gpus):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    free = {}
+    for line in out.splitlines():
+        index, _, mib = line.partition(",")
+        if index.strip().isdigit() and mib.strip().isdigit():
+            free[index.strip()] = int(mib.strip()) * 2**20
+    return [free[g] for g in gpus] if all(g in free for g in gpus) else None
+
+
+def default_worker_plan(runnable: int | Callable[[], int]) -> tuple[int, str]:
     """Workers for a launch with `runnable` trials left to run (or a function counting them,
-    called only when the count matters): one per visible GPU; on a CPU one single-threaded
-    worker per core, but no more than there are trials (a worker with nothing to take only
-    costs its start-up). $EXPANDER_SWEEPS_WORKERS overrides both."""
+    called only when the count matters), and why: with GPUs, several per GPU (`gpu_worker_plan`);
+    on a CPU one single-threaded worker per core; never more than there are trials (a worker with
+    nothing to take only costs its start-up). $EXPANDER_SWEEPS_WORKERS overrides both."""
     chosen = os.environ.get(WORKERS_VARIABLE, "").strip()
     if chosen:
         if not chosen.isdigit() or int(chosen) < 1:
             raise ValueError(f"${WORKERS_VARIABLE} must be a whole number >= 1, but it is {chosen!r}")
-        return int(chosen)
+        return int(chosen), f"${WORKERS_VARIABLE}"
     gpus = visible_gpus()
+    count = runnable() if callable(runnable) else runnable
     if gpus:
-        return len(gpus)
+        return gpu_worker_plan(len(gpus), usable_cores(), _free_gpu_memory(gpus), count)
     cores = usable_cores()
     if cores == 1:
-        return 1
-    return max(1, min(cores, runnable() if callable(runnable) else runnable))
+        return 1, "one core"
+    workers = max(1, min(cores, count))
+    return workers, f"one single-threaded worker per core ({cores})" + (f", {count} trial(s) left" if count < cores else "")
+
+
+def default_workers(runnable: int | Callable[[], int]) -> int:
+    """The count of `default_worker_plan`."""
+    return default_worker_plan(runnable)[0]
 
 
 def dense_threads(spec) -> int | None:
@@ -138,7 +192,7 @@ def throttled(poll: Callable[[], tuple[int, int]], share: float = 0.05,
 
 def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console, extend: bool = False,
                 progress: Callable[[], tuple[int, int]] | None = None, untracked: bool = False,
-                lag_file: Path | None = None) -> list[int]:
+                lag_file: Path | None = None, why: str = "") -> list[int]:
     """Start `count` workers, relay their lines with a [wN] prefix, and return their exit codes.
 
     `progress` (trials done, trials in all), polled every second (less often when a poll is
@@ -166,6 +220,8 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
             env[LAG_FILE_VARIABLE] = str(lag_file)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+            # Several workers per GPU: each feeds its GPU from its share of the cores.
+            env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // count)))
         else:
             # CPU workers share the cores instead of each starting one thread per core.
             env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // count)))
@@ -173,7 +229,8 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, env=env, bufsize=1))
     console.print(f"started {count} workers"
-                  + (f" on GPUs {', '.join(env_gpu for env_gpu in gpus)}" if gpus else " on the CPU"))
+                  + (f" on GPUs {', '.join(env_gpu for env_gpu in gpus)}" if gpus else " on the CPU")
+                  + (f": {why}" if why else ""), highlight=False, soft_wrap=True)
 
     with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=progress is None) as bar:
