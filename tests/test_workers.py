@@ -178,6 +178,7 @@ def test_a_relaunch_after_a_kill_in_the_last_trial_reruns_it_and_finishes(tmp_pa
     spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.5])
     data = yaml.safe_load(spec.read_text())
     data["study"]["grace_seconds"] = 25  # the relaunch starts while the dead trial is still RUNNING
+    data["training"]["finetune_epochs"] = 40  # a last trial of seconds, long enough to be seen RUNNING
     spec.write_text(yaml.safe_dump(data))
     storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
     launch = subprocess.Popen([*CLI, "launch", str(spec), "--workers", "1"], stdout=subprocess.DEVNULL,
