@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
+import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EXPANDER_SWEEPS_SHARED_DATA", REPO.parent / "shared" / "data"))
 MNIST_DIR = SHARED_DATA / "mnist"
+CLI = [str(Path(sys.executable).parent / "expander-sweeps")]  # the real command, as a user runs it
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +42,49 @@ def tiny_spec_dict(run_dir: Path, mnist: Path, **sections) -> dict:
         else:
             spec[key] = value
     return spec
+
+
+# ----------------------------------------------------------------------------- workers and crashes
+def grid_spec(tmp_path, mnist_dir, storage: str | None, fractions, **sections) -> Path:
+    """A tied grid of trials of about a second each (long enough to kill one), written as a spec."""
+    spec = tiny_spec_dict(
+        tmp_path / "run", mnist_dir,
+        study={"storage": storage, "heartbeat_seconds": 1, "grace_seconds": 4, "retries": 2},
+        data={"limit_train": 1500, "limit_test": 200},
+        model={"cell": "rnn", "hidden": 32},
+        training={"epochs": 1, "finetune_epochs": 8, "batch_size": 32},  # trials of ~1 s: long enough to kill one
+        masks={"schedule": "tied", "remaining": fractions},
+        **{"tracking": {"mlflow": {"enabled": False}}, **sections},
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def wait_for(condition, timeout: float, what: str):
+    """condition()'s first true value, polled every 50 ms; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def study_trials(study_name: str, url: str, states=None):
+    """The study's trials, or none while no worker has created the study (or its tables) yet.
+    The poller never creates tables itself: that would race the workers creating them."""
+    try:
+        storage = STORAGES.get(url) or STORAGES.setdefault(
+            url, optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True))
+        return optuna.load_study(study_name=study_name, storage=storage).get_trials(states=states)
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+        return []
+
 
 
 @pytest.fixture

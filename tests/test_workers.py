@@ -9,23 +9,18 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
-import optuna
 import pytest
-import sqlalchemy
-import yaml
 from optuna.trial import TrialState
 
 import expander_sweeps
-from conftest import tiny_spec_dict
+from conftest import CLI, STORAGES, grid_spec, study_trials, tiny_spec_dict, wait_for
 from expander_sweeps import trial as trial_module
 from expander_sweeps.spec import spec_from_dict
 
 pytestmark = pytest.mark.slow
 
 PG_ADMIN = os.environ.get("EXPANDER_SWEEPS_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-CLI = [str(Path(sys.executable).parent / "expander-sweeps")]
 
 
 @pytest.fixture
@@ -42,54 +37,15 @@ def postgres_url():
     try:
         yield f"{base}/{name}"
     finally:
-        for url in [u for u in _STORAGES if u.endswith(f"/{name}")]:
-            _STORAGES.pop(url).engine.dispose()
+        for url in [u for u in STORAGES if u.endswith(f"/{name}")]:
+            STORAGES.pop(url).engine.dispose()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 
-def _grid_spec(tmp_path, mnist_dir, storage: str | None, fractions, **sections) -> Path:
-    spec = tiny_spec_dict(
-        tmp_path / "run", mnist_dir,
-        study={"storage": storage, "heartbeat_seconds": 1, "grace_seconds": 4, "retries": 2},
-        data={"limit_train": 1500, "limit_test": 200},
-        model={"cell": "rnn", "hidden": 32},
-        training={"epochs": 1, "finetune_epochs": 8, "batch_size": 32},  # trials of ~1 s: long enough to kill one
-        masks={"schedule": "tied", "remaining": fractions},
-        **{"tracking": {"mlflow": {"enabled": False}}, **sections},
-    )
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
-
-
-def _trials(study_name: str, url: str, states=None):
-    """The study's trials, or none while no worker has created the study (or its tables) yet.
-    The poller never creates tables itself: that would race the workers creating them."""
-    try:
-        storage = _STORAGES.get(url) or _STORAGES.setdefault(
-            url, optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True))
-        return optuna.load_study(study_name=study_name, storage=storage).get_trials(states=states)
-    except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
-        return []
-
-
 def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_dir, postgres_url):
     fractions = [round(1.0 - i * 0.1, 2) for i in range(6)]  # 6 grid points, 1.0 .. 0.5
-    spec = _grid_spec(tmp_path, mnist_dir, postgres_url, fractions)
+    spec = grid_spec(tmp_path, mnist_dir, postgres_url, fractions)
     started = time.monotonic()
     # One thread each, as `launch --workers` gives its workers and as the README tells users who
     # start several by hand on one CPU: three workers of torch's one-thread-per-core on 2 cores
@@ -101,14 +57,14 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
 
     def victim_mid_trial():
         # Once the dense model exists (a trial completed), catch the victim inside a trial.
-        trials = _trials("tiny", postgres_url)
+        trials = study_trials("tiny", postgres_url)
         if not any(t.state == TrialState.COMPLETE for t in trials):
             return None
         return next((t for t in trials if t.state == TrialState.RUNNING
                      and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
 
     try:
-        killed = _wait_for(victim_mid_trial, 180, "the victim worker to be inside a trial")
+        killed = wait_for(victim_mid_trial, 180, "the victim worker to be inside a trial")
     except AssertionError:
         for w in workers:
             w.kill()
@@ -119,7 +75,7 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
     assert all(w.returncode == 0 for w in workers[1:]), outputs
     elapsed = time.monotonic() - started
 
-    trials = _trials("tiny", postgres_url)
+    trials = study_trials("tiny", postgres_url)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 6, "\n".join(
         f"{t.number} {t.state.name} {t.params} {t.system_attrs.get('failed_trial')} {t.user_attrs.get('worker')}"
@@ -136,18 +92,18 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
 
 
 def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
-    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.6, 0.3, 0.1],
+    spec = grid_spec(tmp_path, mnist_dir, None, [1.0, 0.6, 0.3, 0.1],
                       tracking={"mlflow": {"enabled": True, "log_models": False}})
     storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
     launch = subprocess.Popen([*CLI, "launch", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: (tmp_path / "run" / "optuna.db").exists() and len(_trials("tiny", storage, (TrialState.COMPLETE,))) >= 2, 180, "two finished trials")
+    wait_for(lambda: (tmp_path / "run" / "optuna.db").exists() and len(study_trials("tiny", storage, (TrialState.COMPLETE,))) >= 2, 180, "two finished trials")
     launch.send_signal(signal.SIGKILL)
     launch.wait()
-    before = {t.number: t.params for t in _trials("tiny", storage, (TrialState.COMPLETE,))}
+    before = {t.number: t.params for t in study_trials("tiny", storage, (TrialState.COMPLETE,))}
 
     again = subprocess.run([*CLI, "launch", str(spec)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    trials = _trials("tiny", storage)
+    trials = study_trials("tiny", storage)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
     assert sorted(t.params["remaining"] for t in complete) == [0.1, 0.3, 0.6, 1.0]
@@ -169,98 +125,6 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
     assert any(k.startswith("crossing_pct/magnitude/W_xh_W_hh/") for k in parent.data.metrics), parent.data.metrics
     print(f"MLflow runs after a SIGKILL and a relaunch: {sorted(statuses)}")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-
-
-def test_a_relaunch_after_a_kill_in_the_last_trial_reruns_it_and_finishes(tmp_path, mnist_dir):
-    """Every unfinished grid point held RUNNING by a dead launch: the relaunch counts it as work,
-    says so, waits for its heartbeat to go stale and reruns it (it used to print "nothing to run",
-    then crash with KeyError when the stale trial came back)."""
-    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.5])
-    data = yaml.safe_load(spec.read_text())
-    data["study"]["grace_seconds"] = 25  # the relaunch starts while the dead trial is still RUNNING
-    data["training"]["finetune_epochs"] = 40  # a last trial of seconds, long enough to be seen RUNNING
-    spec.write_text(yaml.safe_dump(data))
-    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
-    launch = subprocess.Popen([*CLI, "launch", str(spec), "--workers", "1"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for(lambda: (tmp_path / "run" / "optuna.db").exists()
-              and len(_trials("tiny", storage, (TrialState.COMPLETE,))) == 1
-              and len(_trials("tiny", storage, (TrialState.RUNNING,))) == 1, 180, "the last trial to be running")
-    os.killpg(launch.pid, signal.SIGKILL)
-    launch.wait()
-    again = subprocess.run([*CLI, "launch", str(spec), "--workers", "1"], capture_output=True, text=True, timeout=300)
-    output = again.stdout + again.stderr
-    assert again.returncode == 0, output
-    assert "1 RUNNING in another process" in output and "nothing to run" not in output
-    trials = _trials("tiny", storage)
-    complete = sorted(t.params["remaining"] for t in trials if t.state == TrialState.COMPLETE)
-    assert complete == [0.5, 1.0]
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    print(output.splitlines()[0])
-
-
-def test_trials_a_killed_launch_never_logged_reach_mlflow_at_the_next_launch(tmp_path, mnist_dir):
-    """What kill -9 leaves in MLflow, made exactly: one finished trial with no run at all (it
-    ended before the relay sent it) and one whose run stayed RUNNING half-logged. The next launch,
-    with nothing left to run, logs both; no run stays RUNNING and no trial has two runs."""
-    from mlflow.tracking import MlflowClient
-
-    spec = _grid_spec(tmp_path, mnist_dir, None, [1.0, 0.6, 0.3],
-                      tracking={"mlflow": {"enabled": True, "log_models": False}})
-    first = subprocess.run([*CLI, "launch", str(spec), "--workers", "2", "--no-report"], capture_output=True,
-                           text=True, timeout=300)
-    assert first.returncode == 0, first.stdout + first.stderr
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tiny").experiment_id
-
-    def trial_runs():
-        runs = client.search_runs([experiment], "tags.`expander_sweeps.trial` != ''")
-        return sorted((int(r.data.tags["expander_sweeps.trial"]), r.info.status) for r in runs)
-
-    assert trial_runs() == [(0, "FINISHED"), (1, "FINISHED"), (2, "FINISHED")]
-    by_number = {int(r.data.tags["expander_sweeps.trial"]): r for r in client.search_runs(
-        [experiment], "tags.`expander_sweeps.trial` != ''")}
-    client.delete_run(by_number[1].info.run_id)
-    client.update_run(by_number[2].info.run_id, status="RUNNING")
-    again = subprocess.run([*CLI, "launch", str(spec), "--workers", "2"], capture_output=True, text=True, timeout=300)
-    output = again.stdout + again.stderr
-    assert again.returncode == 0, output
-    assert "mlflow lacked 2 finished trial(s)" in output, output
-    assert trial_runs() == [(0, "FINISHED"), (1, "FINISHED"), (2, "FINISHED")]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB tmpfs (mounting needs root; skipped with the reason where it is refused)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-def test_a_full_disk_is_one_line_and_the_next_launch_finishes_the_study(tmp_path, mnist_dir, small_disk):
-    spec = tiny_spec_dict(small_disk / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.3, 0.2, 0.1, 0.05]},
-                          study={"heartbeat_seconds": 1, "grace_seconds": 3},
-                          tracking={"mlflow": {"enabled": False}})
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    full = subprocess.run([*CLI, "launch", str(path), "--workers", "1"], capture_output=True, text=True, timeout=300)
-    output = full.stdout + full.stderr
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert full.returncode == 2 and "Traceback" not in output and len(errors) == 1, output
-    assert f"the disk that holds {small_disk / 'run'} is full" in errors[0]
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    again = subprocess.run([*CLI, "launch", str(path), "--workers", "1"], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    trials = _trials("tiny", f"sqlite:///{small_disk / 'run' / 'optuna.db'}")
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 11  # every grid point of `each`
 
 
 def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):

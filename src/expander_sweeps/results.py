@@ -9,7 +9,7 @@ and W&B, and in the report:
     n_test                              test examples behind every accuracy
     n_train                             training examples (dense training and fine-tuning)
     correct (study only, a dict)        per accuracy name, which test examples were right
-                                        (hex of packed bits): the report pairs a pruned trial
+                                        (base64 of packed bits): the report pairs a pruned trial
                                         with the dense trial of its seed on the same images
     W_xh/binary/lambda_2, step/weighted/delta_s, ...   spectra per graph and weighting, of the
                                         weights that were evaluated (after fine-tuning)
