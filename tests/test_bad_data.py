@@ -276,3 +276,25 @@ def test_a_loadable_cache_file_of_another_model_is_rebuilt_not_fatal(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="expander_sweeps"):
         assert cache.get_or_train("k", {"hidden": 8}, train, fits=model.load_state_dict).trained
     assert "another configuration" in caplog.text and len(calls) == 3
+
+
+def test_a_data_folder_this_user_may_not_read_is_one_line(tmp_path, monkeypatch):
+    """Root reads every folder, so the refusal is injected where the listing happens (the one
+    stand-in in this module): the launch says which folder, exit 2, no run folder."""
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    _wav(folder / "0_anna_0.wav")
+    real_iterdir = Path.iterdir
+
+    def refusing(path):
+        if path == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", refusing)
+    code, output = _launch(tmp_path, {"dataset": "fsdd", "root": str(folder), "seq_len": 20, "n_features": 8,
+                                      "sample_rate": 8000, "clip_seconds": 0.25})
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
+    assert f"{folder}: permission denied" in errors[0]
+    assert not (tmp_path / "run").exists()

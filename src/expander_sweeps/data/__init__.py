@@ -26,14 +26,18 @@ def load_dataset(spec: MnistDataSpec | AudioDataSpec | CustomDataSpec, cache_dir
                  spec_dir: Path | None = None) -> SequenceDataset:
     """Load, split and shape the dataset the spec names. Audio features are cached in `cache_dir`;
     a custom `data.loader` module may sit in `spec_dir` (the spec's folder)."""
-    if isinstance(spec, MnistDataSpec):
-        return load_mnist(spec)
-    if isinstance(spec, CustomDataSpec):
-        from ..factories import dataset_from_loader
+    try:
+        if isinstance(spec, MnistDataSpec):
+            return load_mnist(spec)
+        if isinstance(spec, CustomDataSpec):
+            from ..factories import dataset_from_loader
 
-        return dataset_from_loader(spec, spec_dir)
-    from .audio import load_audio  # torchaudio is imported only for audio datasets
+            return dataset_from_loader(spec, spec_dir)
+        from .audio import load_audio  # torchaudio is imported only for audio datasets
 
-    if cache_dir is None:
-        raise ValueError("audio datasets need a cache_dir for their features")
-    return load_audio(spec, Path(cache_dir))
+        if cache_dir is None:
+            raise ValueError("audio datasets need a cache_dir for their features")
+        return load_audio(spec, Path(cache_dir))
+    except PermissionError as err:  # a data folder or file this user may not read
+        raise DataError(f"{err.filename or getattr(spec, 'root', '')}: permission denied; make the data "
+                        "readable for this user, or point data.root at a copy that is") from None
