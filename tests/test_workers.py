@@ -60,7 +60,8 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
         trials = study_trials("tiny", postgres_url)
         if not any(t.state == TrialState.COMPLETE for t in trials):
             return None
-        return next((t for t in trials if t.state == TrialState.RUNNING
+        # Its point known: a worker marks a claimed trial as its own just before suggesting the point.
+        return next((t for t in trials if t.state == TrialState.RUNNING and t.params
                      and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
 
     try:
