@@ -22,12 +22,20 @@ CLI = [str(Path(sys.executable).parent / "expander-sweeps")]
     "dsn: host=db user=bob password=S3CRET dbname=x",
     "postgresql://u@h/db?sslmode=require&password=S3CRET",
     "token: S3CRET",
+    "tracking.mlflow.uri https://S3CRET@mlflow.example.org/ failed",  # a token as the user part
 ])
 def test_every_shape_loses_its_secret_and_keeps_the_rest(text):
     redacted = redact_secrets(text)
     assert "S3CRET" not in redacted and "***" in redacted
     before, after = text.split("S3CRET")
     assert before in redacted and after in redacted
+
+
+def test_a_web_token_in_the_user_part_is_redacted_but_a_database_user_is_kept():
+    from expander_sweeps.spec import redact_url
+
+    assert redact_url("https://S3CRET@mlflow.example.org/") == "https://***@mlflow.example.org/"
+    assert redact_url("postgresql+psycopg://bob@db/optuna") == "postgresql+psycopg://bob@db/optuna"
 
 
 def test_text_without_secrets_is_unchanged():
@@ -101,3 +109,18 @@ def test_a_launch_whose_mlflow_server_url_holds_a_password_never_prints_it(tmp_p
     output = result.stdout + result.stderr
     assert "warning: tracker 'mlflow' failed" in output and "bob:***@127.0.0.1:9" in output, output
     assert "S3CRET" not in output
+
+
+def test_validate_writes_the_resolved_spec_alone_to_stdout(tmp_path, mnist_dir):
+    """`validate SPEC > resolved.yaml` is valid YAML, loads back as the same spec, and long values
+    are not wrapped at a pipe's 80 columns; the verdict goes to stderr."""
+    from expander_sweeps.spec import load_spec
+
+    spec = tiny_spec_dict(tmp_path / ("a_long_run_folder_name_" * 4), mnist_dir)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = subprocess.run([*CLI, "validate", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "is valid" in result.stderr and "is valid" not in result.stdout
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(result.stdout)
+    assert load_spec(resolved).model_dump() == load_spec(path).model_dump()

@@ -642,14 +642,15 @@ def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
 
     spec = _load(spec_path, overrides)
     _check_import_paths(spec)
-    console.print(f"[green]{escape(spec_path)} is valid.[/]", highlight=False)
+    # The verdict on stderr, the spec alone on stdout: `validate SPEC > resolved.yaml` is YAML.
+    err_console.print(f"[green]{escape(spec_path)} is valid.[/]", highlight=False, soft_wrap=True)
     shown = spec.model_dump(mode="json")
     # URLs are printed without their passwords (a terminal log is not a place for them).
     if shown["study"]["storage"]:
         shown["study"]["storage"] = redact_url(shown["study"]["storage"])
     if shown["tracking"]["mlflow"]["uri"]:
         shown["tracking"]["mlflow"]["uri"] = redact_url(shown["tracking"]["mlflow"]["uri"])
-    console.print(redact_secrets(yaml.safe_dump(shown, sort_keys=False)), highlight=False, markup=False)
+    click.echo(redact_secrets(yaml.safe_dump(shown, sort_keys=False)), nl=False)  # as is: no wrapping at 80
 
 
 def _check_import_paths(spec: SweepSpec) -> None:

@@ -923,6 +923,8 @@ def redact_url(url: str) -> str:
     if "@" in address and not scheme.startswith("sqlite"):  # a password may hold "/", so not only the host part
         credentials, _, host = address.rpartition("@")
         user = credentials.split(":", 1)[0]
+        if ":" not in credentials and scheme.lower() in ("http", "https"):
+            user = "***"  # https://TOKEN@host: a web server's lone user part is a token, not a name
         address = f"{user}{':***' if ':' in credentials else ''}@{host}"
     if qmark:
         parts = []
@@ -941,10 +943,15 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?P<sep>\s*[=:]\s*)(?P<value>[^\s&'\",;)]+)")
 
 
+_WEB_TOKEN = re.compile(r"(?i)\b(https?://)[^\s:/@'\"<>]+@")
+
+
 def redact_secrets(text: str) -> str:
     """Any message without the secrets it may carry, whatever the shape of the URL in it: the
-    password of every `user:password@` and the value of every `password=`/`token=`-like setting."""
+    password of every `user:password@`, the token of `https://TOKEN@`, and the value of every
+    `password=`/`token=`-like setting."""
     text = _USERINFO.sub(lambda m: f"{m['user']}:***@", str(text))
+    text = _WEB_TOKEN.sub(lambda m: f"{m[1]}***@", text)
     return _SECRET_ASSIGNMENT.sub(lambda m: f"{m['name']}{m['sep']}***", text)
 
 
