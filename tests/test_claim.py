@@ -144,3 +144,23 @@ def test_compare_shows_each_seed_s_crossing_as_a_range():
     spread = _seed_spread(_frame(rows), spec)
     seed0 = 100 * math.exp(math.log(0.5) + (math.log(0.25) - math.log(0.5)) * 0.5)  # halfway in log(kept)
     assert spread[("W_hh", "binary", "Delta_R", "magnitude")] == f"seeds {seed0:.2f}-50.00%"
+
+
+@pytest.mark.slow
+def test_a_trial_records_its_split_sizes_and_hits_that_give_its_accuracies(tmp_path, mnist_dir):
+    """n_train / n_test are the sizes the trial really ran on (the tiny spec's 600 / 300), the
+    report header prints them, and the stored per-image hits reproduce every accuracy exactly."""
+    from expander_sweeps.claim_stats import unpack_correct
+    from expander_sweeps.reporting import _split_sizes
+    from expander_sweeps.trial import SweepContext, TrialPlan, run_trial
+
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, spectral={"graphs": ["layer"]},
+                                         masks={"remaining": [1.0, 0.3], "layers": ["W_hh"]}))
+    result = run_trial(SweepContext(spec), TrialPlan({"W_hh": 0.3}), tmp_path / "trial")
+    assert (result.metrics["n_train"], result.metrics["n_test"]) == (600.0, 300.0)
+    assert set(result.correct) == {"acc/clean", "acc/var_0.3"}
+    for name, packed in result.correct.items():
+        assert unpack_correct(packed, 300).mean() == result.metrics[name]
+    frame = pd.DataFrame([{"n_train": 600.0, "n_test": 300.0}, {"n_train": 600.0, "n_test": 300.0}])
+    assert _split_sizes(frame) == "trials ran on 600 training / 300 test examples"
+    assert _split_sizes(pd.DataFrame([{"n_test": 300.0}])) == "trials ran on training size not recorded / 300 test examples"

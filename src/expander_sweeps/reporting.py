@@ -797,11 +797,11 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
 
 def _split_sizes(frame: pd.DataFrame) -> str:
     """The training and test sizes the trials recorded (`n_train`, `n_test`), as they were."""
-    def sizes(column: str) -> str:
+    def sizes(column: str, what: str) -> str:
         if column not in frame or frame[column].isna().all():
-            return "not recorded"
-        return ", ".join(f"{int(v):,}" for v in sorted(frame[column].dropna().unique()))
-    return f"trials ran on {sizes('n_train')} training / {sizes('n_test')} test examples"
+            return f"{what} size not recorded"
+        return ", ".join(f"{int(v):,}" for v in sorted(frame[column].dropna().unique())) + f" {what}"
+    return f"trials ran on {sizes('n_train', 'training')} / {sizes('n_test', 'test')} examples"
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
