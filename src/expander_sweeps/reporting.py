@@ -118,24 +118,34 @@ class Panel:
             reference = reference.fillna(self.trials[fallback])
         return reference - self.trials[column]
 
-    def drop_errors(self, column: str) -> pd.Series:
-        """Standard error of each trial's drop. Paired (`claim_stats.paired_se`) where the trial and
-        the dense trial of its seed both stored which test examples they got right: they were
-        scored on the same images. Otherwise binomial, as if independent:
-        sqrt(p_d (1 - p_d) / n + p (1 - p) / n) with n test examples (`n_test`); NaN where n
-        was not recorded."""
+    def drop_errors(self, column: str, paired: pd.Series | None = None) -> pd.Series:
+        """Standard error of each trial's drop. Paired (`paired_errors`, or `paired` when the
+        caller has them) where the trial and the dense trial of its seed both stored which test
+        examples they got right: they were scored on the same images. Otherwise binomial, as if
+        independent: sqrt(p_d (1 - p_d) / n + p (1 - p) / n) with n test examples (`n_test`);
+        NaN where n was not recorded."""
         reference = self.drops(column) + self.trials[column]
         n = self.trials["n_test"] if "n_test" in self.trials else pd.Series(np.nan, index=self.trials.index)
         p = self.trials[column]
         errors = np.sqrt((reference * (1 - reference) + p * (1 - p)) / n)
-        paired = self.paired_errors(column)
-        return paired.fillna(errors)
+        return (self.paired_errors(column) if paired is None else paired).fillna(errors)
 
     def paired_errors(self, column: str) -> pd.Series:
-        """The paired standard error of each trial's drop; NaN where a side has no stored hits."""
+        """The paired standard error of each trial's drop (`claim_stats.paired_se`); NaN where a
+        side has no stored hits, or the seed has no single dense trial."""
         out = pd.Series(np.nan, index=self.trials.index)
-        if CORRECT_COLUMN not in self.trials:
+        if CORRECT_COLUMN not in self.trials or "n_test" not in self.trials:
             return out
+        hits = self.trials[CORRECT_COLUMN].map(lambda c: c.get(column) if isinstance(c, dict) else None)
+        dense = self.trials[self.trials[self.x] >= 1.0]
+        reference = {seed: group.iloc[0] for seed, group in hits[dense.index].dropna().groupby(dense["seed"])
+                     if len(group) == 1}  # the dense trial's hits, once per seed
+        for index, mine in hits.dropna().items():
+            partner = reference.get(self.trials.at[index, "seed"])
+            if partner is not None:
+                n = int(self.trials.at[index, "n_test"])
+                out[index] = paired_se(unpack_correct(partner, n), unpack_correct(mine, n))
+        return out
         hits = self.trials[CORRECT_COLUMN].map(lambda c: c.get(column) if isinstance(c, dict) else None)
         dense = self.trials[self.x] >= 1.0
         for index in self.trials.index:
@@ -315,7 +325,8 @@ def drop_points(panel: Panel, column: str, threshold: float) -> pd.DataFrame:
     """Per asked fraction: kept fraction, mean drop over seeds, its standard error (of the mean;
     paired where the trials allow, see `Panel.drop_errors`), whether it was paired, and whether
     it counts as a drop: mean > threshold and mean > 1.96 SE."""
-    drops, errors = panel.drops(column), panel.drop_errors(column)
+    paired = panel.paired_errors(column)  # unpacks every trial's hits: once per column
+    drops, errors = panel.drops(column), panel.drop_errors(column, paired)
     by = panel.trials[panel.x]
     seeds = drops.groupby(by).count()
     table = pd.DataFrame({
@@ -323,7 +334,7 @@ def drop_points(panel: Panel, column: str, threshold: float) -> pd.DataFrame:
         "drop": drops.groupby(by).mean(),
         "se": np.sqrt((errors ** 2).groupby(by).sum(min_count=1)) / seeds,
         "seeds": seeds,
-        "paired": panel.paired_errors(column).notna().groupby(by).all(),
+        "paired": paired.notna().groupby(by).all(),
     }).sort_index(ascending=False)
     table["margin"] = np.maximum(threshold, (Z_95 * table["se"]).fillna(0.0))
     table["dropped"] = table["drop"] > table["margin"]
