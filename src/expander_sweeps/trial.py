@@ -123,8 +123,9 @@ class SweepContext:
             metadata = {"accuracy": self.test_accuracies(model), "history": [vars(s) for s in history]}
             return model.state_dict(), metadata
 
-        cached = self.dense_cache.get_or_train(key, config, train, fits=self.new_model(seed).load_state_dict)
         model = self.new_model(seed)
+        # A cached file's weights are tried on this very model (another model's file is rebuilt).
+        cached = self.dense_cache.get_or_train(key, config, train, fits=model.load_state_dict)
         model.load_state_dict(cached.state_dict)
         return model, cached.trained, cached.metadata, self.dense_cache.path(key)
 
