@@ -142,7 +142,7 @@ class _ConsoleEvents:
         self.trials_task = None
         self.phase_task = None
 
-    def sweep_started(self, spec, to_run, done, data, device, running=0) -> None:
+    def sweep_started(self, spec, to_run, done, data, device, running=0, engine="") -> None:
         if to_run == 0 and running == 0:
             console.print(f"[green]All {done} trials of '{spec.name}' are finished; nothing to run.[/]")
             return
@@ -156,10 +156,17 @@ class _ConsoleEvents:
         console.print(f"  data: {data}", soft_wrap=True)
         console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, "
                       f"{spec.training.clipping}; masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
+        if engine:
+            console.print(f"  engine: {engine}", soft_wrap=True, highlight=False)
         self.trials_task = self.progress.add_task("trials", total=to_run + running)
 
     def trial_started(self, number, plan) -> None:
         self.progress.update(self.trials_task, description=f"trial {number}: {plan.label()}")
+
+    def group_started(self, numbers, plans) -> None:
+        first, last = plans[0].label(), plans[-1].label()
+        self.progress.update(self.trials_task, description=(
+            f"trials {', '.join(str(n) for n in numbers)} batched: {first}" + (f" ... {last}" if len(plans) > 1 else "")))
 
     def phase_started(self, phase, epochs, batches) -> None:
         if self.phase_task is not None:
@@ -186,6 +193,8 @@ class _ConsoleEvents:
             if dr is not None:
                 bounds.append(f"{layer} ΔR {_signed(dr)} ΔS {_signed(ds)}")
         dense = "dense trained" if result.dense_trained else "dense cached"
+        if result.params.get("engine") == "batched":  # its share of its group's time
+            dense += f", batched with {result.params['group_size'] - 1} other(s)"
         self.progress.console.print(
             f"{self.label}trial {number:>3} | {plan.label()} | {accs} | {'; '.join(bounds) or 'dense'} | "
             f"{dense}, {result.seconds:.1f}s", highlight=False, soft_wrap=True)

@@ -334,6 +334,18 @@ class TrainingSpec(_Strict):
         "auto", description="`auto`: CUDA when available, else CPU."
     )
     eval_batch_size: int = Field(2048, ge=1, le=1_000_000, description="Batch size of evaluation passes.")
+    engine: Literal["auto", "per_trial", "batched"] = Field(
+        "auto",
+        description="How fine-tuning trials run. `batched`: the trials of one dense model (grid "
+        "points that differ only in their masks) are fine-tuned together as one stacked model, "
+        "the same numbers up to float rounding. `per_trial`: one model at a time. `auto`: batched "
+        "on CUDA, per_trial on a CPU. A model from model.factory, and a sampled study, run per_trial.",
+    )
+    group_size: int = Field(
+        32, ge=1, le=4096,
+        description="The batched engine's most trials in one group (fewer when device memory or "
+        "a fair share among workers says so).",
+    )
     clip_grad_norm: float | None = Field(
         None,
         gt=0.0,

@@ -35,7 +35,7 @@ from .space import grid_plans, params_of, point_key
 from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
-           "enqueue_grid", "claim_waiting", "heartbeat", "fail_stale", "running_trials", "record_result",
+           "enqueue_grid", "claim_waiting", "claim_trial", "waiting_trials", "trial_point", "heartbeat", "fail_stale", "running_trials", "record_result",
            "read_result", "store_trial_artifacts", "artifact_dir", "fractions_on_log_scale", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
@@ -150,7 +150,7 @@ def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 # ----------------------------------------------------------------------------- grid points
-def _trial_point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def trial_point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     # An enqueued trial carries its point in fixed_params until its parameters are suggested.
     return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
@@ -159,7 +159,7 @@ def enqueue_points(study: optuna.Study, points: list[dict[str, Any]], spec: Swee
     """Enqueue the points that no trial holds: finished, running (here or in another worker; a
     dead worker's trial comes back through the heartbeat retry) or waiting."""
     states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    taken = {point_key(_trial_point(t), spec) for t in study.get_trials(deepcopy=False, states=states)}
+    taken = {point_key(trial_point(t), spec) for t in study.get_trials(deepcopy=False, states=states)}
     for params in points:
         if point_key(params, spec) not in taken:
             study.enqueue_trial(params)
@@ -326,23 +326,35 @@ class StudyState:
 
 # ----------------------------------------------------------------------------- claims and heartbeats
 def claim_waiting(study: optuna.Study, spec: SweepSpec, only: dict[str, Any] | None = None) -> optuna.Trial | None:
-    """Take one WAITING trial (with the point `only`, if given) for this process. The
-    storage's conditional update makes the claim atomic: of several workers reaching for the
-    same trial, exactly one gets it."""
+    """Take one WAITING trial (with the point `only`, if given) for this process."""
     wanted = point_key(only, spec) if only is not None else None
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if wanted is not None and point_key(_trial_point(frozen), spec) != wanted:
+        if wanted is not None and point_key(trial_point(frozen), spec) != wanted:
             continue
-        # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
-        # never a RUNNING one without a heartbeat (which no one would ever find stale).
-        with contextlib.suppress(Exception):  # two workers racing to insert the same heartbeat row
-            study._storage.record_heartbeat(frozen._trial_id)
-        try:
-            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, frozen._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        trial = claim_trial(study, frozen)
+        if trial is not None:
+            return trial
     return None
+
+
+def claim_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.Trial | None:
+    """Take the WAITING trial `frozen` for this process, or None when another took it first. The
+    storage's conditional update makes the claim atomic: of several workers reaching for the
+    same trial, exactly one gets it."""
+    # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
+    # never a RUNNING one without a heartbeat (which no one would ever find stale).
+    with contextlib.suppress(Exception):  # two workers racing to insert the same heartbeat row
+        study._storage.record_heartbeat(frozen._trial_id)
+    try:
+        if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+            return optuna.Trial(study, frozen._trial_id)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    return None
+
+
+def waiting_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
 @contextlib.contextmanager

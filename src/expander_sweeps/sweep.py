@@ -9,6 +9,7 @@ reruns a finished one. Other samplers draw points until the study holds `n_trial
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -27,12 +29,13 @@ from optuna.trial import TrialState
 
 from .pacing import LAG_FILE_VARIABLE, Pacer, lag_from_file
 from .results import CORRECT_ATTR
-from .space import TrialPlan, suggest_plan
+from .space import TrialPlan, plan_of, suggest_plan
 from .spec import SweepSpec
 from .study import (
     SpecMismatch,
     StorageError,
     bind_spec,
+    claim_trial,
     claim_waiting,
     enqueue_grid,
     enqueue_points,
@@ -44,9 +47,12 @@ from .study import (
     running_trials,
     store_trial_artifacts,
     sweep_lock,
+    trial_point,
+    waiting_trials,
 )
 from .tracking import TrialRecord, build_trackers
 from .trial import SweepContext, TrialHooks, TrialResult, run_trial, trial_params
+from .trial_group import choose_engine, group_key, group_limit, run_group
 
 __all__ = ["SweepEvents", "LaunchResult", "StorageError", "SpecMismatch", "open_study", "launch_study", "describe_failure"]
 
@@ -55,11 +61,15 @@ class SweepEvents:
     """What a sweep reports as it runs; the CLI draws progress from it. Every method is a no-op here."""
 
     def sweep_started(self, spec: SweepSpec, to_run: int, done: int, data: str, device: str,
-                      running: int = 0) -> None:
+                      running: int = 0, engine: str = "") -> None:
         """`to_run` trials wait for a worker; `running` more are RUNNING elsewhere (a live worker's,
-        or a dead one's that this process reruns once its heartbeat is stale)."""
+        or a dead one's that this process reruns once its heartbeat is stale). `engine`: how
+        trials are fine-tuned, and why (trial_group.choose_engine)."""
 
     def trial_started(self, number: int, plan: TrialPlan) -> None: ...
+
+    def group_started(self, numbers: list[int], plans: list[TrialPlan]) -> None:
+        """Trials `numbers` start together, fine-tuned as one batch (the batched engine)."""
 
     def phase_started(self, phase: str, epochs: int, batches: int) -> None: ...
 
@@ -123,7 +133,8 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
         events.sweep_started(spec, 0, done, "", "")
         return LaunchResult(study, 0, 0)
 
-    events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device), running)
+    engine = choose_engine(spec, ctx.device, point is not None)
+    events.sweep_started(spec, to_run, done, ctx.description, str(ctx.device), running, engine.why)
     trackers.begin(spec, study)
     pace = _pacer(spec, trackers, events)
     ran = failed = 0
@@ -132,10 +143,18 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     try:
         with _terminate_as_interrupt():
             for trial in _claimed_trials(study, spec, point, events):
-                with heartbeat(study, trial._trial_id, spec.study.heartbeat_seconds):
-                    completed = _run_one(trial, spec, ctx, trackers, events, log_scale, pace)
-                ran += 1
-                failed += not completed
+                group = [trial]
+                if engine.engine == "batched":
+                    group += _claim_partners(study, spec, ctx, trial)
+                with contextlib.ExitStack() as beating:
+                    for member in group:  # each trial keeps its own heartbeat
+                        beating.enter_context(heartbeat(study, member._trial_id, spec.study.heartbeat_seconds))
+                    if len(group) == 1:
+                        completed = [_run_one(trial, spec, ctx, trackers, events, log_scale, pace)]
+                    else:
+                        completed = _run_group(group, spec, ctx, trackers, events, log_scale, pace)
+                ran += len(group)
+                failed += completed.count(False)
         every_trial_ran = True
     finally:
         trackers.end_sweep()
@@ -221,44 +240,135 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
     try:
         plan = suggest_plan(trial, spec, log_scale)
         events.trial_started(trial.number, plan)
-        trackers.start_trial(trial.number, {**trial_params(spec, plan), **ctx.provenance})
-
+        trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "per_trial", 1))
         learning_curve = len(trial.study.directions) == 1  # Optuna keeps intermediate values for one objective
 
         def on_epoch(stats) -> None:
             events.epoch_done(stats)
-            trackers.log_epoch(stats.phase, stats.epoch, stats.loss, stats.train_accuracy)
-            if learning_curve and stats.phase == "finetune":
-                # optuna-dashboard's learning curve: the fine-tuning train accuracy per epoch.
-                trial.report(stats.train_accuracy, stats.epoch)
+            _log_epoch(trial, trackers, stats, learning_curve)
 
-        # Off by default: a thread count that follows the trackers' timing makes the numbers too.
-        lends_threads = spec.tracking.lend_thread and ctx.device.type == "cpu"
-
-        def on_batch() -> None:
-            events.batch_done()
-            pace()
-            if lends_threads:
-                trackers.between_batches()
-
+        on_batch = _batch_callback(spec, ctx, trackers, events, pace)
         hooks = TrialHooks(on_phase=events.phase_started, on_batch=on_batch, on_epoch=on_epoch)
         result = run_trial(ctx, plan, spec.run_path / "trials" / f"{trial.number:05d}", hooks)
     except Exception as err:
-        trial.set_user_attr("error", describe_failure(err))
-        trial.set_user_attr("traceback", "".join(traceback.format_exception(err)))
-        trial.study.tell(trial, state=TrialState.FAIL)
-        trackers.end_trial("FAILED")
-        events.trial_failed(trial.number, plan, err)
+        _record_failure(trial, trackers, events, plan, err)
         return False
     except KeyboardInterrupt:
-        trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); rerun at the next launch")
-        trial.study.tell(trial, state=TrialState.FAIL)
+        _record_interrupt(trial)
         trackers.end_trial("KILLED")
         raise
+    _record_success(trial, spec, ctx, trackers, events, plan, result, "per_trial", 1)
+    return True
+
+
+def _claim_partners(study: optuna.Study, spec: SweepSpec, ctx: SweepContext, trial: optuna.Trial) -> list[optuna.Trial]:
+    """WAITING trials that share `trial`'s dense model, claimed for this process to fine-tune with
+    it (trial_group.group_limit says how many)."""
+    key = group_key(plan_of(trial_point(study._storage.get_trial(trial._trial_id)), spec))
+    partners = [f for f in waiting_trials(study) if group_key(plan_of(trial_point(f), spec)) == key]
+    limit = group_limit(spec, ctx, len(partners) + 1)
+    claimed = []
+    for frozen in partners:
+        if len(claimed) >= limit - 1:
+            break
+        member = claim_trial(study, frozen)
+        if member is not None:
+            claimed.append(member)
+    return claimed
+
+
+def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
+               log_scale: bool, pace: Pacer) -> list[bool]:
+    """Trials of one dense model fine-tuned together (trial_group.run_group); each is then told to
+    the study and the trackers exactly as `_run_one` tells it. Per trial, whether it completed."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    plans: dict[int, TrialPlan] = {}
+    completed = [False] * len(trials)
+    for index, trial in enumerate(trials):
+        trial.set_user_attr("worker", worker)
+        try:
+            plans[index] = suggest_plan(trial, spec, log_scale)
+        except Exception as err:  # a point this spec cannot read fails alone
+            trackers.start_trial(trial.number, {})
+            _record_failure(trial, trackers, events, None, err)
+    members = sorted(plans)
+    if not members:
+        return completed
+    events.group_started([trials[i].number for i in members], [plans[i] for i in members])
+    hooks = TrialHooks(on_phase=events.phase_started, on_batch=_batch_callback(spec, ctx, trackers, events, pace),
+                       on_epoch=events.epoch_done)
+    folders = [spec.run_path / "trials" / f"{trials[i].number:05d}" for i in members]
+    try:
+        outcomes = run_group(ctx, [plans[i] for i in members], folders, hooks)
+    except Exception as err:  # the dense model could not be had: every trial of the group fails
+        outcomes = [err] * len(members)
+    except KeyboardInterrupt:
+        for index in members:
+            _record_interrupt(trials[index])
+        raise
+    size = len(members)
+    for index, outcome in zip(members, outcomes, strict=True):
+        trial, plan = trials[index], plans[index]
+        trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "batched", size))
+        if isinstance(outcome, Exception):
+            _record_failure(trial, trackers, events, plan, outcome)
+            continue
+        # The curves the per-trial engine logs as it trains, logged now that training is over.
+        learning_curve = len(trial.study.directions) == 1
+        for stats in outcome.dense_history + outcome.history:
+            _log_epoch(trial, trackers, SimpleNamespace(**stats), learning_curve)
+        _record_success(trial, spec, ctx, trackers, events, plan, outcome, "batched", size)
+        completed[index] = True
+    return completed
+
+
+def _start_params(spec: SweepSpec, ctx: SweepContext, plan: TrialPlan, engine: str, group_size: int) -> dict:
+    """A trial's parameters as the trackers get them when it starts (and the study when it ends)."""
+    return {**trial_params(spec, plan), **ctx.provenance, "engine": engine, "group_size": group_size}
+
+
+def _log_epoch(trial: optuna.Trial, trackers, stats, learning_curve: bool) -> None:
+    trackers.log_epoch(stats.phase, stats.epoch, stats.loss, stats.train_accuracy)
+    if learning_curve and stats.phase == "finetune":
+        # optuna-dashboard's learning curve: the fine-tuning train accuracy per epoch.
+        trial.report(stats.train_accuracy, stats.epoch)
+
+
+def _batch_callback(spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents, pace: Pacer):
+    # Off by default: a thread count that follows the trackers' timing makes the numbers too.
+    lends_threads = spec.tracking.lend_thread and ctx.device.type == "cpu"
+
+    def on_batch() -> None:
+        events.batch_done()
+        pace()
+        if lends_threads:
+            trackers.between_batches()
+
+    return on_batch
+
+
+def _record_failure(trial: optuna.Trial, trackers, events: SweepEvents, plan: TrialPlan | None,
+                    err: Exception) -> None:
+    trial.set_user_attr("error", describe_failure(err))
+    trial.set_user_attr("traceback", "".join(traceback.format_exception(err)))
+    trial.study.tell(trial, state=TrialState.FAIL)
+    trackers.end_trial("FAILED")
+    events.trial_failed(trial.number, plan, err)
+
+
+def _record_interrupt(trial: optuna.Trial) -> None:
+    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); rerun at the next launch")
+    trial.study.tell(trial, state=TrialState.FAIL)
+
+
+def _record_success(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
+                    plan: TrialPlan, result: TrialResult, engine: str, group_size: int) -> None:
+    """A finished trial: the study has it all first; the trackers get it on their own thread or process."""
     if ctx.device.type == "cpu":  # the numbers depend on it (README, "Same spec, same numbers?")
+        lends_threads = spec.tracking.lend_thread
         trial.set_user_attr("cpu_threads", "varied (tracking.lend_thread)" if lends_threads
                             else torch.get_num_threads())
-    # The study has it all first; the trackers get it on their own thread or process.
+    result.params.update(engine=engine, group_size=group_size)
     record_result(trial, result.params, result.metrics, result.files, result.dense_trained, result.seconds,
                   spec.run_path)
     if result.correct:  # which test examples were right: the report's paired standard errors
@@ -267,7 +377,6 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
     trial.study.tell(trial, _objective_values(spec, result, plan))
     trackers.finish_trial(TrialRecord(trial.number, result.params, result.metrics, files=result.files))
     events.trial_finished(trial.number, plan, result)
-    return True
 
 
 def _objective_values(spec: SweepSpec, result: TrialResult, plan: TrialPlan) -> list[float]:

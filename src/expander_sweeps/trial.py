@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt  # imsave only; no figure, no display needed
 import numpy as np
@@ -31,7 +32,7 @@ from .tracking import mlflow_model
 from .train import EpochStats, accuracy, correct_predictions, fit, resolve_device
 from .workers import dense_threads
 
-__all__ = ["TrialHooks", "TrialResult", "SweepContext", "run_trial"]
+__all__ = ["TrialHooks", "TrialResult", "SweepContext", "PreparedTrial", "prepare_trial", "finish_trial", "run_trial"]
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TrialResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     correct: dict[str, str] = field(default_factory=dict)  # accuracy name -> packed per-example hits
+    dense_history: list[dict] = field(default_factory=list)  # the dense epochs, when trained in this trial
 
 
 class SweepContext:
@@ -250,34 +252,77 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
     return params
 
 
-def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialHooks | None = None) -> TrialResult:
-    """Dense model -> masks -> spectra -> fine-tune with masks held -> accuracy at every noise level."""
-    hooks = hooks or TrialHooks()
+@dataclass
+class PreparedTrial:
+    """A trial up to its fine-tuning: its dense model with the masks applied (and held), the
+    spectra at mask time and the metrics so far."""
+
+    plan: TrialPlan
+    spec: SweepSpec
+    model: SequenceClassifier
+    masks: dict[str, torch.Tensor]
+    holder: MaskHolder
+    masks_np: dict[str, np.ndarray]
+    at_mask: dict[str, dict]
+    metrics: dict[str, float]
+    dense_trained: bool
+    dense_meta: dict
+    dense_file: Path
+    started: float
+    # Set by a batched group (trial_group.py): (history, accuracies, packed hits), or its error.
+    outcome: Any = None
+
+
+def prepare_trial(ctx: SweepContext, plan: TrialPlan, hooks: TrialHooks,
+                  dense: tuple[dict, bool, dict, Path] | None = None) -> PreparedTrial:
+    """Dense model (cached or trained now; `dense`: its state_dict, whether it was trained now,
+    metadata and file, when the caller already has it) -> masks -> spectra at mask time."""
     spec = ctx.spec.for_trial(plan.seed, plan.mask_method)
     started = time.perf_counter()
-    model, dense_trained, dense_meta, dense_file = ctx.dense_model(spec, plan.train_variance, hooks)
+    if dense is None:
+        model, dense_trained, dense_meta, dense_file = ctx.dense_model(spec, plan.train_variance, hooks)
+    else:
+        state, dense_trained, dense_meta, dense_file = dense
+        model = ctx.new_model(spec.training.seed)
+        model.load_state_dict(state)
     metrics = {f"dense/{k}": v for k, v in dense_meta.get("accuracy", {}).items()}
-
     masks = _masks_for(spec, model, plan)
     holder = MaskHolder(model.matrices(), masks)  # zeroes the masked weights now
-    metrics.update(ctx.test_accuracies(model, prefix="masked/"))
-
     masks_np = {n: m.cpu().numpy().astype(np.uint8) for n, m in masks.items()}
     # The weighted graphs as they were when the mask was chosen; the layer and step graphs only
     # (the unrolled one is the costly one, and its fine-tuned version is what matters).
     at_mask = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len, weighted_only=True, unrolled=False)
     for name, mask in masks_np.items():
         metrics[kept_key(name)] = float(mask.mean())
+    return PreparedTrial(plan, spec, model, masks, holder, masks_np, at_mask, metrics, dense_trained,
+                         dense_meta, dense_file, started)
 
-    history = ctx.train_phase(model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
-                       hooks, holder, plan.train_variance)
-    accuracies, correct = ctx.test_predictions(model)
+
+def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialHooks | None = None) -> TrialResult:
+    """Dense model -> masks -> spectra -> fine-tune with masks held -> accuracy at every noise level."""
+    hooks = hooks or TrialHooks()
+    prepared = prepare_trial(ctx, plan, hooks)
+    prepared.metrics.update(ctx.test_accuracies(prepared.model, prefix="masked/"))
+    spec = prepared.spec
+    history = ctx.train_phase(prepared.model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
+                              hooks, prepared.holder, plan.train_variance)
+    accuracies, correct = ctx.test_predictions(prepared.model)
+    return finish_trial(ctx, prepared, history, accuracies, correct, trial_dir,
+                        time.perf_counter() - prepared.started)
+
+
+def finish_trial(ctx: SweepContext, prepared: PreparedTrial, history: list[EpochStats],
+                 accuracies: dict[str, float], correct: dict[str, str], trial_dir: Path,
+                 seconds: float) -> TrialResult:
+    """A fine-tuned trial's spectra, files and result (the same for either engine)."""
+    spec, plan, model, masks_np = prepared.spec, prepared.plan, prepared.model, prepared.masks_np
+    metrics = dict(prepared.metrics)
     metrics.update(accuracies)
     metrics["n_test"] = float(len(ctx.y_test))
     metrics["n_train"] = float(len(ctx.x_train))
     # Spectra of the weights that were evaluated and saved: after fine-tuning.
     spectra = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len)
-    spectra.update({key.replace("/weighted", "/weighted_at_mask"): values for key, values in at_mask.items()})
+    spectra.update({key.replace("/weighted", "/weighted_at_mask"): values for key, values in prepared.at_mask.items()})
     for graph, values in spectra.items():
         for quantity, value in values.items():
             if quantity != "status":
@@ -290,7 +335,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         "spectra": str(trial_dir / "spectra.json"),
         "history": str(trial_dir / "history.json"),
         "example": str(trial_dir / "example.npy"),
-        "dense_checkpoint": str(dense_file),  # lineage, not uploaded per trial
+        "dense_checkpoint": str(prepared.dense_file),  # lineage, not uploaded per trial
     }
     np.savez_compressed(files["masks"], **masks_np)
     for name, mask in masks_np.items():
@@ -300,7 +345,7 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     save_checkpoint(files["checkpoint"], model, spec.model.model_dump(), ctx.features, ctx.num_classes,
                     plan.remaining, str(spec.spec_dir) if spec.spec_dir else None)
     Path(files["spectra"]).write_text(json.dumps(spectra, indent=2, allow_nan=True))
-    dense_history = dense_meta.get("history", []) if dense_trained else []
+    dense_history = prepared.dense_meta.get("history", []) if prepared.dense_trained else []
     Path(files["history"]).write_text(json.dumps(dense_history + [vars(s) for s in history], indent=2))
     # A real test input of shape (1, k, features): what a logged model is checked against.
     example = ctx.x_test_by_variance[0.0][:1].cpu().numpy()
@@ -313,8 +358,9 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
         metrics=metrics,
         spectra=spectra,
         files=files,
-        dense_trained=dense_trained,
-        seconds=time.perf_counter() - started,
+        dense_trained=prepared.dense_trained,
+        seconds=seconds,
         history=[vars(s) for s in history],
         correct=correct,
+        dense_history=dense_history,
     )

@@ -31,6 +31,7 @@ __all__ = ["visible_gpus", "usable_cores", "default_workers", "default_worker_pl
 
 OVERRIDES_VARIABLE = "EXPANDER_SWEEPS_WORKER_OVERRIDES"
 SHARE_VARIABLE = "EXPANDER_SWEEPS_CPU_SHARE"  # "workers/cores" of a CPU launch, for dense_threads
+WORKER_COUNT_VARIABLE = "EXPANDER_SWEEPS_WORKER_COUNT"  # how many workers a launch started
 WORKERS_VARIABLE = "EXPANDER_SWEEPS_WORKERS"  # the default of `launch --workers`, for a whole machine or CI
 
 
@@ -214,6 +215,7 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
         # --set values travel in the environment, not on the command line, where `ps` shows
         # them to every user of the machine (a storage URL may hold a password).
         env[OVERRIDES_VARIABLE] = json.dumps(list(overrides))
+        env[WORKER_COUNT_VARIABLE] = str(count)  # the batched engine's groups share the trials out
         if untracked:
             env["EXPANDER_SWEEPS_TRACKERS"] = "off"
         if lag_file is not None:
