@@ -228,16 +228,18 @@ def _launch(tmp_path, mnist_dir, engine: str, workers: int = 1):
     assert done.returncode == 0, done.stdout + done.stderr
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'run' / 'optuna.db'}")
     trials = {tuple(sorted(t.params.items())): t for t in study.trials}
-    return done.stdout, trials
+    return done.stdout, trials, (folder / "run" / "report" / "report.md").read_text()
 
 
 @pytest.mark.slow
 def test_a_batched_launch_records_what_a_per_trial_launch_records(tmp_path, mnist_dir):
     """The real CLI, both engines, two workers for the batched one: the same trials, each with the
     same attributes, files and numbers (to float rounding), and its engine and group size."""
-    _, per_trial = _launch(tmp_path, mnist_dir, "per_trial")
-    output, batched = _launch(tmp_path, mnist_dir, "batched", workers=2)
+    _, per_trial, report_alone = _launch(tmp_path, mnist_dir, "per_trial")
+    output, batched, report = _launch(tmp_path, mnist_dir, "batched", workers=2)
     assert "engine: batched" in output and "batched with" in output
+    assert "- fine-tuning engine: per trial for 9 trial(s)" in report_alone
+    assert "- fine-tuning engine: batched for " in report
     assert set(per_trial) == set(batched) and len(batched) == 9
     assert sum(t.user_attrs["engine"] == "batched" for t in batched.values()) >= 6
     for point, alone in per_trial.items():

@@ -116,3 +116,23 @@ def test_a_full_disk_is_one_line_and_the_next_launch_finishes_the_study(tmp_path
     trials = study_trials("tiny", f"sqlite:///{small_disk / 'run' / 'optuna.db'}")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 11  # every grid point of `each`
+
+
+def test_a_kill_in_the_middle_of_a_batched_group_loses_and_duplicates_nothing(tmp_path, mnist_dir):
+    """kill -9 while a group of trials is fine-tuned together: every trial of the group is RUNNING
+    with its own heartbeat, goes stale, and the relaunch runs each point exactly once more."""
+    spec = grid_spec(tmp_path, mnist_dir, None, [1.0, 0.5, 0.2, 0.1], training={
+        "epochs": 1, "finetune_epochs": 30, "batch_size": 32, "engine": "batched"})
+    database = tmp_path / "run" / "optuna.db"
+    launch = subprocess.Popen([*CLI, "launch", str(spec), "--workers", "1"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: _states(database).count("RUNNING") == 4, 180, "a group of four trials to be running")
+    os.killpg(launch.pid, signal.SIGKILL)
+    launch.wait()
+    again = subprocess.run([*CLI, "launch", str(spec), "--workers", "1"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = study_trials("tiny", f"sqlite:///{database}")
+    complete = sorted(t.params["remaining"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == [0.1, 0.2, 0.5, 1.0]  # each point once: nothing lost, nothing twice
+    assert {t.user_attrs["engine"] for t in trials if t.state == TrialState.COMPLETE} == {"batched"}
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

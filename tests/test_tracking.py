@@ -178,12 +178,15 @@ def _secrets_on_command_lines(command: list[str], launch_pid: int, found: set, s
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, mnist_dir, mlflow_server):
-    """A tiny sweep by two workers against a real MLflow server, with W&B offline too, and
+    """A tiny sweep by two workers (batched engine) against a real MLflow server, with W&B offline too, and
     planted secrets: a W&B key in the environment, a password in the storage URL
     (?password=) and one in the MLflow URI (user:password@), both given by --set."""
     folder = tmp_path_factory.mktemp("tracked")
+    # The batched engine (forced on a CPU): its trials must reach MLflow and W&B exactly as
+    # per-trial ones do (other tests here run per trial, the CPU's default).
     spec = _write(folder, mnist_dir, tracking={"mlflow": {"uri": mlflow_server.uri},
-                                               "wandb": {"enabled": True, "mode": "offline"}})
+                                               "wandb": {"enabled": True, "mode": "offline"}},
+                  training={"engine": "batched"})
     command = [str(BIN / "expander-sweeps"), "launch", str(spec), "--workers", "2",
                "--set", f"study.storage=sqlite:///{folder / 'run' / 'optuna.db'}?password={SECRETS['storage password']}",
                "--set", f"tracking.mlflow.uri=http://alice:{SECRETS['mlflow password']}@127.0.0.1:{mlflow_server.port}"]

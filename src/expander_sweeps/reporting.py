@@ -720,6 +720,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         f"- data: {spec.data.summary}; {_split_sizes(frame)}",
         f"- training: {spec.training.epochs} dense + {spec.training.finetune_epochs} fine-tuning epochs, "
         f"lr {spec.training.lr:g}, batch {spec.training.batch_size}, {spec.training.clipping}, seed(s) {seeds}",
+        f"- fine-tuning engine: {_engines(frame)}",
         f"- masks: {', '.join(spec.masks.methods)}, schedule {spec.masks.schedule}, layers "
         f"{', '.join(spec.masks.layers)} (W_hy dense)",
         f"- noise: p = {spec.noise.fraction:g}, variances {', '.join(f'{v:g}' for v in spec.noise.variances)}"
@@ -804,6 +805,22 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         lines += ["## Figures", "", "Each figure is also saved as SVG and PDF beside the PNG (vector, for papers).", ""]
         lines += [f"![{p.stem}]({p.name}) ([SVG]({p.stem}.svg), [PDF]({p.stem}.pdf))" for p in figures] + [""]
     return "\n".join(lines)
+
+
+def _engines(frame: pd.DataFrame) -> str:
+    """How the trials were fine-tuned (`engine`, `group_size` per trial): the batched engine's
+    numbers equal the per-trial engine's up to float rounding."""
+    if "engine" not in frame or frame["engine"].isna().all():
+        return "not recorded (trials of an older version: per trial)"
+    parts = []
+    for engine, rows in frame.groupby(frame["engine"].fillna("not recorded")):
+        if engine == "batched":
+            sizes = rows["group_size"].dropna().astype(int)
+            parts.append(f"batched for {len(rows)} trial(s), in groups of {sizes.min()}-{sizes.max()} "
+                         "(one stacked model per group; the same numbers as per trial up to float rounding)")
+        else:
+            parts.append(f"{str(engine).replace('_', ' ')} for {len(rows)} trial(s)")
+    return "; ".join(parts)
 
 
 def _split_sizes(frame: pd.DataFrame) -> str:
