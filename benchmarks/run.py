@@ -19,7 +19,8 @@ Sections:
   cores       the quickstart by `launch`'s CPU default (one single-threaded worker per core) vs
               `--workers 1` (one process, torch's threads): wall-time ratio
   tracking    benchmarks/tracking_overhead.py: the quickstart with and without trackers
-  gpu         with CUDA: samples/s vs cuDNN's standalone RNN/LSTM at the same shapes
+  gpu         with CUDA: samples/s vs cuDNN's standalone RNN/LSTM at the same shapes and vs a
+              minimal training loop; then benchmarks/batched_engine.py --grid (engines, workers)
 """
 
 from __future__ import annotations
@@ -361,9 +362,36 @@ def bench_gpu(args) -> None:
                 out[:, -1].sum().backward()
         torch.cuda.synchronize()
         bare = time.perf_counter() - started
+        # A whole minimal training loop: the recurrent layer, a readout, cross entropy and fused
+        # Adam over contiguous batches; what the project's trainer adds to it is its own cost.
+        loop = _minimal_loop_seconds(cell, features, x, y, 2)
         n = 2 * len(x)
-        line(f"{cell} k={steps}: project / bare cuDNN samples/s",
+        line(f"{cell} k={steps}: project / bare cuDNN samples/s (forward + backward of the layer alone)",
              f"{n / project:,.0f} / {n / bare:,.0f}  ratio {bare / project:.2f}")
+        line(f"{cell} k={steps}: project / minimal PyTorch training loop samples/s",
+             f"{n / project:,.0f} / {n / loop:,.0f}  ratio {loop / project:.2f}")
+    print("\n[gpu] the batched engine: N masked models one after another vs stacked, and the paper's grid "
+          "per engine and workers (benchmarks/batched_engine.py --grid)", flush=True)
+    subprocess.run([sys.executable, str(HERE / "batched_engine.py"), "--grid"], check=True)
+
+
+def _minimal_loop_seconds(cell: str, features: int, x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+    torch.manual_seed(0)
+    rnn = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(features, 128, batch_first=True).to(x.device)
+    readout = torch.nn.Linear(128, 10).to(x.device)
+    params = [*rnn.parameters(), *readout.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(epochs):
+        for start in range(0, len(x), 128):
+            out, _ = rnn(x[start:start + 128])
+            loss = torch.nn.functional.cross_entropy(readout(out[:, -1]), y[start:start + 128])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------- cores and tracking

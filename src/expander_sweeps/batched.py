@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .data import add_noise
 from .models import SequenceClassifier
-from .train import EpochStats, divergence_hint
+from .train import EpochStats, adam, divergence_hint
 
 __all__ = ["StackedClassifier", "StackedMasks", "BatchedFit", "fit_batched", "correct_predictions_batched",
            "per_model_bytes"]
@@ -185,7 +185,7 @@ def fit_batched(
     device = x.device
     count = model.count
     parameters = list(model.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+    optimizer = adam(parameters, lr, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     histories: list[list[EpochStats]] = [[] for _ in range(count)]
     errors: list[BaseException | None] = [None] * count

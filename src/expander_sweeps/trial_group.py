@@ -75,13 +75,14 @@ def group_limit(spec: SweepSpec, ctx: SweepContext, waiting: int) -> int:
     """How many trials this worker takes into its next group, `waiting` (its first one included)
     being the trials of that dense model still waiting: at most `training.group_size`, at most
     its fair share when several workers take trials of one study (so that no worker idles while
-    another holds everything), and no more than fits in MEMORY_SHARE of the free device memory."""
+    another holds everything), and no more than fits in its share of the free device memory
+    (MEMORY_SHARE of it, divided among the workers)."""
     workers = _worker_count()
     limit = min(spec.training.group_size, max(1, math.ceil(waiting / workers)))
     if ctx.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(ctx.device)
         one = per_model_bytes(ctx.new_model(0), spec.training.batch_size, ctx.seq_len)
-        limit = min(limit, max(1, int(free * MEMORY_SHARE) // max(1, one)))
+        limit = min(limit, max(1, int(free * MEMORY_SHARE / workers) // max(1, one)))
     return limit
 
 
