@@ -4,8 +4,8 @@
     python benchmarks/batched_engine.py --grid         # and the paper's RNN grid launched, per engine
                                                        # and workers (GPU: utilisation sampled too)
 
-models: N masked copies of one RNN (H = 128, k = 28, 28 features: sequential MNIST's shape) or
-LSTM (H = 128, k = 400, 40 features: FSDD's), fine-tuned for one epoch of `--samples` samples,
+models: N masked copies of one RNN, GRU or LSTM (H = 128, k = 28, 28 features: sequential
+MNIST's shape) and of an LSTM at k = 400, 40 features (FSDD's), fine-tuned for one epoch of `--samples` samples,
 one after another with train.fit (cuDNN on a GPU) and together with batched.fit_batched. Prints
 the wall time of each and the ratio (per-trial / batched: > 1 means the batched engine is faster).
 
@@ -44,9 +44,10 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_models(device: torch.device, counts: list[int], samples: int, cells: list[str]) -> None:
-    shapes = {"rnn": (28, 28), "lstm": (40, 400)}
-    for cell in cells:
-        features, steps = shapes[cell]
+    shapes = {"rnn": (28, 28), "gru": (28, 28), "lstm28": (28, 28), "lstm": (40, 400)}
+    for name in cells:
+        features, steps = shapes[name]
+        cell = name.removesuffix("28")
         x = torch.randn(samples, steps, features, device=device)
         y = torch.randint(0, 10, (samples,), device=device)
         base = build_model(ModelSpec(cell=cell, hidden=128), features, 10, 0).to(device)
@@ -125,7 +126,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--counts", type=int, nargs="+", default=None, help="group sizes (default 8 32 on CUDA, 4 8 on CPU)")
     parser.add_argument("--samples", type=int, default=None, help="samples per epoch (default 8000 on CUDA, 2000 on CPU)")
-    parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"], choices=["rnn", "lstm"])
+    parser.add_argument("--cells", nargs="+", default=["rnn", "gru", "lstm28", "lstm"],
+                        choices=["rnn", "gru", "lstm28", "lstm"],
+                        help="rnn, gru, lstm28: k = 28, 28 features (sequential MNIST); lstm: k = 400, 40 (FSDD)")
     parser.add_argument("--grid", action="store_true", help="also launch the paper's RNN grid per engine and workers")
     parser.add_argument("--workers", nargs="+", default=None, help="worker counts for --grid (default: default 1 on CPU, default 2 4 8 on CUDA)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="spec overrides for --grid")

@@ -52,8 +52,9 @@ def grid_spec(tmp_path, mnist_dir, storage: str | None, fractions, **sections) -
         study={"storage": storage, "heartbeat_seconds": 1, "grace_seconds": 4, "retries": 2},
         data={"limit_train": 1500, "limit_test": 200},
         model={"cell": "rnn", "hidden": 32},
-        # trials of ~1 s: long enough to kill one
-        training={"epochs": 1, "finetune_epochs": 8, "batch_size": 32, **sections.pop("training", {})},
+        # trials of ~1 s, one at a time (per trial): long enough to kill one in the middle
+        training={"epochs": 1, "finetune_epochs": 8, "batch_size": 32, "engine": "per_trial",
+                  **sections.pop("training", {})},
         masks={"schedule": "tied", "remaining": fractions},
         **{"tracking": {"mlflow": {"enabled": False}}, **sections},
     )

@@ -192,7 +192,10 @@ def test_a_trial_that_cannot_be_prepared_fails_alone_in_its_group(tmp_path, mnis
 def test_the_engine_choice_says_why(tmp_path, mnist_dir, monkeypatch):
     spec = _spec(tmp_path, mnist_dir)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose_engine(spec, cpu, False).engine == "per_trial"  # auto on a CPU
+    assert choose_engine(spec, cpu, False).engine == "batched"  # auto, an RNN on a CPU
+    lstm = spec.model_copy(update={"model": spec.model.model_copy(update={"cell": "lstm"})})
+    assert choose_engine(lstm, cpu, False).engine == "per_trial"  # auto, an LSTM on a CPU
+    assert choose_engine(lstm, cuda, False).engine == "batched"
     assert choose_engine(spec, cuda, False).engine == "batched"  # auto on CUDA
     assert choose_engine(spec, cuda, True).engine == "per_trial"  # one point: nothing to group
     forced = _spec(tmp_path, mnist_dir, engine="batched")
@@ -255,3 +258,33 @@ def test_a_batched_launch_records_what_a_per_trial_launch_records(tmp_path, mnis
         for name in alone.user_attrs["metric_names"]:
             assert together.user_attrs[name] == pytest.approx(alone.user_attrs[name], rel=1e-4, abs=1e-5,
                                                               nan_ok=True), name
+
+
+@pytest.mark.slow
+def test_a_model_that_diverges_in_a_group_fails_its_trial_alone_in_a_launch(tmp_path, mnist_dir, monkeypatch):
+    import math
+
+    import expander_sweeps
+    from expander_sweeps import trial_group
+
+    spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
+                                         training={"engine": "batched"}, tracking={"mlflow": {"enabled": False}}))
+    real_prepare = trial_group.prepare_trial
+    calls = {"n": 0}
+
+    def a_nan_in_the_second_model(*args, **kwargs):  # fault injection
+        prepared = real_prepare(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with torch.no_grad():
+                prepared.model.matrices()["W_hy"][0, 0] = math.nan
+        return prepared
+
+    monkeypatch.setattr(trial_group, "prepare_trial", a_nan_in_the_second_model)
+    result = expander_sweeps.launch(spec)
+    assert (result.ran, result.failed) == (5, 1)
+    failed = [t for t in result.study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "loss became nan" in failed[0].user_attrs["error"]
+    complete = result.study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4 and {t.user_attrs["engine"] for t in complete} == {"batched"}
+    assert "loss became nan" in (spec.run_path / "report" / "report.md").read_text()

@@ -55,7 +55,8 @@ def test_seeds_and_mask_methods_in_one_sweep_and_the_claim_report(tmp_path, mnis
 
 @pytest.mark.slow
 def test_a_failed_trial_is_recorded_and_rerun_at_the_next_launch(tmp_path, mnist_dir, monkeypatch):
-    spec = _spec(tmp_path, mnist_dir, masks={"remaining": [1.0, 0.2]}, training={"epochs": 1})
+    # Per trial: the fault is injected into run_trial (a batched group's failures: test_batched.py).
+    spec = _spec(tmp_path, mnist_dir, masks={"remaining": [1.0, 0.2]}, training={"epochs": 1, "engine": "per_trial"})
     real_run_trial = sweep.run_trial
     calls = {"n": 0}
 

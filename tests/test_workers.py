@@ -129,8 +129,9 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
 
 
 def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):
+    # Per trial: the NaN is injected into train.fit (the batched engine's: test_batched.py).
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
-                                         tracking={"mlflow": {"enabled": False}}))
+                                         training={"engine": "per_trial"}, tracking={"mlflow": {"enabled": False}}))
     real_fit = trial_module.fit
     calls = {"finetune": 0}
 

@@ -339,7 +339,8 @@ class TrainingSpec(_Strict):
         description="How fine-tuning trials run. `batched`: the trials of one dense model (grid "
         "points that differ only in their masks) are fine-tuned together as one stacked model, "
         "the same numbers up to float rounding. `per_trial`: one model at a time. `auto`: batched "
-        "on CUDA, per_trial on a CPU. A model from model.factory, and a sampled study, run per_trial.",
+        "on CUDA, and on a CPU for RNN and GRU cells (an LSTM runs per_trial there). A model from "
+        "model.factory, and a sampled study, run per_trial.",
     )
     group_size: int = Field(
         32, ge=1, le=4096,
