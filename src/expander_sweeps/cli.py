@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -20,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .console_output import BATCH_JOB_WIDTH, VERBOSITY, ProgressLines, progress_interval
 from .spec import SpecError, SweepSpec, json_schema, load_spec, redact_secrets, redact_url
 
 console = Console()
@@ -41,7 +43,7 @@ def _quiet_libraries() -> None:
     import optuna
 
     # Failed trials are reported by our own line, their traceback stored on the trial.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.INFO if VERBOSITY.verbose else optuna.logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -113,9 +115,22 @@ extend_option = click.option(
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="expander-sweeps")
-def main() -> None:
-    """Sweeps over pruned RNN/LSTM layers: accuracy, noise, and the Ramanujan bounds of each layer."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only warnings, errors and the closing lines (no trial lines, progress or tables).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also a line per training epoch, and the libraries' INFO logs (Optuna's trial lines).")
+def main(quiet: bool, verbose: bool) -> None:
+    """Sweeps over pruned RNN/LSTM layers: accuracy, noise, and the Ramanujan bounds of each layer.
+
+    Not on a terminal (a batch job, nohup, tee), lines are up to 200 columns wide ($COLUMNS sets
+    it) and a progress line is printed every 30 s ($EXPANDER_SWEEPS_PROGRESS_SECONDS; 0: none)."""
+    if quiet and verbose:
+        _fail("-q and -v contradict each other: give one of them")
+    VERBOSITY.quiet, VERBOSITY.verbose = quiet, verbose
     _show_our_warnings()
+    for screen in (console, err_console):
+        if not screen.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+            screen.width = BATCH_JOB_WIDTH
 
 
 class _WarningLines(logging.Handler):
@@ -134,54 +149,81 @@ def _show_our_warnings() -> None:
 
 
 class _ConsoleEvents:
-    """Draws sweep progress with rich: a bar over trials, one over the current training phase."""
+    """Draws sweep progress with rich: a bar over trials, one over the current training phase; not
+    on a terminal, a progress line at a steady interval instead (console_output.ProgressLines)."""
 
     def __init__(self, progress: Progress, label: str = ""):
         self.progress = progress
         self.label = label  # a worker's prefix, so that interleaved lines say whose they are
         self.trials_task = None
         self.phase_task = None
+        interval = None if VERBOSITY.quiet else progress_interval(console.is_terminal)
+        self.lines = ProgressLines(self._say, interval, label) if interval else None
+
+    def _say(self, line: str) -> None:
+        self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def sweep_started(self, spec, to_run, done, data, device, running=0, engine="") -> None:
         if to_run == 0 and running == 0:
             console.print(f"[green]All {done} trials of '{spec.name}' are finished; nothing to run.[/]")
             return
-        elsewhere = ""
-        if running:
-            grace = spec.study.grace_seconds + spec.study.heartbeat_seconds
-            elsewhere = (f", {running} RUNNING in another process: run here if that process is dead "
-                         f"(no heartbeat for {grace:g} s), left to it otherwise")
-        console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished"
-                      f"{elsewhere}) on {device}", soft_wrap=True)
-        console.print(f"  data: {data}", soft_wrap=True)
-        console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, "
-                      f"{spec.training.clipping}; masks {spec.masks.method}/{spec.masks.schedule} on {', '.join(spec.masks.layers)}")
-        if engine:
-            console.print(f"  engine: {engine}", soft_wrap=True, highlight=False)
+        if self.lines:
+            self.lines.sweep_started(to_run + running)
+        if not VERBOSITY.quiet:
+            elsewhere = ""
+            if running:
+                grace = spec.study.grace_seconds + spec.study.heartbeat_seconds
+                elsewhere = (f", {running} RUNNING in another process: run here if that process is dead "
+                             f"(no heartbeat for {grace:g} s), left to it otherwise")
+            console.print(f"{self.label}[bold]{spec.name}[/]: {to_run} trial(s) to run ({done} already finished"
+                          f"{elsewhere}) on {device}", soft_wrap=True)
+            console.print(f"  data: {data}", soft_wrap=True)
+            console.print(f"  model: {spec.model.cell.upper()} H={spec.model.hidden}, init {spec.model.init_label}, "
+                          f"{spec.training.clipping}; masks {spec.masks.method}/{spec.masks.schedule} on "
+                          f"{', '.join(spec.masks.layers)}", soft_wrap=True)
+            if engine:
+                console.print(f"  engine: {engine}", soft_wrap=True, highlight=False)
         self.trials_task = self.progress.add_task("trials", total=to_run + running)
 
     def trial_started(self, number, plan) -> None:
         self.progress.update(self.trials_task, description=f"trial {number}: {plan.label()}")
+        if self.lines:
+            self.lines.trial_started(f"trial {number} ({plan.label()})")
 
     def group_started(self, numbers, plans) -> None:
         first, last = plans[0].label(), plans[-1].label()
-        self.progress.update(self.trials_task, description=(
-            f"trials {', '.join(str(n) for n in numbers)} batched: {first}" + (f" ... {last}" if len(plans) > 1 else "")))
+        what = f"trials {', '.join(str(n) for n in numbers)} batched: {first}" + (f" ... {last}" if len(plans) > 1 else "")
+        self.progress.update(self.trials_task, description=what)
+        if self.lines:
+            self.lines.trial_started(f"trials {numbers[0]}-{numbers[-1]} ({len(numbers)} batched)")
 
     def phase_started(self, phase, epochs, batches) -> None:
         if self.phase_task is not None:
             self.progress.remove_task(self.phase_task)
         self.phase_task = self.progress.add_task(f"  {phase} ({epochs} epochs)", total=max(1, epochs * batches))
+        if self.lines:
+            self.lines.phase_started(phase, epochs, batches)
 
     def batch_done(self) -> None:
         self.progress.advance(self.phase_task)
+        if self.lines:
+            self.lines.batch_done()
 
     def epoch_done(self, stats) -> None:
-        self.progress.update(self.phase_task, description=(
-            f"  {stats.phase} epoch {stats.epoch}/{stats.epochs} loss {stats.loss:.3f} "
-            f"train acc {100 * stats.train_accuracy:.1f}%"))
+        text = (f"{stats.phase} epoch {stats.epoch}/{stats.epochs} loss {stats.loss:.3f} "
+                f"train acc {100 * stats.train_accuracy:.1f}%")
+        self.progress.update(self.phase_task, description="  " + text)
+        if self.lines:
+            self.lines.epoch_done(stats.epoch, stats.loss)
+        if VERBOSITY.verbose:
+            self._say(f"{self.label}  {text}")
 
     def trial_finished(self, number, plan, result) -> None:
+        self.progress.advance(self.trials_task)
+        if self.lines:
+            self.lines.trial_ended()
+        if VERBOSITY.quiet:
+            return
         m = result.metrics
         accs = "  ".join(
             f"{'clean' if k == 'acc/clean' else k.removeprefix('acc/')} {100 * v:.1f}%"
@@ -198,15 +240,17 @@ class _ConsoleEvents:
         self.progress.console.print(
             f"{self.label}trial {number:>3} | {plan.label()} | {accs} | {'; '.join(bounds) or 'dense'} | "
             f"{dense}, {result.seconds:.1f}s", highlight=False, soft_wrap=True)
-        self.progress.advance(self.trials_task)
 
     def trial_failed(self, number, plan, error) -> None:
+        # A failure is printed even with -q: it changes the exit code.
         self.progress.console.print(
             f"{self.label}[red]trial {number} failed[/]{f' ({plan.label()})' if plan else ''}: "
             f"{type(error).__name__}: {error}; "
             "recorded as FAIL with its traceback (trial user attribute 'traceback'); "
             "rerun at the next launch", highlight=False, soft_wrap=True)
         self.progress.advance(self.trials_task)
+        if self.lines:
+            self.lines.trial_ended()
 
     def warn(self, message) -> None:
         self.progress.console.print(f"[yellow]warning:[/] {escape(redact_secrets(message))}", highlight=False)
@@ -333,7 +377,8 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
     try:
         if not no_report:
             rep = write_report(spec, study)  # the trackers log the last trial(s) meanwhile
-            _print_report(rep)
+            if not VERBOSITY.quiet:
+                _print_report(rep)
             _publish(spec, study, rep, trackers)
     finally:
         if trackers is not None:
@@ -428,6 +473,8 @@ def _print_next_steps(spec: SweepSpec) -> None:
         uri = mlflow_uri(spec)
         lines.append(f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
                      else f"MLflow UI:       {redact_url(uri)}")
+    if VERBOSITY.quiet:
+        lines = lines[:1]
     console.print("open next:\n" + "\n".join(f"  {line}" for line in lines), highlight=False, markup=False,
                   soft_wrap=True)
 

@@ -206,7 +206,10 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
     gpus = visible_gpus()
     if progress is not None:
         progress = throttled(progress)
-    command = [sys.executable, "-m", "expander_sweeps.cli", "worker", str(spec_path)]
+    from .console_output import PROGRESS_VARIABLE, VERBOSITY
+
+    command = [sys.executable, "-m", "expander_sweeps.cli", *(["-q"] if VERBOSITY.quiet else []),
+               *(["-v"] if VERBOSITY.verbose else []), "worker", str(spec_path)]
     if extend:
         command.append("--extend")
     processes = []
@@ -216,6 +219,8 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
         # them to every user of the machine (a storage URL may hold a password).
         env[OVERRIDES_VARIABLE] = json.dumps(list(overrides))
         env[WORKER_COUNT_VARIABLE] = str(count)  # the batched engine's groups share the trials out
+        if console.is_terminal:  # the launch draws a bar; its workers' progress lines would clutter it
+            env.setdefault(PROGRESS_VARIABLE, "0")
         if untracked:
             env["EXPANDER_SWEEPS_TRACKERS"] = "off"
         if lag_file is not None:
