@@ -261,6 +261,34 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
     assert len(dense_trainer) == 1  # the trial that trained the dense model logged its epochs
 
 
+def test_tracker_runs_have_the_trials_own_start_end_and_step_seconds(tracked):
+    """The relay logs the workers' trials after they end (and this sweep ran batched): each MLflow
+    run still spans its trial's own start and end, and every run has its steps' seconds; W&B
+    has `seconds/trial` (it sets a run's start itself)."""
+    from mlflow.tracking import MlflowClient
+
+    server, _, run_dir, result, _ = tracked
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    trials = {t.number: t for t in study.trials}
+    client = MlflowClient(tracking_uri=server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                              "tags.`expander_sweeps.trial` != ''")
+    assert len(runs) == 5
+    for run in runs:
+        trial = trials[int(run.data.tags["expander_sweeps.trial"])]
+        began, ended = trial.datetime_start.timestamp(), trial.datetime_complete.timestamp()
+        # The relay passes the study's own times: exact to the millisecond (it logs seconds later).
+        assert abs(run.info.start_time / 1000 - began) < 0.01, (run.info.start_time, began)
+        assert abs(run.info.end_time / 1000 - ended) < 0.01, (run.info.end_time, ended)
+        metrics = run.data.metrics
+        assert {"seconds/dense", "seconds/prepare", "seconds/finetune", "seconds/finish", "seconds/trial"} <= set(metrics)
+        assert metrics["seconds/trial"] == pytest.approx(ended - began, abs=1.5)
+        assert trial.user_attrs["phase_seconds"]["finetune"] == metrics["seconds/finetune"] > 0
+    token = study.user_attrs["wandb_run_token"]
+    for folder in sorted((run_dir / "wandb").glob(f"offline-run-*-tiny-{token}-trial-*")):
+        assert _inspect(folder, summary=True)["summary"]["seconds/trial"] > 0
+
+
 def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     import mlflow
     from mlflow.entities import LoggedModelStatus

@@ -29,6 +29,8 @@ from typing import Any
 
 __all__ = [
     "CORRECT_ATTR",
+    "PHASE_SECONDS_ATTR",
+    "timing_metrics",
     "GATES",
     "BOUNDS",
     "BOUND_LABELS",
@@ -50,6 +52,19 @@ BOUNDS = ("delta_r", "delta_s", "biregular")
 BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
 CHECKPOINT_FORMAT = 1
 CORRECT_ATTR = "correct"
+
+
+PHASE_SECONDS_ATTR = "phase_seconds"  # trial user attribute: wall seconds per step of the trial
+
+
+def timing_metrics(phase_seconds: dict[str, float] | None, started: float | None, ended: float | None) -> dict[str, float]:
+    """What the trackers get of a trial's timing: `seconds/<step>` per step (dense, prepare,
+    finetune, finish; in a batched group all but finish are the group's) and `seconds/trial`, from
+    the trial's start to its end (Unix seconds). Not results: they go to trackers, not to reports."""
+    metrics = {f"seconds/{step}": float(value) for step, value in (phase_seconds or {}).items()}
+    if started is not None and ended is not None:
+        metrics["seconds/trial"] = round(ended - started, 3)
+    return metrics
 
 
 def accuracy_key(variance: float) -> str:

@@ -28,7 +28,7 @@ import torch
 from optuna.trial import TrialState
 
 from .pacing import LAG_FILE_VARIABLE, Pacer, lag_from_file
-from .results import CORRECT_ATTR
+from .results import CORRECT_ATTR, PHASE_SECONDS_ATTR, timing_metrics
 from .space import TrialPlan, plan_of, suggest_plan
 from .spec import SweepSpec
 from .study import (
@@ -236,11 +236,12 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
     """One trial, told to the study as COMPLETE or FAIL (with the reason), then to the trackers.
     True if it completed."""
     plan = None
+    started = time.time()
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
         plan = suggest_plan(trial, spec, log_scale)
         events.trial_started(trial.number, plan)
-        trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "per_trial", 1))
+        trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "per_trial", 1), started)
         learning_curve = len(trial.study.directions) == 1  # Optuna keeps intermediate values for one objective
 
         def on_epoch(stats) -> None:
@@ -257,7 +258,7 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, 
         _record_interrupt(trial)
         trackers.end_trial("KILLED")
         raise
-    _record_success(trial, spec, ctx, trackers, events, plan, result, "per_trial", 1)
+    _record_success(trial, spec, ctx, trackers, events, plan, result, "per_trial", 1, started)
     return True
 
 
@@ -298,6 +299,7 @@ def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, t
     hooks = TrialHooks(on_phase=events.phase_started, on_batch=_batch_callback(spec, ctx, trackers, events, pace),
                        on_epoch=events.epoch_done)
     folders = [spec.run_path / "trials" / f"{trials[i].number:05d}" for i in members]
+    started = time.time()
     try:
         outcomes = run_group(ctx, [plans[i] for i in members], folders, hooks)
     except Exception as err:  # the dense model could not be had: every trial of the group fails
@@ -309,7 +311,7 @@ def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, t
     size = len(members)
     for index, outcome in zip(members, outcomes, strict=True):
         trial, plan = trials[index], plans[index]
-        trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "batched", size))
+        trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "batched", size), started)
         if isinstance(outcome, Exception):
             _record_failure(trial, trackers, events, plan, outcome)
             continue
@@ -317,7 +319,7 @@ def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, t
         learning_curve = len(trial.study.directions) == 1
         for stats in outcome.dense_history + outcome.history:
             _log_epoch(trial, trackers, SimpleNamespace(**stats), learning_curve)
-        _record_success(trial, spec, ctx, trackers, events, plan, outcome, "batched", size)
+        _record_success(trial, spec, ctx, trackers, events, plan, outcome, "batched", size, started)
         completed[index] = True
     return completed
 
@@ -352,7 +354,7 @@ def _record_failure(trial: optuna.Trial, trackers, events: SweepEvents, plan: Tr
     trial.set_user_attr("error", describe_failure(err))
     trial.set_user_attr("traceback", "".join(traceback.format_exception(err)))
     trial.study.tell(trial, state=TrialState.FAIL)
-    trackers.end_trial("FAILED")
+    trackers.end_trial("FAILED", time.time())
     events.trial_failed(trial.number, plan, err)
 
 
@@ -362,7 +364,7 @@ def _record_interrupt(trial: optuna.Trial) -> None:
 
 
 def _record_success(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
-                    plan: TrialPlan, result: TrialResult, engine: str, group_size: int) -> None:
+                    plan: TrialPlan, result: TrialResult, engine: str, group_size: int, started: float) -> None:
     """A finished trial: the study has it all first; the trackers get it on their own thread or process."""
     if ctx.device.type == "cpu":  # the numbers depend on it (README, "Same spec, same numbers?")
         lends_threads = spec.tracking.lend_thread
@@ -373,9 +375,13 @@ def _record_success(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, tra
                   spec.run_path)
     if result.correct:  # which test examples were right: the report's paired standard errors
         trial.set_user_attr(CORRECT_ATTR, result.correct)
+    trial.set_user_attr(PHASE_SECONDS_ATTR, result.phase_seconds)
     store_trial_artifacts(trial, result.files, spec.run_path)
     trial.study.tell(trial, _objective_values(spec, result, plan))
-    trackers.finish_trial(TrialRecord(trial.number, result.params, result.metrics, files=result.files))
+    ended = time.time()
+    metrics = {**result.metrics, **timing_metrics(result.phase_seconds, started, ended)}
+    trackers.finish_trial(TrialRecord(trial.number, result.params, metrics, files=result.files,
+                                      started=started, ended=ended))
     events.trial_finished(trial.number, plan, result)
 
 

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .pacing import write_lag
+from .results import PHASE_SECONDS_ATTR, timing_metrics
 from .spec import SweepSpec
 from .study import StudyState, read_result
 from .tracking import TrialRecord, build_trackers, enabled_trackers, tracker_config
@@ -27,7 +28,11 @@ def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
     result = read_result(trial, run_dir)
     files = result.files
     history = json.loads(Path(files["history"]).read_text()) if "history" in files else []
-    return TrialRecord(trial.number, result.params, result.metrics, history, files)
+    # The run's times are the trial's own, not those of this call (a relay or sync logs it later).
+    started = trial.datetime_start.timestamp() if trial.datetime_start else None
+    ended = trial.datetime_complete.timestamp() if trial.datetime_complete else None
+    metrics = {**result.metrics, **timing_metrics(trial.user_attrs.get(PHASE_SECONDS_ATTR), started, ended)}
+    return TrialRecord(trial.number, result.params, metrics, history, files, started, ended)
 
 
 def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None],

@@ -32,7 +32,7 @@ from .tracking import mlflow_model
 from .train import EpochStats, accuracy, correct_predictions, fit, resolve_device
 from .workers import dense_threads
 
-__all__ = ["TrialHooks", "TrialResult", "SweepContext", "PreparedTrial", "prepare_trial", "finish_trial", "run_trial"]
+__all__ = ["TrialHooks", "TrialResult", "SweepContext", "PreparedTrial", "prepare_trial", "finish_trial", "run_trial", "phase_seconds"]
 
 
 @dataclass
@@ -55,6 +55,9 @@ class TrialResult:
     history: list[dict] = field(default_factory=list)
     correct: dict[str, str] = field(default_factory=dict)  # accuracy name -> packed per-example hits
     dense_history: list[dict] = field(default_factory=list)  # the dense epochs, when trained in this trial
+    # Wall seconds of each step: getting the dense model (loaded, trained, or waited for), masks and
+    # at-mask measures, fine-tuning (a batched group's, shared), the final measures and files.
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class SweepContext:
@@ -269,6 +272,7 @@ class PreparedTrial:
     dense_meta: dict
     dense_file: Path
     started: float
+    dense_seconds: float
     # Set by a batched group (trial_group.py): (history, accuracies, packed hits), or its error.
     outcome: Any = None
 
@@ -281,7 +285,9 @@ def prepare_trial(ctx: SweepContext, plan: TrialPlan, hooks: TrialHooks,
     started = time.perf_counter()
     if dense is None:
         model, dense_trained, dense_meta, dense_file = ctx.dense_model(spec, plan.train_variance, hooks)
+        dense_seconds = time.perf_counter() - started
     else:
+        dense_seconds = 0.0  # the caller's
         state, dense_trained, dense_meta, dense_file = dense
         model = ctx.new_model(spec.training.seed)
         model.load_state_dict(state)
@@ -295,7 +301,7 @@ def prepare_trial(ctx: SweepContext, plan: TrialPlan, hooks: TrialHooks,
     for name, mask in masks_np.items():
         metrics[kept_key(name)] = float(mask.mean())
     return PreparedTrial(plan, spec, model, masks, holder, masks_np, at_mask, metrics, dense_trained,
-                         dense_meta, dense_file, started)
+                         dense_meta, dense_file, started, dense_seconds)
 
 
 def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialHooks | None = None) -> TrialResult:
@@ -304,11 +310,24 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     prepared = prepare_trial(ctx, plan, hooks)
     prepared.metrics.update(ctx.test_accuracies(prepared.model, prefix="masked/"))
     spec = prepared.spec
+    tuning = time.perf_counter()
     history = ctx.train_phase(prepared.model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
                               hooks, prepared.holder, plan.train_variance)
+    finishing = time.perf_counter()
     accuracies, correct = ctx.test_predictions(prepared.model)
-    return finish_trial(ctx, prepared, history, accuracies, correct, trial_dir,
-                        time.perf_counter() - prepared.started)
+    result = finish_trial(ctx, prepared, history, accuracies, correct, trial_dir,
+                          time.perf_counter() - prepared.started)
+    result.phase_seconds = phase_seconds(prepared, tuning, finishing)
+    return result
+
+
+def phase_seconds(prepared: PreparedTrial, tuning: float, finishing: float) -> dict[str, float]:
+    """TrialResult.phase_seconds from the perf_counter times when fine-tuning and finishing began
+    (fine-tuning may be a group's: `tuning` its start, `finishing` its end)."""
+    now = time.perf_counter()
+    return {"dense": round(prepared.dense_seconds, 3),
+            "prepare": round(max(0.0, tuning - prepared.started - prepared.dense_seconds), 3),
+            "finetune": round(finishing - tuning, 3), "finish": round(now - finishing, 3)}
 
 
 def finish_trial(ctx: SweepContext, prepared: PreparedTrial, history: list[EpochStats],

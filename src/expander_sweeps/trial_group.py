@@ -30,7 +30,15 @@ from .claim_stats import pack_correct
 from .results import accuracy_key
 from .space import TrialPlan
 from .spec import SweepSpec
-from .trial import PreparedTrial, SweepContext, TrialHooks, TrialResult, finish_trial, prepare_trial
+from .trial import (
+    PreparedTrial,
+    SweepContext,
+    TrialHooks,
+    TrialResult,
+    finish_trial,
+    phase_seconds,
+    prepare_trial,
+)
 from .workers import WORKER_COUNT_VARIABLE  # set by `launch --workers N` for its workers
 
 __all__ = ["EngineChoice", "choose_engine", "group_key", "group_limit", "run_group", "WORKER_COUNT_VARIABLE"]
@@ -112,6 +120,7 @@ def run_group(ctx: SweepContext, plans: list[TrialPlan], trial_dirs: list[Path],
     first = plans[0]
     spec = ctx.spec.for_trial(first.seed, first.mask_method)
     model, trained, meta, dense_file = ctx.dense_model(spec, first.train_variance, hooks)
+    dense_seconds = time.perf_counter() - started
     state = model.state_dict()
     prepared: dict[int, PreparedTrial] = {}
     for index, plan in enumerate(plans):
@@ -119,7 +128,10 @@ def run_group(ctx: SweepContext, plans: list[TrialPlan], trial_dirs: list[Path],
             prepared[index] = prepare_trial(ctx, plan, hooks, dense=(state, trained and index == 0, meta, dense_file))
         except Exception as err:  # noqa: BLE001 - this trial fails, the others go on
             outcomes[index] = err
+    for one in prepared.values():
+        one.dense_seconds, one.started = dense_seconds, started  # the group's, shared
     live = sorted(prepared)
+    tuning = time.perf_counter()
     if live:
         try:
             _fine_tune_together(ctx, [prepared[i] for i in live], hooks)
@@ -127,17 +139,24 @@ def run_group(ctx: SweepContext, plans: list[TrialPlan], trial_dirs: list[Path],
             for index in live:
                 outcomes[index] = err
             live = []
-    share = (time.perf_counter() - started) / max(1, len(plans))
+    finishing = time.perf_counter()
+    share = (finishing - started) / max(1, len(plans))
     for index in live:
         result = prepared[index]
         if isinstance(result.outcome, Exception):
             outcomes[index] = result.outcome
             continue
         history, accuracies, correct = result.outcome
+        finished_at = time.perf_counter()
         try:
-            outcomes[index] = finish_trial(ctx, result, history, accuracies, correct, trial_dirs[index], share)
+            outcome = finish_trial(ctx, result, history, accuracies, correct, trial_dirs[index], share)
         except Exception as err:  # noqa: BLE001
             outcomes[index] = err
+            continue
+        times = phase_seconds(result, tuning, finishing)
+        times["finish"] = round(time.perf_counter() - finished_at, 3)  # this trial's own
+        outcome.phase_seconds = times
+        outcomes[index] = outcome
     return outcomes  # type: ignore[return-value]
 
 

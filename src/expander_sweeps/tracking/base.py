@@ -41,6 +41,10 @@ class TrialRecord:
     metrics: dict[str, float]
     history: list[dict] = field(default_factory=list)  # per-epoch {phase, epoch, loss, train_accuracy}
     files: dict[str, str] = field(default_factory=dict)
+    # Unix seconds when the trial began and ended: the trackers' run times, whenever they log it
+    # (a relay or `sync` logs a trial after it ended; a batched group's after the group).
+    started: float | None = None
+    ended: float | None = None
 
 
 @runtime_checkable
@@ -49,7 +53,7 @@ class Tracker(Protocol):
 
     def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None: ...
 
-    def start_trial(self, number: int, params: dict[str, Any]) -> None: ...
+    def start_trial(self, number: int, params: dict[str, Any], started: float | None = None) -> None: ...
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
 
@@ -59,7 +63,7 @@ class Tracker(Protocol):
 
     def log_model(self, record: TrialRecord) -> None: ...
 
-    def end_trial(self, status: str) -> None: ...
+    def end_trial(self, status: str, ended: float | None = None) -> None: ...
 
     def end_sweep(self, report_files: list[str]) -> None: ...
 
@@ -96,9 +100,10 @@ class TrackerCalls:
         for long; the others say 0."""
         return 0.0
 
-    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+    def start_trial(self, number: int, params: dict[str, Any], started: float | None = None) -> None:
+        """`started`: Unix seconds when the trial began (None: now, when the tracker gets the call)."""
         self._history, self._flushed_at = [], time.monotonic()
-        self._each("start_trial", number, params)
+        self._each("start_trial", number, params, started)
 
     def log_history(self, steps: list[tuple[dict[str, float], int]]) -> None:
         self._each("log_history", list(steps))
@@ -118,9 +123,9 @@ class TrackerCalls:
     def log_model(self, record: TrialRecord) -> None:
         self._each("log_model", record)
 
-    def end_trial(self, status: str) -> None:
+    def end_trial(self, status: str, ended: float | None = None) -> None:
         self._flush_history()  # a failed trial's curves too
-        self._each("end_trial", status)
+        self._each("end_trial", status, ended)
 
     def end_sweep(self, report_files: list[str] | None = None) -> None:
         self._each("end_sweep", list(report_files or []))
@@ -142,7 +147,7 @@ class TrackerCalls:
             if key not in ("example", "dense_checkpoint", "mlflow_model"):
                 self.log_artifact(path, "trial")
         self.log_model(record)
-        self.end_trial(status)
+        self.end_trial(status, record.ended)
 
     def publish(self, spec, study, report, warn: Callable[[str], None]) -> dict:
         """Publish the sweep's report (syncing.publish_report) once every call made before has
@@ -154,7 +159,7 @@ class TrackerCalls:
 
     def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
         """A whole finished trial at once (for `sync`): params, per-epoch history, the rest."""
-        self.start_trial(record.number, record.params)
+        self.start_trial(record.number, record.params, record.started)
         for entry in record.history:
             self.log_epoch(entry["phase"], entry["epoch"], entry["loss"], entry["train_accuracy"])
         self.finish_trial(record, status)

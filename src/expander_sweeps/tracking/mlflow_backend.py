@@ -228,7 +228,7 @@ class MlflowTracker:
             self._client.log_batch(self._parent_id, metrics=metrics[start : start + 1000])
 
     # ------------------------------------------------------------------ trials
-    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+    def start_trial(self, number: int, params: dict[str, Any], started: float | None = None) -> None:
         from mlflow.entities import Param
 
         self._drop_partial(number)
@@ -236,6 +236,8 @@ class MlflowTracker:
         run = self._client.create_run(
             self._experiment_id,
             run_name=label,  # what the trial is: "trial 3: W_hh 10% magnitude, seed 0"
+            # When the trial began, not when this call came (a relay logs trials after they end).
+            start_time=_millis(started),
             tags={SWEEP_TAG: self._spec.name, TRIAL_TAG: str(number), "mlflow.parentRunId": self._parent_id,
                   "mlflow.note.content": f"Sweep {self._spec.name}, {label}. Parameters, per-epoch curves, "
                                          "accuracies and spectra of the fine-tuned pruned network; the masks, "
@@ -343,9 +345,9 @@ class MlflowTracker:
         tags["remaining_edges"] = str(int(edges))
         return tags
 
-    def end_trial(self, status: str) -> None:
+    def end_trial(self, status: str, ended: float | None = None) -> None:
         if self._run_id is not None:
-            self._client.set_terminated(self._run_id, status=status)
+            self._client.set_terminated(self._run_id, status=status, end_time=_millis(ended))
             self._run_id = None
 
     # ------------------------------------------------------------------ sync
@@ -491,3 +493,6 @@ def set_registry_aliases(spec: SweepSpec, trials: list[dict]) -> dict[str, str]:
     return result
 
 
+def _millis(seconds: float | None) -> int | None:
+    """Unix seconds as MLflow's milliseconds (None: MLflow takes the time of the call)."""
+    return None if seconds is None else int(round(seconds * 1000))

@@ -93,7 +93,9 @@ class WandbTracker:
             state.set(_TOKEN, token)
         self._id_prefix = f"{self._spec.name.replace('.', '-')}-{token}"
 
-    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+    def start_trial(self, number: int, params: dict[str, Any], started: float | None = None) -> None:
+        # W&B sets a run's start itself (no API to give it): the trial's real duration is its
+        # `seconds/trial` metric.
         self._number = number
         # Under `wandb agent` the agent owns the run's id; elsewhere a fixed id per trial.
         identity = {} if os.environ.get("WANDB_SWEEP_ID") else {"id": f"{self._id_prefix}-trial-{number}",
@@ -169,7 +171,7 @@ class WandbTracker:
         if dense:
             self._lineage["dense_checkpoint"] = Path(dense).name  # dense-<hash of its training setup>.pt
 
-    def end_trial(self, status: str) -> None:
+    def end_trial(self, status: str, ended: float | None = None) -> None:
         if self._run is None:
             return
         self._log_pending()
@@ -229,3 +231,4 @@ class WandbTracker:
         path = f"{self._spec.tracking.wandb.entity + '/' if self._spec.tracking.wandb.entity else ''}{self._project}"
         runs = api.runs(path, filters={"group": self._spec.name, "jobType": "trial", "state": "finished"})
         return {int(r.config["trial"]) for r in runs if "trial" in r.config}
+
