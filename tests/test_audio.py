@@ -167,3 +167,13 @@ def test_lstm_sweep_on_real_speech_reports_stacked_and_gate_graphs(small_fsdd, t
     second = run_here("launch", spec, "--set", "masks.remaining=[1.0, 0.2, 0.05]", "--extend")
     assert second.returncode == 0, second.stderr
     assert "features from cache" in second.stdout and "ran 2 trial(s)" in second.stdout
+
+
+def test_without_the_audio_extra_an_audio_dataset_names_it(small_fsdd, tmp_path, monkeypatch):
+    """torchaudio is an extra: a real failed import (the module blocked in sys.modules) ends in a
+    DataError that says which extra to install, not in a traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchaudio", None)  # `import torchaudio` raises ImportError
+    with pytest.raises(DataError, match=r"pip install 'expander-sweeps\[audio\]'"):
+        load_dataset(AudioDataSpec(dataset="fsdd", root=str(small_fsdd)), tmp_path / "cache")

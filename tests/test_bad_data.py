@@ -298,3 +298,17 @@ def test_a_data_folder_this_user_may_not_read_is_one_line(tmp_path, monkeypatch)
     assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
     assert f"{folder}: permission denied" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_without_the_vision_extra_a_download_names_it(tmp_path, real, monkeypatch):
+    import sys
+
+    from expander_sweeps.data import DataError, load_dataset
+    from expander_sweeps.spec import MnistDataSpec
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # `import torchvision...` raises ImportError
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"pip install 'expander-sweeps\[vision\]'"):
+        load_dataset(MnistDataSpec(root=str(empty), download=True))

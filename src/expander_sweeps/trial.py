@@ -247,9 +247,12 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
         finetune_epochs=spec.training.finetune_epochs,
         lr=spec.training.lr,
         batch_size=spec.training.batch_size,
-        clip_grad_norm="off" if spec.training.clip_grad_norm is None else spec.training.clip_grad_norm,
+        clipping="off" if spec.training.clip_grad_norm is None else "on",
         seed=plan.seed,
     )
+    if spec.training.clip_grad_norm is not None:
+        # A number or absent, never a word: one type per key in W&B's config and parallel coordinates.
+        params["clip_grad_norm"] = spec.training.clip_grad_norm
     if plan.mask_method == "magnitude_min_degree":
         params["min_degree"] = spec.masks.min_degree
     return params

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-import torchaudio
 from filelock import FileLock
 
 from ..cache_files import read_checked, write_checked
@@ -35,6 +34,17 @@ __all__ = ["decode", "fit_window", "clip_features", "load_audio", "list_fsdd", "
 
 _CHUNK = 512  # clips decoded and featurised at a time: bounds memory on Speech Commands (105k clips)
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$", re.IGNORECASE)
+
+
+def _torchaudio():
+    """torchaudio, an extra (features, resampling, the Speech Commands download), or a DataError
+    that says how to install it."""
+    try:
+        import torchaudio
+    except ImportError as err:
+        raise DataError(f"audio datasets need torchaudio, which is not installed ({err}): "
+                        "pip install 'expander-sweeps[audio]' (a torchaudio matching your torch)") from None
+    return torchaudio
 
 
 @dataclass(frozen=True)
@@ -125,11 +135,11 @@ def clip_features(windows: torch.Tensor, spec: AudioDataSpec) -> torch.Tensor:
     n_fft = max(2 * hop, int(0.025 * spec.sample_rate))
     mel = {"n_fft": n_fft, "hop_length": hop, "n_mels": max(spec.n_features, 40), "center": True}
     if spec.features == "mfcc":
-        transform = torchaudio.transforms.MFCC(spec.sample_rate, n_mfcc=spec.n_features, melkwargs=mel)
+        transform = _torchaudio().transforms.MFCC(spec.sample_rate, n_mfcc=spec.n_features, melkwargs=mel)
         feats = transform(windows)
     else:
         mel["n_mels"] = spec.n_features
-        feats = torch.log(torchaudio.transforms.MelSpectrogram(spec.sample_rate, **mel)(windows) + 1e-6)
+        feats = torch.log(_torchaudio().transforms.MelSpectrogram(spec.sample_rate, **mel)(windows) + 1e-6)
     # center=True gives 1 + samples // hop frames; the first k cover the window.
     return feats[..., :k].transpose(1, 2).contiguous()
 
@@ -174,7 +184,7 @@ def list_speech_commands(root: Path, download: bool, words: list[str] | None) ->
     if folder is None and download:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            torchaudio.datasets.SPEECHCOMMANDS(str(root), download=True)  # download + extract only
+            _torchaudio().datasets.SPEECHCOMMANDS(str(root), download=True)  # download + extract only
         except Exception as err:  # network errors come in many types
             raise DataError(f"Speech Commands is not in {root} and downloading it failed ({err})") from None
         folder = _speech_commands_folder(root)
@@ -222,7 +232,7 @@ def _featurise(clips: list[Clip], spec: AudioDataSpec) -> torch.Tensor:
         for clip in clips[start : start + _CHUNK]:
             signal, rate = decode(clip.path, spec.sample_rate)
             if rate != spec.sample_rate:
-                signal = torchaudio.functional.resample(signal, rate, spec.sample_rate)
+                signal = _torchaudio().functional.resample(signal, rate, spec.sample_rate)
             windows.append(fit_window(signal, length, spec.align))
         # float16 halves the cache (Speech Commands: 105k x 400 x 40); features are standardised later.
         chunks.append(clip_features(torch.stack(windows), spec).to(torch.float16))

@@ -112,8 +112,10 @@ def _download_mnist(root: Path) -> None:
     """torchvision's download into root/MNIST/raw; on failure, nothing it created is left behind."""
     try:
         from torchvision.datasets import MNIST
-    except ImportError as err:  # pragma: no cover - torchvision is a dependency
-        raise DataError(f"torchvision is needed to download MNIST ({err})") from None
+    except ImportError as err:  # torchvision is the `vision` extra
+        raise DataError(f"downloading MNIST needs torchvision, which is not installed ({err}): "
+                        "pip install 'expander-sweeps[vision]' (a torchvision matching your torch), or "
+                        "point data.root at a folder that holds the IDX files") from None
     # The outermost folder this download creates (none if MNIST/ was there already).
     created = next((p for p in (root, root / "MNIST") if not p.exists()), None)
     for train in (True, False):

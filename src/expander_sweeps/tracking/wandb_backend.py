@@ -49,7 +49,7 @@ class WandbTracker:
             import wandb
         except ImportError:
             raise TrackerUnavailable(
-                "the wandb package is not installed; pip install wandb, or set tracking.wandb.enabled=false"
+                "the wandb package is not installed; pip install 'expander-sweeps[wandb]', or set tracking.wandb.enabled=false"
             ) from None
         self._wandb = wandb
         self._spec = spec
