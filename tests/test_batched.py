@@ -27,6 +27,7 @@ from expander_sweeps.masks import MaskHolder, magnitude_mask, random_mask
 from expander_sweeps.models import build_model
 from expander_sweeps.space import TrialPlan
 from expander_sweeps.spec import ModelSpec, spec_from_dict
+from expander_sweeps.study import is_metric_name
 from expander_sweeps.train import correct_predictions, fit
 from expander_sweeps.trial import SweepContext, run_trial
 from expander_sweeps.trial_group import choose_engine, group_limit, run_group
@@ -255,7 +256,7 @@ def test_a_batched_launch_records_what_a_per_trial_launch_records(tmp_path, mnis
         assert set(alone.user_attrs) == set(together.user_attrs)
         assert set(alone.user_attrs["files"]) == set(together.user_attrs["files"])
         assert len(alone.intermediate_values) == len(together.intermediate_values) == 2
-        for name in alone.user_attrs["metric_names"]:
+        for name in [k for k in alone.user_attrs if is_metric_name(k)]:
             assert together.user_attrs[name] == pytest.approx(alone.user_attrs[name], rel=1e-4, abs=1e-5,
                                                               nan_ok=True), name
 

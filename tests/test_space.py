@@ -85,8 +85,20 @@ def test_grid_fractions_are_a_log_scale_distribution_but_an_older_linear_study_k
     assert space.suggest_plan(trial, spec, fractions_on_log_scale(study)) == plans[0]
     names = [n for n in trial.distributions if n.startswith("remaining")]
     assert names and all(trial.distributions[n].log and trial.distributions[n].high == 1.0 for n in names)
+    # The low end is the grid's smallest fraction: optuna-dashboard's axes span what was swept.
+    assert all(trial.distributions[n].low == 0.05 for n in names)
     study.tell(trial, 0.5)
     assert fractions_on_log_scale(study)
+    # A grid extended with a smaller fraction: Optuna takes the wider range in the same study.
+    wider = SweepSpec(name="a", masks={"remaining": [1.0, 0.3, 0.05, 0.001], "schedule": schedule})
+    study.enqueue_trial(space.params_of(space.grid_plans(wider)[-1], wider))
+    extended = study.ask()
+    while extended.number != len(plans):  # the enqueued points first, the new one last
+        space.suggest_plan(extended, spec, True)
+        study.tell(extended, 0.5)
+        extended = study.ask()
+    assert space.suggest_plan(extended, wider, True) == space.grid_plans(wider)[-1]
+    study.tell(extended, 0.5)
 
     # A study whose trials recorded linear (0, 1] fractions keeps them: Optuna refuses a switch.
     older = optuna.create_study()

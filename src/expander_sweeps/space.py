@@ -83,9 +83,6 @@ def grid_plans(spec: SweepSpec) -> list[TrialPlan]:
     return plans
 
 
-GRID_FRACTION_LOW = 1e-6  # the lower end of a grid's log-scale fraction distribution
-
-
 def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec, log_scale: bool) -> float:
     space = spec.masks.remaining
     if isinstance(space, RangeSpec):
@@ -94,8 +91,11 @@ def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec, log_scale
         # Grid points arrive as fixed parameters. A float distribution over (0, 1], unlike a
         # categorical one, lets a later launch add fractions to the grid of an existing study;
         # on a log scale, as the fractions are spaced (optuna-dashboard draws its axes so).
-        # Studies begun before this kept their linear one (Optuna refuses to switch).
-        low = min(GRID_FRACTION_LOW, *space) if log_scale else 0.0
+        # Studies begun before this kept their linear one (Optuna refuses to switch). Its low end
+        # is the grid's smallest fraction, so that optuna-dashboard's plots span the fractions
+        # swept, not six decades (Optuna compares only the scale, not the range, between trials:
+        # a grid extended with a smaller fraction is still accepted).
+        low = min(space) if log_scale else 0.0
         return trial.suggest_float(name, low, 1.0, log=log_scale)
     return trial.suggest_categorical(name, list(space))
 

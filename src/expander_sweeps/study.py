@@ -405,8 +405,9 @@ class TrialResults:
 
 def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str, float], files: dict[str, str],
                   dense_trained: bool, seconds: float, run_dir: Path) -> None:
-    """Store a finished trial's results on it (user attributes), with the lists of which names
-    are parameters and which are metrics, so nothing has to be guessed when reading back. Files
+    """Store a finished trial's results on it (user attributes), with the list of which names are
+    parameters; metrics are known by their names (`is_metric_name`), not listed on every trial:
+    that list (6,000 characters) made each trial's page in optuna-dashboard 8,500 px wide. Files
     inside the run folder are stored relative to it, so a moved or copied run folder (or one
     opened from another working folder) still finds them."""
     storage, trial_id = trial.study._storage, trial._trial_id
@@ -414,7 +415,6 @@ def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str
     for key, value in {**params, **metrics}.items():
         storage.set_trial_user_attr(trial_id, key, value)
     storage.set_trial_user_attr(trial_id, "param_names", sorted(params))
-    storage.set_trial_user_attr(trial_id, "metric_names", sorted(metrics))
     storage.set_trial_user_attr(trial_id, "files", files)
     storage.set_trial_user_attr(trial_id, "dense_trained", dense_trained)
     storage.set_trial_user_attr(trial_id, "seconds", round(seconds, 3))
@@ -453,13 +453,26 @@ def _relative_to(path: str, run_dir: Path) -> str:
 def read_result(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialResults:
     """What `record_result` stored, with file paths resolved against the run folder (absolute
     ones, from files outside it or from older versions, are kept). Files that no longer exist
-    are left out. Trials recorded before `metric_names` existed: every numeric attribute whose
-    name has a '/' (the metric names all do)."""
+    are left out. Metrics: the trial's `metric_names` where an older version listed them, else
+    every numeric attribute that `is_metric_name`."""
     attrs = trial.user_attrs
     params = {name: attrs[name] for name in attrs.get("param_names", []) if name in attrs}
-    names = attrs.get("metric_names") or [k for k, v in attrs.items() if "/" in k and isinstance(v, (int, float))]
-    metrics = {name: float(attrs[name]) for name in names if isinstance(attrs.get(name), (int, float))}
+    names = attrs.get("metric_names") or [k for k, v in attrs.items() if is_metric_name(k) and _number(v)]
+    metrics = {name: float(attrs[name]) for name in names if _number(attrs.get(name))}
     files = {key: str(Path(run_dir) / path) for key, path in attrs.get("files", {}).items()}
     files = {key: path for key, path in files.items() if Path(path).exists()}
     return TrialResults(trial.number, params, metrics, files, bool(attrs.get("dense_trained")),
                         float(attrs.get("seconds", 0.0)))
+
+
+# The metrics whose names have no '/' (every other metric name has one: acc/clean, W_hh/binary/delta_r).
+_PLAIN_METRICS = ("n_test", "n_train")
+
+
+def is_metric_name(name: str) -> bool:
+    """Whether a trial user attribute of this name is a metric (results.py's names)."""
+    return "/" in name or name in _PLAIN_METRICS
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
