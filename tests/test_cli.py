@@ -157,12 +157,12 @@ def test_html_report_loads_in_a_real_browser_sorts_and_shows_the_figures(launche
     assert 'src="figure_' not in text and text.count('src="data:image/png;base64,') == 2
     assert text.index("<h2>Figures</h2>") < text.index("<h2>Where each bound")  # figures first on the page
     assert '<a href="../trials/00003/model.pt">checkpoint</a>' in text
-    tables = text.count("<table>")
-    trials_table = text[: text.index("<h2>Trials</h2>")].count("<table>")
+    tables = text.count("<table")
+    trials_table = text[: text.index("<h2>Trials</h2>")].count("<table")
     assert tables == trials_table + 1
     # The URL's sort, applied by the page's own script in the browser: trials by clean accuracy,
     # highest first (column 5: trial, seed, mask_method, remaining_W_xh, remaining_W_hh, acc/clean).
-    header = text[text.index("<h2>Trials</h2>"):].split("</thead>")[0]
+    header = text[text.index("<h2>Trials</h2>"):].split("</thead>")[0].replace("<wbr>", "")
     assert [h for h in re.findall(r"<th>([^<]*)</th>", header)][5] == "acc/clean"
     loaded = _chromium("--dump-dom", f"{page.as_uri()}#sort={trials_table}:5:desc")
     assert loaded.returncode == 0, loaded.stderr[-2000:]
@@ -181,6 +181,45 @@ def test_html_report_loads_in_a_real_browser_sorts_and_shows_the_figures(launche
     pixels = (imread(shot)[:, :, :3] * 255).round()
     blue = (abs(pixels - [31, 119, 180]).sum(axis=2) < 30).sum()
     assert blue > 300, f"only {blue} pixels of the figures' blue in the screenshot"
+
+
+def _page_width(folder: Path, page: str, width: int) -> tuple[int, int]:
+    """(scrollWidth, clientWidth) of `page` shown `width` px wide, measured in a real browser: a
+    page of the test's own frames it (same folder, file access allowed) and writes the numbers."""
+    frame = folder / f"measure-{width}.html"
+    frame.write_text(f'<!doctype html><html><body style="margin:0"><iframe id="f" src="{page}" '
+                     f'style="border:0;width:{width}px;height:900px"></iframe><pre id="out">pending</pre><script>'
+                     'document.getElementById("f").addEventListener("load", function () {'
+                     ' var d = document.getElementById("f").contentDocument.documentElement;'
+                     ' document.getElementById("out").textContent = "width " + d.scrollWidth + " " + d.clientWidth;'
+                     "});</script></body></html>")
+    loaded = _chromium("--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", frame.as_uri())
+    frame.unlink()
+    found = re.search(r"width (\d+) (\d+)", loaded.stdout)
+    assert found, loaded.stdout[-500:] + loaded.stderr[-1000:]
+    return int(found.group(1)), int(found.group(2))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed; .ci/run installs it")
+def test_html_report_fits_a_1280_and_a_1920_pixel_screen_and_its_tracker_copy_links_nowhere(launched, tmp_path):
+    _, run_dir, _ = launched
+    report = run_dir / "report"
+    wide = report / "wide-control.html"  # the measure itself sees an overflowing page
+    wide.write_text('<!doctype html><html><body><div style="width:3000px">x</div></body></html>')
+    scrolled, shown = _page_width(report, wide.name, 1280)
+    wide.unlink()
+    assert scrolled > shown
+    for width in (1280, 1920):  # wide tables scroll inside the page; the page itself does not
+        scrolled, shown = _page_width(report, "report.html", width)
+        assert scrolled <= shown, (width, scrolled, shown)
+        shot = tmp_path / f"report-{width}.png"
+        taken = _chromium(f"--screenshot={shot}", f"--window-size={width},1200", report.joinpath("report.html").as_uri())
+        assert taken.returncode == 0 and shot.exists()
+    text = (report / "report.html").read_text()
+    assert "<td>inf</td>" not in text and "<td>unbounded</td>" in text  # the dense layer's bound, as elsewhere
+    published = (report / "published" / "report.html").read_text()
+    assert "../trials/" not in published and "artifacts <code>trial/</code> of its MLflow run" in published
+    assert published.count('src="data:image/png;base64,') == 2  # figures inlined in the copy too
 
 
 def test_study_holds_every_result_and_the_dense_model_was_trained_once(launched):

@@ -217,7 +217,11 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
     assert len(parents) == 1 and len(children) == 5
     parent = parents[0]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
-        "report/report.md", "report/crossings.csv", "report/figure_W_xh.png"}
+        "report/report.md", "report/crossings.csv", "report/figure_W_xh.png", "report/figure_W_xh.svg",
+        "report/figure_W_xh.pdf", "report/report.html"}
+    # The page on the run is the copy whose links all resolve there: no run folder beside it.
+    page = Path(client.download_artifacts(parent.info.run_id, "report/report.html", str(run_dir.parent)))
+    assert "../trials/" not in page.read_text() and "of its MLflow run" in page.read_text()
     # Every bound that crossed is a metric of the sweep's run (comparable across sweeps in the
     # UI); a bound that never crossed has no number there.
     crossings = json.loads((run_dir / "report" / "crossings.json").read_text())["crossings"]

@@ -3,7 +3,7 @@ needed beside it to read it), with sortable tables and each trial linked to its 
 
 It is report.md rendered (markdown-it, which rich already brings) plus a trials table, a
 little CSS and a little script. Sorting: click a column's header (again to reverse); numbers
-sort as numbers (`inf` above every finite value), empty and `undefined` cells last. The URL
+sort as numbers (`unbounded` above every finite value), empty and `undefined` cells last. The URL
 remembers the sort (`report.html#sort=<table>:<column>:<asc|desc>`, tables and columns counted
 from 0), so a sorted view can be bookmarked or shared.
 """
@@ -25,7 +25,13 @@ from .spec import SweepSpec
 __all__ = ["write_html"]
 
 _STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1500px; padding: 0 1rem; color: #222; }
+p, ul, ol { max-width: 1100px; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.bleed { width: calc(100vw - 3rem); max-width: none; margin-left: calc(50% - 50vw + 1.5rem); }
+table.trials th { white-space: normal; min-width: 3.5em; }
+td.files, td.runs { white-space: nowrap; }
+td.files a { margin-right: .6em; }
 h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; vertical-align: top; }
@@ -43,7 +49,7 @@ _SCRIPT = """
   function key(text) {
     var t = text.trim();
     if (t === "" || t === "undefined" || t === "-") return [2, 0];
-    if (t === "inf" || t === "+inf") return [0, Infinity];
+    if (t === "inf" || t === "+inf" || t === "unbounded") return [0, Infinity];
     var n = Number(t.replace(/%$/, ""));
     return isNaN(n) ? [1, t.toLowerCase()] : [0, n];
   }
@@ -110,29 +116,36 @@ def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "undefined"
     if isinstance(value, float):
-        return "inf" if math.isinf(value) and value > 0 else f"{value:.4g}"
+        # A dense layer's binary bound: unbounded, as the report's other tables say it.
+        return "unbounded" if math.isinf(value) and value > 0 else f"{value:.4g}"
     return str(value)
 
 
-def _trials_table(spec: SweepSpec, frame: pd.DataFrame) -> str:
-    """One row per finished trial: what it was, its accuracies and bounds, links to its files and
-    the names of its tracker runs."""
+def _trials_table(spec: SweepSpec, frame: pd.DataFrame, local: bool) -> str:
+    """One row per finished trial: what it was, its accuracies and bounds, links to its files
+    (`local`: the page beside the run folder; else, as on a tracker, where the files are) and the
+    names of its tracker runs."""
     layers = list(spec.masks.layers)
     accuracy = sorted((c for c in frame.columns if c.startswith("acc/")), key=lambda c: (c != "acc/clean", c))
     bounds = [f"{layer}/binary/{b}" for layer in layers for b in ("delta_r", "delta_s") if f"{layer}/binary/{b}" in frame]
     columns = ["trial", "seed", "mask_method", *[f"remaining_{layer}" for layer in layers if f"remaining_{layer}" in frame],
                *accuracy, *bounds]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in [*columns, "files", "tracker runs"])
+    # Long names break after their slashes (W_xh/<wbr>binary/<wbr>delta_r): narrow columns.
+    head = "".join(f"<th>{html.escape(c).replace('/', '/<wbr>')}</th>" for c in [*columns, "files", "tracker runs"])
     rows = []
     for record in frame.sort_values("trial").to_dict("records"):
         number = int(record["trial"])
         folder = spec.run_path / "trials" / f"{number:05d}"
         links = []
-        for label, name in (("masks", "masks.npz"), *((f"mask {layer}", f"mask_{layer}.png") for layer in layers),
-                            ("checkpoint", "model.pt"), ("spectra", "spectra.json")):
+        files = (("masks", "masks.npz"), *((f"mask {layer}", f"mask_{layer}.png") for layer in layers),
+                 ("checkpoint", "model.pt"), ("spectra", "spectra.json"))
+        for label, name in files if local else ():
             if (folder / name).exists():
                 target = Path("..") / "trials" / f"{number:05d}" / name
                 links.append(f'<a href="{html.escape(target.as_posix())}">{html.escape(label)}</a>')
+        where = " ".join(links) or "-"
+        if not local:  # a tracker's copy: the run folder is not beside it
+            where = "artifacts <code>trial/</code> of its MLflow run" if spec.tracking.mlflow.enabled else "the run folder"
         label = html.escape(trial_label(number, record))
         runs = []
         if spec.tracking.mlflow.enabled:
@@ -140,22 +153,31 @@ def _trials_table(spec: SweepSpec, frame: pd.DataFrame) -> str:
         if spec.tracking.wandb.enabled:
             runs.append(f"W&amp;B: {label}")
         cells = "".join(f"<td>{html.escape(_cell(record.get(c)))}</td>" for c in columns)
-        rows.append(f"<tr>{cells}<td>{' '.join(links) or '-'}</td><td>{'<br>'.join(runs) or '-'}</td></tr>")
-    return (f"<h2>Trials</h2><p>Every finished trial; click a column to sort. Files open from the run "
-            f"folder ({html.escape(str(spec.run_path))}); tracker runs are named as in MLflow and W&amp;B.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        rows.append(f'<tr>{cells}<td class="files">{where}</td><td class="runs">{"<br>".join(runs) or "-"}</td></tr>')
+    folder_note = (f"Files open from the run folder ({html.escape(str(spec.run_path))})" if local else
+                   "This copy sits on a tracker: each trial's files are among its own run's artifacts")
+    return (f"<h2>Trials</h2><p>Every finished trial; click a column to sort. {folder_note}; tracker runs "
+            f"are named as in MLflow and W&amp;B.</p>"
+            f'<div class="scroll bleed"><table class="trials"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
-def write_html(spec: SweepSpec, markdown: str, frame: pd.DataFrame, report_dir: Path) -> Path:
-    """report.html beside report.md: the same report, its figures inlined, tables sortable."""
+def write_html(spec: SweepSpec, markdown: str, frame: pd.DataFrame, report_dir: Path,
+               local: bool = True) -> Path:
+    """report.html beside report.md: the same report, its figures inlined, tables sortable (wide
+    ones scroll inside the page). `local` False: the copy for the trackers, in
+    `report/published/`, whose trials table says where a trial's files are instead of linking
+    into a run folder that is not beside it."""
     renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
     body = _inline_images(renderer.render(_figures_first(markdown)), report_dir)
+    body = body.replace("<table>", '<div class="scroll"><table>').replace("</table>", "</table></div>")
     if not frame.empty:
-        body += _trials_table(spec, frame)
+        body += _trials_table(spec, frame, local)
     page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>Crossing report: {html.escape(spec.name)}</title><style>{_STYLE}</style></head>"
             f"<body>{body}<script>{_SCRIPT}</script></body></html>\n")
-    path = report_dir / "report.html"
+    path = report_dir / "report.html" if local else report_dir / "published" / "report.html"
+    path.parent.mkdir(exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path

@@ -168,6 +168,12 @@ class Report:
     claim: pd.DataFrame = field(default_factory=pd.DataFrame)  # crossings vs drops (see module notes)
     expansion_test: pd.DataFrame = field(default_factory=pd.DataFrame)  # expansion beyond density
 
+    def published_files(self) -> list[str]:
+        """The files the trackers get (MLflow's parent run under report/, W&B's summary run): all
+        of them, the figures in every format, and report.html as the copy that links nowhere
+        outside itself (`published/report.html`) instead of the run folder's."""
+        return [str(path) for key, path in self.files.items() if key != "html"]
+
 
 CORRECT_COLUMN = "_correct"  # per trial, the packed per-example hits (a dict); in no file
 
@@ -897,8 +903,10 @@ def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
     }, indent=2))
     frame.drop(columns=[CORRECT_COLUMN], errors="ignore").sort_values("trial").to_csv(files["trials_csv"], index=False)
     files["html"] = write_html(spec, markdown, frame, out)
+    files["html_published"] = write_html(spec, markdown, frame, out, local=False)
     for i, path in enumerate(figures):
         files[f"figure_{i}"] = path
+        files[f"svg_{i}"], files[f"pdf_{i}"] = path.with_suffix(".svg"), path.with_suffix(".pdf")
     return Report(crossings, frame, markdown, files, failed, claim, expansion)
 
 

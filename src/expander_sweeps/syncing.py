@@ -41,7 +41,7 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
     With the launch's `trackers` (still open), they publish it, after every trial they log."""
     if trackers is not None:
         return trackers.publish(spec, study, report, warn)
-    return publish_files(spec, study, [str(p) for p in report.files.values()],
+    return publish_files(spec, study, report.published_files(),
                          report.trials.to_dict(orient="records"), warn)
 
 

@@ -195,7 +195,7 @@ class TrackerProcess(TrackerCalls):
         here, as without a tracker process."""
         self._pump()
         if self._process.is_alive():
-            self._put("publish", ([str(p) for p in report.files.values()], report.trials.to_dict(orient="records")))
+            self._put("publish", (report.published_files(), report.trials.to_dict(orient="records")))
             aliases = self._wait_for("published")
             if aliases is not None:
                 return aliases
