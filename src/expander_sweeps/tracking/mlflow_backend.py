@@ -119,12 +119,18 @@ class MlflowTracker:
             # ("table ... already exists"): the first to take the lock creates them.
             from filelock import FileLock
 
+            self._moved_from: list[Path] = []
             with FileLock(str(database) + ".create.lock"):
                 if not database.exists():
                     _configure_mlflow()
                     from .mlflow_store import create_from_template
 
                     create_from_template(database)  # else MLflow migrates the new store itself
+                elif self._embedded(spec, database):
+                    from .mlflow_store import relocate
+
+                    # A run folder moved or copied: its store's absolute paths point back into it.
+                    self._moved_from = relocate(database, spec.run_path)
                 self._client = _client(self.uri)
                 self._client.search_experiments(max_results=1)
         self._spec = spec
@@ -144,6 +150,22 @@ class MlflowTracker:
         self._numbers_in_store: set[int] | None = None
         self._registered_model_exists = False
 
+    @staticmethod
+    def _embedded(spec: SweepSpec, database: Path | None) -> bool:
+        """Whether the store is the run folder's own (mlflow.db in it): it moves with the folder."""
+        return database is not None and database.resolve() == (spec.run_path / "mlflow.db").resolve()
+
+    def _parent_keys(self) -> list[str]:
+        """Where the study keeps the sweep's parent run id, newest first. The run folder's own
+        store is named by no path (the folder may move); a server by its redacted URI (the study,
+        served by optuna-dashboard, never holds a password). Older versions named the embedded store
+        by its absolute path: that key is read too, at this folder and where it was moved from."""
+        if not self._embedded(self._spec, sqlite_file(self.uri)):
+            return [f"mlflow_parent_run:{redact_url(self.uri)}:{self._experiment_name}"]
+        older = [self.uri, *(f"sqlite:///{folder / 'mlflow.db'}" for folder in getattr(self, "_moved_from", []))]
+        return [f"mlflow_parent_run:run_folder:{self._experiment_name}",
+                *(f"mlflow_parent_run:{uri}:{self._experiment_name}" for uri in older)]
+
     # ------------------------------------------------------------------ sweep
     def start_sweep(self, sweep: str, config: dict[str, Any], state: SweepState) -> None:
         existing = self._client.get_experiment_by_name(self._experiment_name)
@@ -154,13 +176,18 @@ class MlflowTracker:
                 self._experiment_name, artifact_location=self._artifact_location
             )
         # The parent run id lives in the study, so workers in other processes attach to it.
-        # Named by the redacted URI: the study (served by optuna-dashboard) never holds a password.
-        key = f"mlflow_parent_run:{redact_url(self.uri)}:{self._experiment_name}"
-        parent = state.get(key)
-        if parent is not None:
+        keys = self._parent_keys()
+        key = keys[0]
+        for candidate in keys:
+            parent = state.get(candidate)
+            if parent is None:
+                continue
             try:
                 if self._client.get_run(parent).info.lifecycle_stage == "active":
                     self._parent_id = parent
+                    if candidate != key:
+                        state.set(key, parent)  # found under an older name: kept under the new one
+                    break
             except Exception:  # deleted, or another server: make a new one
                 self._parent_id = None
         if self._parent_id is None:

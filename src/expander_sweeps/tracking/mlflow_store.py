@@ -21,8 +21,9 @@ import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
-__all__ = ["cache_folder", "template_path", "create_from_template"]
+__all__ = ["cache_folder", "template_path", "create_from_template", "relocate"]
 
 _DEFAULT_EXPERIMENT_ID = 0  # MLflow creates experiment 0, "Default", when it opens a store without one
 
@@ -77,3 +78,43 @@ def create_from_template(database: Path) -> bool:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
         return False
+
+
+def _recorded_run_folders(db: sqlite3.Connection) -> set[Path]:
+    """The run folders the store's experiments keep their artifacts in (`<run folder>/mlartifacts`)."""
+    folders = set()
+    for (location,) in db.execute("SELECT artifact_location FROM experiments"):
+        if not location or not location.startswith("file://"):
+            continue
+        path = unquote(urlparse(location).path)
+        if "/mlartifacts" in path:
+            folders.add(Path(path[: path.index("/mlartifacts")]))
+    return folders
+
+
+def relocate(database: Path, run_dir: Path) -> list[Path]:
+    """Make an embedded store that was moved or copied with its run folder point into it again.
+
+    MLflow records absolute artifact locations: the experiment's, every run's artifact URI, every
+    logged model's and model version's source. A store whose experiments keep their artifacts in
+    another folder's `mlartifacts` (the folder it was copied from) has every such path under that
+    folder rewritten to `run_dir`, in every text column of every table, the `file://` URI form and
+    the plain path form alike. Returns the folders it was relocated from (none: nothing to do)."""
+    new = run_dir.resolve()
+    with contextlib.closing(sqlite3.connect(database, timeout=60)) as db, db:
+        old_folders = [folder for folder in _recorded_run_folders(db) if folder != new]
+        if not old_folders:
+            return []
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        columns = {table: [row[1] for row in db.execute(f'PRAGMA table_info("{table}")')
+                           if not row[2] or any(t in row[2].upper() for t in ("CHAR", "TEXT", "CLOB"))]
+                   for table in tables}
+        for old in old_folders:
+            # The URI form first (percent-encoded), then the plain path; both end in '/', so that
+            # /runs/a never matches /runs/ab.
+            for before, after in ((old.as_uri() + "/", new.as_uri() + "/"), (f"{old}/", f"{new}/")):
+                for table, names in columns.items():
+                    for column in names:
+                        db.execute(f'UPDATE "{table}" SET "{column}" = REPLACE("{column}", ?, ?) '
+                                   f'WHERE instr("{column}", ?) > 0', (before, after, before))
+    return old_folders
