@@ -308,7 +308,9 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     assert len(versions) == 5
     for version in versions:
         assert {"remaining_W_xh", "remaining_W_hh", "acc/clean", "ramanujan_W_xh", "ramanujan_W_hh",
-                "W_xh/binary/delta_r"} <= set(version.tags)
+                "remaining_edges"} <= set(version.tags)
+        # A few tags (the registry page lists them all per version); the rest is on the run.
+        assert len([t for t in version.tags if not t.startswith("alias.")]) <= 11, sorted(version.tags)
     model = client.get_registered_model("tiny-pruned")
     assert set(model.aliases) == {"dense", "best", "sparsest-ramanujan"}
     assert "model registry aliases: dense" in result.stdout
@@ -349,6 +351,7 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     experiment = client.get_experiment_by_name("tiny")
     logged = client.search_logged_models([experiment.experiment_id])
     assert len(logged) == 5 and {m.status for m in logged} == {LoggedModelStatus.READY}
+    assert sorted(m.name for m in logged) == sorted(f"trial-{m.tags['expander_sweeps.trial']}" for m in logged)
     # (MLflow's open-source registry keeps no model_id column: a version points at its
     # LoggedModel through its source URI)
     assert {v.source for v in versions} == {f"models:/{m.model_id}" for m in logged}
