@@ -72,3 +72,18 @@ def test_quiet_and_verbose(tmp_path, mnist_dir):
     assert "dense epoch 3/3 loss" in verbose and "finetune epoch 2/2 loss" in verbose
     both = subprocess.run([*CLI, "-q", "-v", "schema"], capture_output=True, text=True)
     assert both.returncode == 2 and "contradict" in both.stderr
+
+
+@pytest.mark.slow
+def test_a_log_file_gets_every_line_as_plain_text(tmp_path, mnist_dir):
+    log = tmp_path / "sweep.log"
+    out = _launch(tmp_path / "l", mnist_dir, "--log-file", str(log), workers="2")
+    text = log.read_text()
+    assert "\x1b[" not in text  # no colour or cursor codes
+    for line in ("ran 5 trial(s)", "trial   0 |", "progress: ", "started 2 workers", "report:"):
+        assert line in text, line
+    assert [line for line in out.splitlines() if "| dense" in line] == [
+        line for line in text.splitlines() if "| dense" in line]  # the same lines as on the screen
+    bad = subprocess.run([*CLI, "--log-file", str(tmp_path / "no" / "such" / "x.log"), "schema"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--log-file" in bad.stderr and "Traceback" not in bad.stderr

@@ -119,7 +119,10 @@ extend_option = click.option(
               help="Print only warnings, errors and the closing lines (no trial lines, progress or tables).")
 @click.option("-v", "--verbose", is_flag=True,
               help="Also a line per training epoch, and the libraries' INFO logs (Optuna's trial lines).")
-def main(quiet: bool, verbose: bool) -> None:
+@click.option("--log-file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also append every line printed to this file, as plain text (no colours, no bars; "
+                   "a progress line every 30 s even when the screen shows bars).")
+def main(quiet: bool, verbose: bool, log_file: str | None) -> None:
     """Sweeps over pruned RNN/LSTM layers: accuracy, noise, and the Ramanujan bounds of each layer.
 
     Not on a terminal (a batch job, nohup, tee), lines are up to 200 columns wide ($COLUMNS sets
@@ -131,6 +134,31 @@ def main(quiet: bool, verbose: bool) -> None:
     for screen in (console, err_console):
         if not screen.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
             screen.width = BATCH_JOB_WIDTH
+    if log_file:
+        _log_to(log_file)
+
+
+_log_console: list[Console] = []  # the --log-file's console, when one was given
+
+
+def _log_to(path: str) -> None:
+    """Every line the CLI prints, to `path` too: each console's print also prints to a plain,
+    wide console on the file (markup rendered as text, no colour codes, no live bars)."""
+    try:
+        handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the process's life
+    except OSError as err:
+        _fail(f"--log-file {path}: {err.strerror or err}; give a file in a folder that exists and is writable")
+    log = Console(file=handle, width=BATCH_JOB_WIDTH, no_color=True, force_terminal=False, highlight=False,
+                  soft_wrap=True)
+    _log_console.append(log)
+    for screen in (console, err_console):
+        show = screen.print
+
+        def both(*args, _show=show, **kwargs):
+            _show(*args, **kwargs)
+            log.print(*args, **kwargs)
+
+        screen.print = both  # an instance attribute: progress bars' console.print comes here too
 
 
 class _WarningLines(logging.Handler):
@@ -158,7 +186,12 @@ class _ConsoleEvents:
         self.trials_task = None
         self.phase_task = None
         interval = None if VERBOSITY.quiet else progress_interval(console.is_terminal)
-        self.lines = ProgressLines(self._say, interval, label) if interval else None
+        say = self._say
+        if interval is None and _log_console and not VERBOSITY.quiet:
+            # Bars on the screen, a log file beside them: the log gets the progress lines.
+            interval = progress_interval(False)
+            say = lambda line: _log_console[0].print(line, markup=False)  # noqa: E731
+        self.lines = ProgressLines(say, interval, label) if interval else None
 
     def _say(self, line: str) -> None:
         self.progress.console.print(line, highlight=False, markup=False, soft_wrap=True)
