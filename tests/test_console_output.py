@@ -87,3 +87,13 @@ def test_a_log_file_gets_every_line_as_plain_text(tmp_path, mnist_dir):
     bad = subprocess.run([*CLI, "--log-file", str(tmp_path / "no" / "such" / "x.log"), "schema"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--log-file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_shell_completion_completes_commands_as_the_readme_says():
+    env = {**os.environ, "_EXPANDER_SWEEPS_COMPLETE": "bash_complete", "COMP_WORDS": "expander-sweeps lau",
+           "COMP_CWORD": "1"}
+    done = subprocess.run(CLI, capture_output=True, text=True, env=env)
+    assert "launch" in done.stdout, done.stdout + done.stderr
+    source = subprocess.run(CLI, capture_output=True, text=True,
+                            env={**os.environ, "_EXPANDER_SWEEPS_COMPLETE": "bash_source"})
+    assert "complete " in source.stdout and "_expander_sweeps_completion" in source.stdout
