@@ -214,3 +214,33 @@ def test_wandb_export_with_overrides_hands_the_agents_the_resolved_spec(tmp_path
     assert spec.data.root == "/data/mnist" and spec.training.epochs == 3 and spec.masks.remaining == [1.0, 0.5]
     assert config["parameters"]["point"]["values"] == [
         "remaining=1.0", "layer=W_xh,remaining=0.5", "layer=W_hh,remaining=0.5"]
+
+
+@pytest.mark.slow
+def test_a_mask_method_added_to_the_tool_leaves_an_existing_study_relaunchable(tmp_path, mnist_dir, monkeypatch):
+    """A study begun with today's methods; then the tool learns a fifth (Optuna refuses a changed
+    categorical within a study: "does not support dynamic value space"). Extending the study's
+    grid still runs, reruns nothing, and asking for the new method there is one clear error.
+    (Simulated: the study begins while the tool knows three of today's four methods.)"""
+    from conftest import tiny_spec_dict
+    from expander_sweeps.spec import spec_from_dict
+    from expander_sweeps.study import SpecMismatch
+    from expander_sweeps.sweep import launch_study
+
+    def spec(fractions, methods):
+        return spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": fractions, "method": methods},
+                                             training={"epochs": 1, "finetune_epochs": 1},
+                                             tracking={"mlflow": {"enabled": False}}))
+
+    # The study begins under a tool that knew three methods; today's knows a fourth.
+    monkeypatch.setattr(space, "MASK_METHODS", space.MASK_METHODS[:3])
+    first = launch_study(spec([1.0, 0.3], ["magnitude", "random"]))
+    assert first.ran == 5 and first.failed == 0
+    monkeypatch.undo()
+    assert len(space.MASK_METHODS) == 4
+    extended = launch_study(spec([1.0, 0.3, 0.1], ["magnitude", "random"]), extend=True)
+    assert extended.ran == 4 and extended.failed == 0  # the new fraction's points only
+    numbers = [t.number for t in extended.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(numbers) == 9 == len(set(numbers))
+    with pytest.raises(SpecMismatch, match="began before the mask method"):
+        launch_study(spec([1.0, 0.3], ["magnitude", "magnitude_min_degree"]), extend=True)

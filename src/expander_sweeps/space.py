@@ -100,10 +100,12 @@ def _suggest_fraction(trial: optuna.Trial, name: str, spec: SweepSpec, log_scale
     return trial.suggest_categorical(name, list(space))
 
 
-def suggest_plan(trial: optuna.Trial, spec: SweepSpec, log_scale: bool = True) -> TrialPlan:
+def suggest_plan(trial: optuna.Trial, spec: SweepSpec, log_scale: bool = True,
+                 method_choices: tuple[str, ...] | None = None) -> TrialPlan:
     """The plan of an Optuna trial: fixed parameters for a grid point, sampled otherwise.
     `log_scale=False` only for a grid study whose trials recorded linear fractions
-    (`study.fractions_on_log_scale`)."""
+    (`study.fractions_on_log_scale`); `method_choices`: the mask-method choices a grid study's
+    trials recorded (`study.recorded_method_choices`), kept when the tool has more methods now."""
     layers = spec.masks.layers
     if spec.masks.schedule == "each":
         # The fraction first: the all-dense point prunes no layer, so it has no `layer`
@@ -126,7 +128,9 @@ def suggest_plan(trial: optuna.Trial, spec: SweepSpec, log_scale: bool = True) -
     method = methods[0]
     if len(methods) > 1:
         # Grid: every known method as a choice, so a later launch may add one to the study.
-        method = trial.suggest_categorical("mask_method", list(MASK_METHODS) if grid else methods)
+        # (An existing study keeps the choices it recorded: Optuna refuses a changed list.)
+        choices = list(method_choices or MASK_METHODS) if grid else methods
+        method = trial.suggest_categorical("mask_method", choices)
     seed = seeds[0]
     if len(seeds) > 1:
         seed = (trial.suggest_int("seed", -(2**31), 2**31 - 1) if grid

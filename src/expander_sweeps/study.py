@@ -36,7 +36,7 @@ from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "claim_trial", "waiting_trials", "trial_point", "heartbeat", "fail_stale", "running_trials", "record_result",
-           "read_result", "store_trial_artifacts", "artifact_dir", "fractions_on_log_scale", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
+           "read_result", "store_trial_artifacts", "artifact_dir", "fractions_on_log_scale", "recorded_method_choices", "check_methods", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
 @contextlib.contextmanager
@@ -244,6 +244,7 @@ def bind_spec(study: optuna.Study, spec: SweepSpec, extend: bool = False,
                     "finished trial(s) are taken to match this spec from now on")
         return None
     check_spec(study, spec)
+    check_methods(study, spec)
     changed = differences(attrs.get(_SPACE, {}), space)
     if changed and not extend:
         raise SpecMismatch(mismatch_message(spec.name, "search space (masks.remaining, masks.method, "
@@ -299,6 +300,30 @@ def fractions_on_log_scale(study: optuna.Study) -> bool:
             if name.startswith("remaining") and isinstance(distribution, optuna.distributions.FloatDistribution):
                 return distribution.log
     return True
+
+
+def recorded_method_choices(study: optuna.Study) -> tuple[str, ...] | None:
+    """The mask-method choices this study's trials recorded (a grid's `mask_method` categorical),
+    or None when none did. Optuna refuses other choices for a parameter within a study, so a
+    study keeps its own: a mask method added to the tool later leaves it relaunchable."""
+    for trial in study.get_trials(deepcopy=False):
+        distribution = trial.distributions.get("mask_method")
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            return tuple(distribution.choices)
+    return None
+
+
+def check_methods(study: optuna.Study, spec: SweepSpec) -> None:
+    """Raise SpecMismatch when a grid spec asks for a mask method the study's recorded choices
+    lack (a method added to the tool after the study began): it cannot join that study."""
+    recorded = recorded_method_choices(study)
+    missing = [m for m in spec.masks.methods if recorded is not None and m not in recorded]
+    if missing and spec.study.sampler == "grid" and len(spec.masks.methods) > 1:
+        raise SpecMismatch(
+            f"study '{spec.name}' began before the mask method(s) {', '.join(missing)} existed: its trials "
+            f"recorded the choices {', '.join(recorded)}, and Optuna refuses new choices within a study. "
+            "Run the new method(s) in a new study (a new `name`, `run_dir` or `study.storage`), and compare "
+            "the two with `expander-sweeps compare`")
 
 
 def study_fingerprint(study: optuna.Study) -> str | None:

@@ -44,6 +44,7 @@ from .study import (
     heartbeat,
     open_study,
     record_result,
+    recorded_method_choices,
     running_trials,
     store_trial_artifacts,
     sweep_lock,
@@ -138,7 +139,8 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     trackers.begin(spec, study)
     pace = _pacer(spec, trackers, events)
     ran = failed = 0
-    log_scale = fractions_on_log_scale(study)
+    # How this study's trials recorded the space (Optuna refuses a change within a study).
+    encoding = (fractions_on_log_scale(study), recorded_method_choices(study))
     every_trial_ran = False
     try:
         with _terminate_as_interrupt():
@@ -150,9 +152,9 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
                     for member in group:  # each trial keeps its own heartbeat
                         beating.enter_context(heartbeat(study, member._trial_id, spec.study.heartbeat_seconds))
                     if len(group) == 1:
-                        completed = [_run_one(trial, spec, ctx, trackers, events, log_scale, pace)]
+                        completed = [_run_one(trial, spec, ctx, trackers, events, encoding, pace)]
                     else:
-                        completed = _run_group(group, spec, ctx, trackers, events, log_scale, pace)
+                        completed = _run_group(group, spec, ctx, trackers, events, encoding, pace)
                 ran += len(group)
                 failed += completed.count(False)
         every_trial_ran = True
@@ -232,14 +234,14 @@ def _pacer(spec: SweepSpec, trackers, events: SweepEvents) -> Pacer:
 
 
 def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
-             log_scale: bool, pace: Pacer) -> bool:
+             encoding: tuple, pace: Pacer) -> bool:
     """One trial, told to the study as COMPLETE or FAIL (with the reason), then to the trackers.
     True if it completed."""
     plan = None
     started = time.time()
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
-        plan = suggest_plan(trial, spec, log_scale)
+        plan = suggest_plan(trial, spec, *encoding)
         events.trial_started(trial.number, plan)
         trackers.start_trial(trial.number, _start_params(spec, ctx, plan, "per_trial", 1), started)
         learning_curve = len(trial.study.directions) == 1  # Optuna keeps intermediate values for one objective
@@ -279,7 +281,7 @@ def _claim_partners(study: optuna.Study, spec: SweepSpec, ctx: SweepContext, tri
 
 
 def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
-               log_scale: bool, pace: Pacer) -> list[bool]:
+               encoding: tuple, pace: Pacer) -> list[bool]:
     """Trials of one dense model fine-tuned together (trial_group.run_group); each is then told to
     the study and the trackers exactly as `_run_one` tells it. Per trial, whether it completed."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -288,7 +290,7 @@ def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, t
     for index, trial in enumerate(trials):
         trial.set_user_attr("worker", worker)
         try:
-            plans[index] = suggest_plan(trial, spec, log_scale)
+            plans[index] = suggest_plan(trial, spec, *encoding)
         except Exception as err:  # a point this spec cannot read fails alone
             trackers.start_trial(trial.number, {})
             _record_failure(trial, trackers, events, None, err)
