@@ -3,6 +3,7 @@ broken contract as one line naming the spec field, before anything is trained or
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 import uuid
@@ -38,7 +39,8 @@ def test_example_gru_factory_and_generated_data_run_through_launch(tmp_path):
     shutil.copy(REPO / "examples" / "byo_gru.yaml", spec)
     run = tmp_path / "run"
     code, out = invoke("launch", spec, "--set", f"run_dir={run}", "--set", "training.epochs=3",
-                       "--set", "tracking.mlflow.enabled=false", "--workers", "1")
+                       "--set", "masks.remaining=[1.0, 0.3, 0.1]", "--set", "tracking.mlflow.enabled=false",
+                       "--workers", "1")
     assert code == 0, out
     assert "custom data from byo_gru.data:load (k=20, 6 features, 4 classes)" in out
     assert "900 train / 300 test" in out and "init by byo_gru.models:build_gru" in out
@@ -178,3 +180,23 @@ def test_dense_cache_key_follows_the_factory_code_and_args(tmp_path):
     with open(tmp_path / f"{pkg}.py", "a") as module:
         module.write("\n# an edit to the model's code\n")
     assert dense_key(spec, 0.0, "data")[0] != key
+
+
+@pytest.mark.slow
+def test_the_gru_showcase_as_shipped_learns_and_shows_crossings(tmp_path):
+    """examples/byo_gru.yaml as a user runs it (trackers off): the GRU learns the task well above
+    chance, and each pruned layer's binary graph crosses at least one bound within the grid."""
+    folder = tmp_path / "examples"
+    shutil.copytree(REPO / "examples" / "byo_gru", folder / "byo_gru")
+    spec = folder / "byo_gru.yaml"
+    shutil.copy(REPO / "examples" / "byo_gru.yaml", spec)
+    run = tmp_path / "run"
+    code, out = invoke("launch", spec, "--set", f"run_dir={run}", "--set", "tracking.mlflow.enabled=false")
+    assert code == 0, out
+    study = optuna.load_study(study_name="byo_gru", storage=f"sqlite:///{run / 'optuna.db'}")
+    dense = next(t for t in study.trials if t.params.get("remaining") == 1.0)
+    assert dense.user_attrs["acc/clean"] > 0.6  # 4 classes: chance is 0.25
+    crossings = json.loads((run / "report" / "crossings.json").read_text())["crossings"]
+    for layer in ("W_xh", "W_hh"):
+        assert any(c["graph"] == layer and c["weighting"] == "binary" and c["status"] == "crossed"
+                   for c in crossings), layer
