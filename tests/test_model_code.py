@@ -23,20 +23,21 @@ def _relative(paths) -> set[str]:
 
 
 def test_module_level_imports_are_followed_and_imports_inside_functions_are_not():
-    # models.py imports spec at module level and factories only inside a function.
-    assert _relative(package_modules(frozenset({"expander_sweeps.models"}))) == {"__init__.py", "models.py", "spec.py"}
+    # models.py imports cells and spec at module level, factories only inside a function.
+    assert _relative(package_modules(frozenset({"expander_sweeps.models"}))) == {
+        "__init__.py", "cells.py", "models.py", "spec.py"}
     # A module of a subpackage brings its package's __init__ and its relative imports.
     tracked = _relative(package_modules(frozenset({"expander_sweeps.tracking.base"})))
     assert {"__init__.py", "tracking/__init__.py", "tracking/base.py"} <= tracked
     assert "sweep.py" not in tracked
 
 
-def test_the_built_in_model_carries_three_modules(tmp_path):
+def test_the_built_in_model_carries_four_modules(tmp_path):
     spec = load_spec(REPO / "sweeps" / "quickstart.yaml")
     model = build_model(spec.model, 28, 10, seed=0)
     (package,) = model_code_paths(code_sources(model), tmp_path)
     files = {p.relative_to(package).as_posix() for p in Path(package).rglob("*.py")}
-    assert files == {"__init__.py", "models.py", "spec.py"}
+    assert files == {"__init__.py", "cells.py", "models.py", "spec.py"}
     assert (Path(package) / "models.py").read_bytes() == (PACKAGE / "models.py").read_bytes()
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import RECURRENT_CELLS
+from .cells import RECURRENT_CELLS
 from .results import GATES, for_trackers
 from .spectral import layer_spectrum
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import RECURRENT_CELLS
+from .cells import RECURRENT_CELLS
 
 __all__ = ["FactoryError", "import_function", "recurrent_layer", "check_model", "dataset_from_loader"]
 

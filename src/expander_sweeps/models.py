@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cells import RECURRENT_CELLS
 from .spec import ModelSpec
 
 __all__ = ["SequenceClassifier", "FactoryModel", "build_model", "RECURRENT_CELLS"]
 
-# PyTorch's recurrent layers by the cell names of the spec (and of results.GATES).
-RECURRENT_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 
 
 def recurrent_matrices(recurrent: nn.Module) -> dict[str, nn.Parameter]:

@@ -3,7 +3,6 @@ and `sync`, which pushes every finished trial a tracker lacks (twice is the same
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,27 +11,15 @@ import optuna
 from optuna.trial import TrialState
 
 from .pacing import write_lag
-from .results import PHASE_SECONDS_ATTR, timing_metrics
 from .spec import SweepSpec
-from .study import StudyState, read_result
-from .tracking import TrialRecord, build_trackers, enabled_trackers, tracker_config
+from .study import StudyState
+from .tracking import build_trackers, enabled_trackers, tracker_config
+from .tracking.publishing import publish_files, push_missing, trial_record
 
 if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
     from .reporting import Report
 
 __all__ = ["publish_report", "publish_files", "sync_trackers", "trial_record", "TrialRelay", "tracker_failure"]
-
-
-def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
-    """A finished trial as the trackers log it, rebuilt from the study and its files."""
-    result = read_result(trial, run_dir)
-    files = result.files
-    history = json.loads(Path(files["history"]).read_text()) if "history" in files else []
-    # The run's times are the trial's own, not those of this call (a relay or sync logs it later).
-    started = trial.datetime_start.timestamp() if trial.datetime_start else None
-    ended = trial.datetime_complete.timestamp() if trial.datetime_complete else None
-    metrics = {**result.metrics, **timing_metrics(trial.user_attrs.get(PHASE_SECONDS_ATTR), started, ended)}
-    return TrialRecord(trial.number, result.params, metrics, history, files, started, ended)
 
 
 def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None],
@@ -45,53 +32,6 @@ def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: C
                          report.trials.to_dict(orient="records"), warn)
 
 
-def publish_files(spec: SweepSpec, study: optuna.Study, files: list[str], rows: list[dict],
-                  warn: Callable[[str], None]) -> dict:
-    """publish_report from the report's files and trial rows (what a tracker process is sent)."""
-    aliases = {}
-    try:
-        trackers = enabled_trackers(spec, warn)
-    except Exception as err:  # a tracker store that cannot be opened at all (a broken mlflow.db)
-        warn(f"could not open the trackers to publish the report ({type(err).__name__}: {err}); "
-             "`expander-sweeps sync SPEC` retries")
-        return aliases
-    for tracker in trackers:
-        try:
-            tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
-            # Trials a killed launch finished but never logged (or left half-logged) reach the
-            # tracker here, at the end of the next launch, before the report goes on top.
-            pushed = _push_missing(tracker, spec, study, warn)
-            if pushed:
-                warn(f"{tracker.name} lacked {pushed} finished trial(s) (a launch stopped before logging "
-                     "them); logged now")
-            if tracker.name == "wandb" and rows:
-                tracker.set_aliases(*_aliases_and_checkpoints(spec, study, rows))
-            tracker.end_sweep(files)
-            if tracker.name == "mlflow" and spec.tracking.mlflow.log_models and rows:
-                from .tracking.mlflow_backend import set_registry_aliases
-
-                aliases = set_registry_aliases(spec, rows)
-        except Exception as err:
-            warn(f"could not publish the report to {tracker.name} ({type(err).__name__}: {err}); "
-                 "`expander-sweeps sync SPEC` retries")
-    return aliases
-
-
-def _aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, rows: list[dict]) -> tuple[dict, dict[int, str]]:
-    """The registry aliases' trials (results.choose_aliases) and the checkpoints of those trials."""
-    from .results import choose_aliases
-
-    chosen = choose_aliases(rows, spec.masks.layers, spec.report.drop_threshold)
-    numbers = {int(row["trial"]) for row in chosen.values()}
-    checkpoints = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.number in numbers:
-            checkpoint = read_result(trial, spec.run_path).files.get("checkpoint")
-            if checkpoint:
-                checkpoints[trial.number] = checkpoint
-    return chosen, checkpoints
-
-
 def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], None],
                   say: Callable[[str], None]) -> dict[str, int]:
     """Log every finished trial of `study` that a tracker lacks; returns tracker -> trials pushed."""
@@ -100,28 +40,8 @@ def sync_trackers(spec: SweepSpec, study: optuna.Study, warn: Callable[[str], No
     pushed = {}
     for tracker in enabled_trackers(spec, warn):
         tracker.start_sweep(spec.name, tracker_config(spec), StudyState(study))
-        pushed[tracker.name] = _push_missing(tracker, spec, study, warn, say, finished)
+        pushed[tracker.name] = push_missing(tracker, spec, study, warn, say, finished)
     return pushed
-
-
-def _push_missing(tracker, spec: SweepSpec, study: optuna.Study, warn: Callable[[str], None],
-                  say: Callable[[str], None] | None = None, finished: list | None = None) -> int:
-    """Log every finished trial of the study that `tracker` (its sweep started) has not logged
-    in full; how many were pushed (0 when the tracker failed on the way, which was reported)."""
-    from .tracking import FanOut
-
-    if finished is None:
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    logged = tracker.logged_trials()
-    missing = [t for t in finished if t.number not in logged]
-    if say is not None:
-        say(f"{tracker.name}: {len(finished) - len(missing)} of {len(finished)} trials present, pushing {len(missing)}")
-    single = FanOut([tracker], warn, background=False)
-    for trial in missing:
-        single.log_trial(trial_record(trial, spec.run_path))
-        if tracker.name not in single.names:
-            return 0  # it failed and was reported; stop pushing to it
-    return len(missing)
 
 
 def tracker_failure(spec: SweepSpec, err: Exception) -> str:

@@ -150,12 +150,12 @@ class TrackerCalls:
         self.end_trial(status, record.ended)
 
     def publish(self, spec, study, report, warn: Callable[[str], None]) -> dict:
-        """Publish the sweep's report (syncing.publish_report) once every call made before has
+        """Publish the sweep's report (publishing.publish_files) once every call made before has
         run; returns the registry aliases set."""
-        from ..syncing import publish_report
+        from .publishing import publish_files
 
         self.close()
-        return publish_report(spec, study, report, warn)
+        return publish_files(spec, study, report.published_files(), report.trials.to_dict(orient="records"), warn)
 
     def log_trial(self, record: TrialRecord, status: str = "FINISHED") -> None:
         """A whole finished trial at once (for `sync`): params, per-epoch history, the rest."""

@@ -357,7 +357,7 @@ def _serve_calls(spec_data: dict, calls, replies, parent_pid: int, busy, ran) ->
                 replies.put(("closed", fan.seconds))
                 return
             if method == "publish":
-                from ..syncing import publish_files
+                from .publishing import publish_files
 
                 replies.put(("published", None if study is None else publish_files(spec, study, *args, warn)))
             elif method == "start_sweep":
