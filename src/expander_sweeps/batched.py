@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import add_noise
+from .masks import MaskHolder
 from .models import SequenceClassifier
 from .train import EpochStats, adam, divergence_hint
 
@@ -116,29 +117,10 @@ class StackedClassifier(nn.Module):
         return h, (torch.stack(outputs, dim=2) if keep else None)
 
 
-class StackedMasks:
-    """Masks `[N, ...]` on a stacked model's parameters, held as train.MaskHolder holds one
-    model's: masked weights zeroed now, their gradients before every step, the weights after."""
-
-    def __init__(self, model: StackedClassifier, masks: dict[str, torch.Tensor]):
-        self._pairs = []
-        for key, mask in masks.items():
-            param = model.parameter(key)
-            if mask.shape != param.shape:
-                raise ValueError(f"stacked mask for {key} has shape {tuple(mask.shape)}, weight has {tuple(param.shape)}")
-            self._pairs.append((param, mask.to(device=param.device, dtype=param.dtype)))
-        self.apply()
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        for param, mask in self._pairs:
-            param.mul_(mask)
-
-    @torch.no_grad()
-    def mask_gradients(self) -> None:
-        for param, mask in self._pairs:
-            if param.grad is not None:
-                param.grad.mul_(mask)
+def StackedMasks(model: StackedClassifier, masks: dict[str, torch.Tensor]) -> MaskHolder:  # noqa: N802
+    """Masks `[N, ...]` on a stacked model's parameters (by SequenceClassifier state_dict key),
+    held as masks.MaskHolder holds one model's: it is elementwise, so stacking changes nothing."""
+    return MaskHolder({key: model.parameter(key) for key in masks}, masks)
 
 
 @torch.no_grad()
@@ -174,7 +156,7 @@ def fit_batched(
     batch_size: int,
     lr: float,
     seed: int,
-    masks: StackedMasks | None = None,
+    masks: MaskHolder | None = None,
     noise_fraction: float = 0.0,
     noise_variance: float = 0.0,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
