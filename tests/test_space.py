@@ -217,11 +217,11 @@ def test_wandb_export_with_overrides_hands_the_agents_the_resolved_spec(tmp_path
 
 
 @pytest.mark.slow
-def test_a_mask_method_added_to_the_tool_leaves_an_existing_study_relaunchable(tmp_path, mnist_dir, monkeypatch):
+def test_a_mask_method_added_to_the_tool_leaves_an_existing_study_relaunchable(tmp_path, mnist_dir):
     """A study begun with today's methods; then the tool learns a fifth (Optuna refuses a changed
     categorical within a study: "does not support dynamic value space"). Extending the study's
     grid still runs, reruns nothing, and asking for the new method there is one clear error.
-    (Simulated: the study begins while the tool knows three of today's four methods.)"""
+    The new method is registered as a plug-in would (mask_methods.register_mask_method)."""
     from conftest import tiny_spec_dict
     from expander_sweeps.spec import spec_from_dict
     from expander_sweeps.study import SpecMismatch
@@ -232,15 +232,26 @@ def test_a_mask_method_added_to_the_tool_leaves_an_existing_study_relaunchable(t
                                              training={"epochs": 1, "finetune_epochs": 1},
                                              tracking={"mlflow": {"enabled": False}}))
 
-    # The study begins under a tool that knew three methods; today's knows a fourth.
-    monkeypatch.setattr(space, "MASK_METHODS", space.MASK_METHODS[:3])
-    first = launch_study(spec([1.0, 0.3], ["magnitude", "random"]))
+    from expander_sweeps.mask_methods import (
+        MaskMethod,
+        mask_method,
+        register_mask_method,
+        unregister_mask_method,
+    )
+
+    first = launch_study(spec([1.0, 0.3], ["magnitude", "random"]))  # today's methods
     assert first.ran == 5 and first.failed == 0
-    monkeypatch.undo()
-    assert len(space.MASK_METHODS) == 4
-    extended = launch_study(spec([1.0, 0.3, 0.1], ["magnitude", "random"]), extend=True)
-    assert extended.ran == 4 and extended.failed == 0  # the new fraction's points only
-    numbers = [t.number for t in extended.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(numbers) == 9 == len(set(numbers))
-    with pytest.raises(SpecMismatch, match="began before the mask method"):
-        launch_study(spec([1.0, 0.3], ["magnitude", "magnitude_min_degree"]), extend=True)
+    # The tool learns a fifth method (a random mask under another name is enough here).
+    register_mask_method(MaskMethod("random_again", mask_method("random").make, "test-only"))
+    try:
+        assert "random_again" in space.mask_method_names()
+        again = launch_study(spec([1.0, 0.3], ["magnitude", "random"]))
+        assert again.ran == 0 and again.failed == 0  # relaunch: loads, reruns nothing
+        extended = launch_study(spec([1.0, 0.3, 0.1], ["magnitude", "random"]), extend=True)
+        assert extended.ran == 4 and extended.failed == 0  # the new fraction's points only
+        numbers = [t.number for t in extended.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(numbers) == 9 == len(set(numbers))
+        with pytest.raises(SpecMismatch, match="began before the mask method"):
+            launch_study(spec([1.0, 0.3], ["magnitude", "random_again"]), extend=True)
+    finally:
+        unregister_mask_method("random_again")

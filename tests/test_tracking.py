@@ -182,11 +182,18 @@ def tracked(tmp_path_factory, mnist_dir, mlflow_server):
     planted secrets: a W&B key in the environment, a password in the storage URL
     (?password=) and one in the MLflow URI (user:password@), both given by --set."""
     folder = tmp_path_factory.mktemp("tracked")
+    # A plug-in's graph quantity (a bound) must reach both trackers and the report as the
+    # built-in ones do: the tracker process imports the plug-in too.
+    (folder / "tracked_measures.py").write_text(
+        "import numpy as np\n"
+        "from expander_sweeps.graph_measures import GraphQuantity, register_quantity\n"
+        "register_quantity(GraphQuantity('edges_minus_40', 'edges minus 40', 'kept edges minus 40',\n"
+        "                                lambda b: float(np.count_nonzero(b) - 40), bound=True))\n")
     # The batched engine (forced on a CPU): its trials must reach MLflow and W&B exactly as
     # per-trial ones do (other tests here run per trial, the CPU's default).
     spec = _write(folder, mnist_dir, tracking={"mlflow": {"uri": mlflow_server.uri},
                                                "wandb": {"enabled": True, "mode": "offline"}},
-                  training={"engine": "batched"})
+                  training={"engine": "batched"}, plugins=["tracked_measures"])
     command = [str(BIN / "expander-sweeps"), "launch", str(spec), "--workers", "2",
                "--set", f"study.storage=sqlite:///{folder / 'run' / 'optuna.db'}?password={SECRETS['storage password']}",
                "--set", f"tracking.mlflow.uri=http://alice:{SECRETS['mlflow password']}@127.0.0.1:{mlflow_server.port}"]
@@ -201,7 +208,12 @@ def tracked(tmp_path_factory, mnist_dir, mlflow_server):
     stop.set()
     watcher.join()
     result = subprocess.CompletedProcess(command, launch.returncode, out, err)
-    return mlflow_server, spec, folder / "run", result, on_command_lines
+    yield mlflow_server, spec, folder / "run", result, on_command_lines
+    # Tests here load the spec in this process, which imports the plug-in: leave the registry as it was.
+    from expander_sweeps.graph_measures import unregister_quantity
+
+    unregister_quantity("edges_minus_40")
+    sys.modules.pop("tracked_measures", None)
 
 
 def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
@@ -228,6 +240,7 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
     crossed = [c for c in crossings if c["status"] == "crossed"]
     logged = {k: v for k, v in parent.data.metrics.items() if k.startswith("crossing_pct/")}
     assert crossed and len(logged) == len(crossed) < len(crossings)
+    assert any(c["bound"] == "edges minus 40" for c in crossed)  # a plug-in's bound is reported as the others
     for c in crossed:
         if c["graph"] in ("W_xh", "W_hh"):
             key = f"crossing_pct/magnitude/{c['graph']}/{c['graph']}/{c['weighting']}/{c['bound'].replace(' ', '_')}"
@@ -239,6 +252,8 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
         assert run.info.status == "FINISHED"
         assert {"remaining_W_xh", "remaining_W_hh", "cell", "hidden", "noise_p"} <= set(run.data.params)
         assert "acc/var_0.3" in run.data.metrics and "W_xh/binary/lambda_2" in run.data.metrics
+        for graph in ("W_hh/binary", "W_xh/weighted", "step/binary"):  # the plug-in's quantity, on every graph
+            assert run.data.metrics[f"{graph}/edges_minus_40"] == run.data.metrics[f"{graph}/edges"] - 40
         assert [m.step for m in client.get_metric_history(run.info.run_id, "finetune/loss")] == [1]
         # Named for what the trial is, the number first; described in the run's note.
         params = run.data.params
@@ -433,6 +448,7 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
         assert state["notes"].startswith(f"Sweep tiny, trial {state['config']['trial']}: ")
         assert all(not isinstance(v, dict) for v in state["config"].values())  # flat, for parallel coordinates
         assert {"acc/clean", "acc/var_0.3", "W_xh/binary/lambda_2", "step/binary/d_avg"} <= set(state["summary"])
+        assert state["summary"]["W_hh/binary/edges_minus_40"] == state["summary"]["W_hh/binary/edges"] - 40
         # Every key in every run; a dense layer's unbounded bound is NaN there (W&B's JSON
         # spells it "NaN"), and marked.
         dense_layer = state["config"]["remaining_W_xh"] == 1

@@ -759,6 +759,27 @@ def _check_import_paths(spec: SweepSpec) -> None:
 
 
 @main.command()
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+def methods(spec_path: str | None) -> None:
+    """List the mask methods and graph quantities a spec may name (with SPEC: its plug-ins too)."""
+    from .graph_measures import quantity, quantity_names
+    from .mask_methods import mask_method, mask_method_names
+
+    if spec_path:
+        _load(spec_path, ())  # imports its `plugins:`, which register theirs
+    console.print("[bold]mask methods[/] (masks.method)")
+    for name in mask_method_names():
+        method = mask_method(name)
+        options = escape(f" [reads masks.{', masks.'.join(method.options)}]") if method.options else ""
+        console.print(f"  {name}: {method.description}{options}", highlight=False, soft_wrap=True)
+    console.print("[bold]graph quantities[/] (<graph>/<weighting>/<name>; bounds may be listed in report.bounds)")
+    for name in quantity_names():
+        q = quantity(name)
+        console.print(f"  {name}{' (bound)' if q.bound else ''}: {q.label}: {q.definition}", highlight=False,
+                      soft_wrap=True)
+
+
+@main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file instead of stdout.")
 def schema(output: str | None) -> None:
     """Print the JSON Schema of spec files (for editor completion)."""

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .cells import RECURRENT_CELLS
+from .graph_measures import added_quantities, measure_added
 from .results import GATES, for_trackers
 from .spectral import layer_spectrum
 
@@ -44,6 +45,11 @@ __all__ = ["prunable_matrices", "expansion_table", "expansion_metrics", "log_exp
 QUANTITIES = ("rows", "cols", "edges", "density", "components", "largest_component", "isolated_rows",
               "isolated_cols", "lambda_1", "lambda_2", "d_avg", "delta_r", "delta_s", "biregular", "status")
 _LOGGED = ("edges", "density", "components", "lambda_1", "lambda_2", "d_avg", "delta_r", "delta_s", "biregular")
+
+
+def _added() -> tuple[str, ...]:
+    """The graph quantities plug-ins registered (graph_measures.py): columns after the built-ins."""
+    return tuple(q.name for q in added_quantities())
 
 
 
@@ -111,7 +117,7 @@ def _as_numpy(weight: torch.Tensor, edges: torch.Tensor) -> tuple[np.ndarray, np
 def expansion_table(model: nn.Module, weightings: tuple[str, ...] = ("binary", "weighted"),
                     remove_isolated: bool = True) -> pd.DataFrame:
     """One row per prunable matrix and weighting: the graph's size, kept edges, components,
-    lambda_1, lambda_2, d_avg, Delta_R, Delta_S, the biregular bound and their status."""
+    lambda_1, lambda_2, d_avg, Delta_R, Delta_S, the biregular bound, their status, and every quantity a plug-in registered."""
     unknown = set(weightings) - {"binary", "weighted"}
     if unknown:
         raise ValueError(f"weightings are 'binary' and 'weighted', not {sorted(unknown)}")
@@ -127,8 +133,9 @@ def expansion_table(model: nn.Module, weightings: tuple[str, ...] = ("binary", "
                          "weighting": weighting,
                          **{q: values[q] for q in QUANTITIES if q in values},
                          "density": int(binary.sum()) / binary.size if binary.size else math.nan,
-                         "status": spectrum.status})
-    columns = ["matrix", "module", "parameter", "gate", "weighting", *QUANTITIES]
+                         "status": spectrum.status,
+                         **measure_added(graph, remove_isolated)})
+    columns = ["matrix", "module", "parameter", "gate", "weighting", *QUANTITIES, *_added()]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -142,7 +149,7 @@ def expansion_metrics(table: pd.DataFrame, prefix: str = "expansion") -> dict[st
         base = f"{prefix}/{row.matrix}/{row.weighting}"
         metrics[f"{base}/bounds_defined"] = float(row.status != "undefined")
         metrics[f"{base}/bounds_unbounded"] = float(row.status == "unbounded")
-        for quantity in _LOGGED:
+        for quantity in (*_LOGGED, *_added()):
             metrics[f"{base}/{quantity}"] = float(getattr(row, quantity))
     return for_trackers(metrics)
 

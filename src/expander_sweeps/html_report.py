@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from markdown_it import MarkdownIt
 
-from .results import trial_label
+from .results import RAMANUJAN_BOUNDS, trial_label
 from .spec import SweepSpec
 
 __all__ = ["write_html"]
@@ -127,7 +127,7 @@ def _trials_table(spec: SweepSpec, frame: pd.DataFrame, local: bool) -> str:
     names of its tracker runs."""
     layers = list(spec.masks.layers)
     accuracy = sorted((c for c in frame.columns if c.startswith("acc/")), key=lambda c: (c != "acc/clean", c))
-    bounds = [f"{layer}/binary/{b}" for layer in layers for b in ("delta_r", "delta_s") if f"{layer}/binary/{b}" in frame]
+    bounds = [f"{layer}/binary/{b}" for layer in layers for b in RAMANUJAN_BOUNDS if f"{layer}/binary/{b}" in frame]
     columns = ["trial", "seed", "mask_method", *[f"remaining_{layer}" for layer in layers if f"remaining_{layer}" in frame],
                *accuracy, *bounds]
     # Long names break after their slashes (W_xh/<wbr>binary/<wbr>delta_r): narrow columns.

@@ -56,9 +56,10 @@ from .claim_stats import (  # noqa: E402  # noqa: E402
     unpack_correct,
     verdict_after_holm,
 )
+from .graph_measures import added_quantities, bound_names, quantity  # noqa: E402
 from .html_report import write_html  # noqa: E402
-from .results import BOUND_LABELS as _BOUND_LABELS  # noqa: E402
-from .results import CORRECT_ATTR, GATES, accuracy_key  # noqa: E402
+from .mask_methods import BUILT_IN_METHODS, mask_method  # noqa: E402
+from .results import CORRECT_ATTR, GATES, RAMANUJAN_BOUNDS, accuracy_key, bound_label  # noqa: E402
 from .spec import SweepSpec  # noqa: E402
 from .spectral import find_crossing  # noqa: E402
 
@@ -301,7 +302,7 @@ def crossing_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         "train_noise_variance": panel.train_variance,
                         "graph": _graph_label(graph, spec, frame),
                         "weighting": weighting,
-                        "bound": _BOUND_LABELS[bound],
+                        "bound": bound_label(bound),
                         **_crossing_fields(find_crossing(x, values.tolist())),
                         "low_degree_at_pct": " ".join(f"{100 * r:g}" for r in sorted(set(panel.trials.loc[low, panel.x]),
                                                                                       reverse=True)),
@@ -399,7 +400,7 @@ def expansion_test_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         continue
                     test = equal_density_test(trials["_drop"], trials[bound_column], cells, trials["seed"])
                     rows.append({"pruned": pruned, "train_noise_variance": variance, "noise": noise,
-                                 "graph": graph, "bound": _BOUND_LABELS[bound],
+                                 "graph": graph, "bound": bound_label(bound),
                                  "mask_methods": ", ".join(sorted(set(trials["mask_method"]))),
                                  "seeds": int(trials["seed"].nunique()), **test})
     table = pd.DataFrame(rows)
@@ -475,7 +476,7 @@ def claim_rows(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
                         "train_noise_variance": panel.train_variance,
                         "noise": noise,
                         "graph": _graph_label(graph, spec, frame),
-                        "bound": _BOUND_LABELS[bound],
+                        "bound": bound_label(bound),
                         "bound_status": crossing.status,
                         "bound_crossing_pct": bound_pct,
                         "bound_stays_negative_from_pct": (None if crossing.stays_negative is None
@@ -537,8 +538,8 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
     acc_axis.grid(True, which="both", alpha=0.25)
     bound_axis = acc_axis.twinx()
     # Dotted lines are the accuracy drops' alone; each bound has its own dash pattern.
-    styles = {"delta_r": "--", "delta_s": "-.", "biregular": (0, (5, 1, 1, 1, 1, 1))}
-    bound_colors = {"delta_r": "black", "delta_s": "dimgray", "biregular": "saddlebrown"}
+    styles = {b: quantity(b).figure_style for b in spec.report.figure_bounds}
+    bound_colors = {b: quantity(b).figure_color for b in spec.report.figure_bounds}
     for bound in spec.report.figure_bounds:
         column = f"{panel.layer}/{weighting}/{bound}"
         if column not in panel.trials:
@@ -547,10 +548,10 @@ def _draw_panel(axis, panel: Panel, spec: SweepSpec, crossings: pd.DataFrame, cl
         # +inf at the dense point cannot be drawn; NaN (undefined) leaves a gap.
         finite = np.isfinite(curve["mean"].to_numpy())
         bound_axis.plot(100 * curve["kept"].to_numpy()[finite], curve["mean"].to_numpy()[finite], styles[bound],
-                        color=bound_colors[bound], label=f"{_BOUND_LABELS[bound]} ({weighting})")
+                        color=bound_colors[bound], label=f"{bound_label(bound)} ({weighting})")
         match = _matching(crossings, pruned=panel.pruned, mask_method=panel.method,
                           train_noise_variance=panel.train_variance, graph=panel.layer, weighting=weighting,
-                          bound=_BOUND_LABELS[bound])
+                          bound=bound_label(bound))
         if len(match) and match.iloc[0]["crossing_pct"] is not None and not pd.isna(match.iloc[0]["crossing_pct"]):
             bound_axis.axvline(match.iloc[0]["crossing_pct"], color=bound_colors[bound], linestyle=styles[bound],
                                alpha=0.7, linewidth=1.2)
@@ -630,11 +631,21 @@ def _bound_crossing_text(row) -> str:
     return text
 
 
+def _plugin_definitions(spec: SweepSpec) -> list[str]:
+    """The header's lines for what plug-ins added: each added graph quantity and non-built-in mask
+    method, with the definition its registration gives (every printed number is defined)."""
+    lines = [f"- graph quantity *{q.label}* (`{q.name}`{', a bound' if q.bound else ''}; plug-in): {q.definition}"
+             for q in added_quantities()]
+    lines += [f"- mask method `{m}` (plug-in): {mask_method(m).description}"
+              for m in spec.masks.methods if m not in BUILT_IN_METHODS]
+    return lines
+
+
 def _claim_markdown(spec: SweepSpec, claim: pd.DataFrame) -> list[str]:
     if claim.empty:
         return []
     threshold = 100 * spec.report.drop_threshold
-    bounds = [_BOUND_LABELS[b] for b in spec.report.bounds]
+    bounds = [bound_label(b) for b in spec.report.bounds]
     lines = [
         "## The claim, tested: does the bound crossing predict the accuracy drop?",
         "",
@@ -706,7 +717,7 @@ def _methods_markdown(spec: SweepSpec, panels: list[Panel]) -> list[str]:
                 cells += [_mean_std(panel.curve(kept), r, 100.0, 1).split(" ±")[0] if kept in panel.trials else "-",
                           _mean_std(panel.curve("acc/clean"), r),
                           _mean_std(panel.curve(noisiest[0]), r) if noisiest[0] in panel.trials else "-"]
-                for bound in ("delta_r", "delta_s"):
+                for bound in RAMANUJAN_BOUNDS:
                     column = f"{layer}/binary/{bound}"
                     cells.append(_mean_std(panel.curve(column), r, 1.0, 3) if column in panel.trials else "-")
             lines.append("| " + " | ".join(cells) + " |")
@@ -754,6 +765,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         "removing isolated vertices) has no second eigenvalue to bound: *undefined*, left out of means and "
         "crossings, never counted as having the property. Disconnected graphs are not always negative: "
         "see `components` and `largest_component` in trials.csv",
+        *_plugin_definitions(spec),
         "- x-axis: the kept fraction of the layer's edges (mean over seeds); crossings interpolated in "
         "log(kept), the figures' axis",
         f"- finished trials: {len(frame)}",
@@ -798,7 +810,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
         for r in sorted(set(panel.trials[panel.x]), reverse=True):
             accs = " | ".join(_mean_std(curves[c], r) for c, _ in acc_cols)
             bounds = [_mean_std(panel.curve(f"{panel.layer}/binary/{b}"), r, 1.0, 3)
-                      if f"{panel.layer}/binary/{b}" in panel.trials else "-" for b in ("delta_r", "delta_s")]
+                      if f"{panel.layer}/binary/{b}" in panel.trials else "-" for b in RAMANUJAN_BOUNDS]
             kept = curves[acc_cols[0][0]].loc[r, "kept"] if acc_cols else r
             drop = "-"
             if drops is not None and r in drops.index:
@@ -977,8 +989,7 @@ def read_reference(path: Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: the reference file lacks the column(s) {', '.join(missing)} "
                          f"(it needs {', '.join(needed)})")
-    labels = {label.lower(): label for label in _BOUND_LABELS.values()} | {
-        key: label for key, label in _BOUND_LABELS.items()}
+    labels = {bound_label(b).lower(): bound_label(b) for b in bound_names()} | {b: bound_label(b) for b in bound_names()}
     table["bound"] = [labels.get(str(b).strip().lower(), str(b).strip()) for b in table["bound"]]
     table["percent"] = pd.to_numeric(table["percent"], errors="coerce")
     if table["percent"].isna().any():

@@ -27,13 +27,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .graph_measures import quantity
+
 __all__ = [
     "CORRECT_ATTR",
     "PHASE_SECONDS_ATTR",
     "timing_metrics",
     "GATES",
-    "BOUNDS",
-    "BOUND_LABELS",
+    "RAMANUJAN_BOUNDS",
+    "bound_label",
     "accuracy_key",
     "spectrum_key",
     "kept_key",
@@ -48,8 +50,9 @@ __all__ = [
 
 # Gate order of PyTorch's stacked weight matrices.
 GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-BOUNDS = ("delta_r", "delta_s", "biregular")
-BOUND_LABELS = {"delta_r": "Delta_R", "delta_s": "Delta_S", "biregular": "biregular bound"}
+# The bounds whose signs make a layer Ramanujan (Hoang et al.); every bound the report tracks,
+# built-in or a plug-in's, is in the registry (graph_measures.bound_names).
+RAMANUJAN_BOUNDS = ("delta_r", "delta_s")
 CHECKPOINT_FORMAT = 1
 CORRECT_ATTR = "correct"
 
@@ -77,6 +80,11 @@ def spectrum_key(graph: str, weighting: str, quantity: str) -> str:
     return f"{graph}/{weighting}/{quantity}"
 
 
+def bound_label(name: str) -> str:
+    """How reports write a bound (`delta_r` -> `Delta_R`), from its registration."""
+    return quantity(name).label
+
+
 def kept_key(layer: str) -> str:
     return f"{layer}/kept_fraction"
 
@@ -85,7 +93,7 @@ def ramanujan(metrics: dict[str, Any], layer: str) -> bool | None:
     """Whether a layer's binary graph has the Ramanujan property: both Delta_R and Delta_S > 0.
     None when it cannot be said: a bound is missing or undefined (a degenerate graph). A dense
     layer's unbounded (+inf) bounds count as having it."""
-    values = [metrics.get(spectrum_key(layer, "binary", b)) for b in ("delta_r", "delta_s")]
+    values = [metrics.get(spectrum_key(layer, "binary", b)) for b in RAMANUJAN_BOUNDS]
     if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
         return None
     return all(float(v) > 0 for v in values)

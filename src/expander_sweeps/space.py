@@ -19,7 +19,8 @@ from typing import Any
 
 import optuna
 
-from .spec import MASK_METHODS, RangeSpec, SweepSpec
+from .mask_methods import mask_method_names
+from .spec import RangeSpec, SweepSpec
 
 __all__ = ["TrialPlan", "grid_plans", "suggest_plan", "params_of", "plan_of", "agent_point", "AgentArgumentError",
            "point_label", "point_key", "wandb_sweep_config"]
@@ -129,7 +130,7 @@ def suggest_plan(trial: optuna.Trial, spec: SweepSpec, log_scale: bool = True,
     if len(methods) > 1:
         # Grid: every known method as a choice, so a later launch may add one to the study.
         # (An existing study keeps the choices it recorded: Optuna refuses a changed list.)
-        choices = list(method_choices or MASK_METHODS) if grid else methods
+        choices = list(method_choices or mask_method_names()) if grid else methods
         method = trial.suggest_categorical("mask_method", choices)
     seed = seeds[0]
     if len(seeds) > 1:

@@ -11,12 +11,14 @@ import json
 import math
 import os
 import re
+import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -374,19 +376,51 @@ class TrainingSpec(_Strict):
         return "no gradient clipping" if self.clip_grad_norm is None else f"gradient norm clipped to {self.clip_grad_norm:g}"
 
 
-MASK_METHODS = ("magnitude", "random", "regular", "magnitude_min_degree")
-MaskMethod = Literal["magnitude", "random", "regular", "magnitude_min_degree"]
+# The registries are imported when a name is checked, not with this module: the logged model's
+# code (tracking/model_code.py) carries spec.py and what it imports at module level, and stays small.
+def _short_name(name: str) -> str:
+    return repr(name) if len(name) <= 60 else repr(name[:57] + "...")
+
+
+def _registered_method(name: str) -> str:
+    from .mask_methods import mask_method_names
+
+    if name not in mask_method_names():
+        raise ValueError(f"got {_short_name(name)}, which is not a registered mask method; known: "
+                         f"{', '.join(mask_method_names())} (a plug-in's methods need its module under `plugins:`)")
+    return name
+
+
+def _registered_bound(name: str) -> str:
+    from .graph_measures import bound_names
+
+    if name not in bound_names():
+        raise ValueError(f"got {_short_name(name)}, which is not a registered bound; known: "
+                         f"{', '.join(bound_names())} (a plug-in's bounds need its module under `plugins:`)")
+    return name
+
+
+def _all_bounds() -> list[str]:
+    from .graph_measures import bound_names
+
+    return list(bound_names())
+
+
+MaskMethodName = Annotated[str, AfterValidator(_registered_method)]
+BoundName = Annotated[str, AfterValidator(_registered_bound)]
 
 
 class MaskSpec(_Strict):
-    method: MaskMethod | list[MaskMethod] = Field(
+    method: MaskMethodName | list[MaskMethodName] = Field(
         "magnitude",
-        description="`magnitude`: keep the largest |w| of each layer (one-shot, layer-wise). "
-        "`random`: a uniformly random mask at the same density (a control). `regular`: a random "
-        "biregular mask (every output keeps round(remaining * inputs) inputs; input degrees "
-        "differ by at most one), an expander-preserving control. `magnitude_min_degree`: "
-        "magnitude, but every row and column keeps at least `min_degree` edges. A list puts "
-        "the method in the search space, so the report compares methods at equal remaining edges.",
+        description="A registered mask method (mask_methods.py; plug-ins add more): `magnitude`: keep "
+        "the largest |w| of each layer (one-shot, layer-wise). `random`: a uniformly random mask at the "
+        "same density (a control). `regular`: a random biregular mask (every output keeps "
+        "round(remaining * inputs) inputs; input degrees differ by at most one), an "
+        "expander-preserving control. `magnitude_min_degree`: magnitude, but every row and column keeps "
+        "at least `min_degree` edges. A list puts the method in the search space, so the report "
+        "compares methods at equal remaining edges.",
+        json_schema_extra={"examples": ["magnitude", ["magnitude", "random", "regular"]]},
     )
     min_degree: int = Field(
         1, ge=0, le=65536, description="`magnitude_min_degree`: edges every row and every column keeps at least."
@@ -557,15 +591,17 @@ class TrackingSpec(_Strict):
 
 
 class ReportSpec(_Strict):
-    bounds: list[Literal["delta_r", "delta_s", "biregular"]] = Field(
-        default_factory=lambda: ["delta_r", "delta_s", "biregular"],
+    bounds: list[BoundName] = Field(
+        default_factory=_all_bounds,
         min_length=1,
-        description="Bounds whose zero crossing is reported.",
+        description="Bounds whose zero crossing is reported: registered bounds (graph_measures.py), "
+        "by default all of them (delta_r, delta_s, biregular, and any a plug-in adds).",
     )
-    figure_bounds: list[Literal["delta_r", "delta_s", "biregular"]] = Field(
+    figure_bounds: list[BoundName] = Field(
         default_factory=lambda: ["delta_r", "delta_s"],
         description="Bounds drawn on the right axis of each layer's figure.",
     )
+
     figure_weighting: Literal["binary", "weighted"] = Field(
         "binary", description="Which graph of each layer the figures draw: the 0/1 mask or |W| on it."
     )
@@ -596,6 +632,14 @@ class SweepSpec(_Strict):
         description="Folder of the dense-model cache. Default: <run_dir>/cache. Point several "
         "sweeps at one folder to share dense models.",
     )
+    # Before every section that names a registered thing: Pydantic validates fields in order,
+    # so the plug-ins' methods and quantities are registered when masks and report are checked.
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules to import before the rest of the spec is read (from the spec's folder "
+        "first, then the Python path): the mask methods and graph quantities they register become "
+        "names the spec may use. See docs/architecture.md.",
+    )
     study: StudySpec = Field(default_factory=StudySpec, description="The Optuna study.")
     data: DataSpec = Field(default_factory=MnistDataSpec, description="The dataset: MNIST or audio.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
@@ -605,6 +649,13 @@ class SweepSpec(_Strict):
     spectral: SpectralSpec = Field(default_factory=SpectralSpec, description="Spectra of pruned layers.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Experiment trackers.")
     report: ReportSpec = Field(default_factory=ReportSpec, description="The crossing report.")
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, value: list[str]) -> list[str]:
+        from .plugins import import_plugins
+
+        return import_plugins(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
@@ -891,6 +942,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     for assignment in overrides:
         _apply_override(raw, assignment)
     overridden = {a.partition("=")[0].strip() for a in overrides}
+    if raw.get("plugins") and str(path.resolve().parent) not in sys.path:
+        sys.path.insert(0, str(path.resolve().parent))  # plug-in modules beside the spec, as for model.factory
     spec = spec_from_dict(raw, str(path), root_node, overridden)
     spec._spec_dir = path.resolve().parent
     check_run_dir(spec.run_path)

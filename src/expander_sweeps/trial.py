@@ -22,7 +22,9 @@ from .claim_stats import pack_correct
 from .data import SequenceDataset, load_dataset, noisy_test_sets
 from .dense_cache import DenseCache, dense_key
 from .factories import check_forward
-from .masks import MaskHolder, magnitude_mask, magnitude_min_degree_mask, random_mask, regular_mask
+from .graph_measures import measure_added
+from .mask_methods import MaskRequest, mask_method
+from .masks import MaskHolder
 from .models import SequenceClassifier, build_model
 from .provenance import provenance
 from .results import GATES, accuracy_key, kept_key, save_checkpoint
@@ -151,6 +153,7 @@ def _threads(count: int | None):
 
 def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> dict[str, torch.Tensor]:
     matrices = model.matrices()
+    method = mask_method(plan.mask_method)  # the registry: built-in methods and plug-ins alike
     masks = {}
     for index, (name, remaining) in enumerate(plan.remaining.items()):
         weight = matrices[name]
@@ -159,14 +162,12 @@ def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> d
         generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index + 10007 * plan.seed)
         if remaining >= 1.0:
             masks[name] = torch.ones_like(weight, dtype=torch.bool)  # a dense layer, whatever the method
-        elif plan.mask_method == "magnitude":
-            masks[name] = magnitude_mask(weight, remaining)
-        elif plan.mask_method == "magnitude_min_degree":
-            masks[name] = magnitude_min_degree_mask(weight, remaining, spec.masks.min_degree)
-        elif plan.mask_method == "regular":
-            masks[name] = regular_mask(weight.shape, remaining, generator)
-        else:
-            masks[name] = random_mask(weight.shape, remaining, generator)
+            continue
+        mask = method.make(MaskRequest(name, weight, remaining, generator, spec.masks, model))
+        if tuple(mask.shape) != tuple(weight.shape):
+            raise ValueError(f"mask method {method.name!r} returned a mask of shape {tuple(mask.shape)} for "
+                             f"{name}, whose weights are {tuple(weight.shape)}")
+        masks[name] = mask.bool()
     return {name: m.to(weight.device) for name, m in masks.items()}
 
 
@@ -199,10 +200,13 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
                 graphs[f"{name}.{gate}"] = (binary[rows], weighted[rows])
     result = {}
     for graph, (binary, weighted) in graphs.items():
+        # measure_added: the graph quantities plug-ins registered (graph_measures.py), beside the built-ins.
         if not weighted_only:
-            result[f"{graph}/binary"] = _with_status(spectral.layer_spectrum(binary, remove))
+            result[f"{graph}/binary"] = {**_with_status(spectral.layer_spectrum(binary, remove)),
+                                         **measure_added(binary, remove)}
         if spec.spectral.weighted:
-            result[f"{graph}/weighted"] = _with_status(spectral.layer_spectrum(weighted, remove))
+            result[f"{graph}/weighted"] = {**_with_status(spectral.layer_spectrum(weighted, remove)),
+                                           **measure_added(weighted, remove)}
     if unrolled and "unrolled" in spec.spectral.graphs:
         k = spec.spectral.unrolled_steps or steps
         weightings = ["binary", "weighted"] if spec.spectral.weighted else ["binary"]
@@ -253,8 +257,8 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
     if spec.training.clip_grad_norm is not None:
         # A number or absent, never a word: one type per key in W&B's config and parallel coordinates.
         params["clip_grad_norm"] = spec.training.clip_grad_norm
-    if plan.mask_method == "magnitude_min_degree":
-        params["min_degree"] = spec.masks.min_degree
+    for option in mask_method(plan.mask_method).options:  # the masks.* settings the method reads
+        params[option] = getattr(spec.masks, option)
     return params
 
 

@@ -1,0 +1,184 @@
+"""Plug-ins: a mask method and a graph quantity, each one function and one registration in a module
+the spec names under `plugins:`, reach a real sweep (the CLI, on the real MNIST files), its study,
+spectra.json, `expansion_table`, the report's crossings and header; bad names are clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from conftest import CLI, tiny_spec_dict
+from expander_sweeps.graph_measures import unregister_quantity
+from expander_sweeps.mask_methods import unregister_mask_method
+from expander_sweeps.study import read_result
+
+# A plug-in as a user writes it: a mask method that keeps the first columns of every row (a mask
+# whose every entry is known in advance) and two quantities: the normalised-Laplacian gap and a
+# bound whose sign is known by hand (kept edges minus 40).
+PLUGIN = textwrap.dedent('''
+    import numpy as np
+    import torch
+
+    from expander_sweeps.graph_measures import GraphQuantity, register_quantity
+    from expander_sweeps.mask_methods import MaskMethod, register_mask_method
+
+
+    def first_columns(request):
+        keep = max(1, round(request.remaining * request.weight.shape[1]))
+        mask = torch.zeros(request.weight.shape, dtype=torch.bool)
+        mask[:, :keep] = True
+        return mask
+
+
+    def laplacian_gap(biadjacency):
+        """1 - sigma_2 of D_r^-1/2 B D_c^-1/2: the bipartite normalised Laplacian's second eigenvalue
+        (a side of one vertex has one singular value; the graph's other eigenvalues are then 1)."""
+        rows, cols = biadjacency.sum(axis=1), biadjacency.sum(axis=0)
+        scaled = biadjacency / np.sqrt(np.outer(rows, cols))
+        sigma = np.append(np.linalg.svd(scaled, compute_uv=False), 0.0)
+        return float(1.0 - sigma[1])
+
+
+    def edges_over_40(biadjacency):
+        return float(np.count_nonzero(biadjacency) - 40)
+
+
+    register_mask_method(MaskMethod("first_columns", first_columns, "keep the first columns of every row"))
+    register_quantity(GraphQuantity("nl_gap", "normalised-Laplacian gap", "1 - second eigenvalue ...",
+                                    laplacian_gap))
+    register_quantity(GraphQuantity("edges_over_40", "edges over 40", "kept edges minus 40", edges_over_40,
+                                    bound=True, figure_style=":", figure_color="teal"))
+''')
+
+
+@pytest.fixture
+def plugin_spec(tmp_path, mnist_dir):
+    (tmp_path / "lab_plugin.py").write_text(PLUGIN)
+    spec = tiny_spec_dict(tmp_path / "run", mnist_dir, plugins=["lab_plugin"],
+                          masks={"remaining": [1.0, 0.3, 0.05], "method": ["magnitude", "first_columns"],
+                                 "layers": ["W_hh"]},
+                          spectral={"graphs": ["layer"]},
+                          report={"figure_bounds": ["delta_r", "edges_over_40"]},
+                          tracking={"mlflow": {"enabled": False}})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    yield path
+    # The test process imported the plug-in too (via load_spec): leave the registries as they were.
+    unregister_mask_method("first_columns")
+    unregister_quantity("nl_gap")
+    unregister_quantity("edges_over_40")
+    sys.modules.pop("lab_plugin", None)
+
+
+def _independent_laplacian_gap(biadjacency: np.ndarray) -> float:
+    """The second-smallest eigenvalue of I - D^-1/2 A D^-1/2 on the whole bipartite graph (a dense
+    symmetric eigen-solver on (rows + cols) vertices: not the plug-in's SVD)."""
+    rows, cols = biadjacency.shape
+    adjacency = np.zeros((rows + cols, rows + cols))
+    adjacency[:rows, rows:] = biadjacency
+    adjacency[rows:, :rows] = biadjacency.T
+    inv_sqrt = 1.0 / np.sqrt(adjacency.sum(axis=1))
+    laplacian = np.eye(rows + cols) - inv_sqrt[:, None] * adjacency * inv_sqrt[None, :]
+    return float(np.sort(np.linalg.eigvalsh(laplacian))[1])
+
+
+@pytest.mark.slow
+def test_a_plugin_method_and_quantity_reach_the_sweep_the_study_and_the_report(plugin_spec, tmp_path):
+    result = subprocess.run([*CLI, "launch", str(plugin_spec), "--workers", "1"], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 5  # the dense point and 2 fractions x 2 methods
+    for trial in done:
+        remaining = trial.params["remaining"]
+        stored = read_result(trial, tmp_path / "run")
+        spectra = json.loads(Path(stored.files["spectra"]).read_text())
+        mask = np.load(stored.files["masks"])["W_hh"].astype(np.float64)
+        if trial.params.get("mask_method") == "first_columns" and remaining < 1.0:
+            keep = max(1, round(remaining * 16))
+            assert mask[:, :keep].all() and not mask[:, keep:].any()  # the plug-in's mask, used as made
+        # The graph the built-ins measure (isolated vertices removed), measured independently.
+        kept = mask[mask.sum(axis=1) > 0][:, mask.sum(axis=0) > 0]
+        assert spectra["W_hh/binary"]["nl_gap"] == pytest.approx(_independent_laplacian_gap(kept), abs=1e-9)
+        assert spectra["W_hh/binary"]["edges_over_40"] == mask.sum() - 40
+        assert stored.metrics["W_hh/binary/nl_gap"] == spectra["W_hh/binary"]["nl_gap"]  # in the study
+        assert stored.metrics["W_hh/binary/edges_over_40"] == mask.sum() - 40
+        weighted = json.loads(Path(stored.files["spectra"]).read_text())["W_hh/weighted"]
+        assert weighted["edges_over_40"] == mask.sum() - 40  # the weighted graph has the same edges
+
+    # The report: the bound's crossing (77 edges at 30 %, 13 at 5 %: it crosses between them) and
+    # both plug-ins defined in its header.
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "graph quantity *normalised-Laplacian gap* (`nl_gap`; plug-in)" in report
+    assert "mask method `first_columns` (plug-in): keep the first columns of every row" in report
+    crossings = (tmp_path / "run" / "report" / "crossings.csv").read_text().splitlines()
+    edges = [line for line in crossings if "edges over 40" in line and ",binary," in line]
+    assert len(edges) == 2, crossings  # one per method
+    for line in edges:
+        pct = float(line.split(",")[crossings[0].split(",").index("crossing_pct")])
+        assert 5.0 < pct < 30.0, line
+
+
+def test_a_plugin_quantity_is_a_column_of_expansion_table_and_a_logged_metric(plugin_spec):
+    import torch
+
+    from expander_sweeps import expansion_table
+    from expander_sweeps.expansion import expansion_metrics
+    from expander_sweeps.spec import load_spec
+
+    assert load_spec(plugin_spec).plugins == ["lab_plugin"]  # imports the plug-in, as every worker does
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(12, 9)
+    with torch.no_grad():
+        layer.weight.mul_(torch.rand(9, 12) < 0.5)  # pruned: the graph is the nonzero entries
+    table = expansion_table(layer)
+    edges = (layer.weight != 0).to(torch.float64).numpy()
+    kept = edges[edges.sum(axis=1) > 0][:, edges.sum(axis=0) > 0]
+    binary = table[table.weighting == "binary"].iloc[0]
+    assert binary["nl_gap"] == pytest.approx(_independent_laplacian_gap(kept), abs=1e-9)
+    assert binary["edges_over_40"] == edges.sum() - 40
+    metrics = expansion_metrics(table)
+    assert metrics["expansion/weight/binary/nl_gap"] == binary["nl_gap"]
+    assert metrics["expansion/weight/weighted/edges_over_40"] == edges.sum() - 40
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"plugins": ["no_such_lab_module"]}, "cannot import plug-in module 'no_such_lab_module'"),
+    ({"masks": {"method": "snipp"}}, "got 'snipp', which is not a registered mask method; known: magnitude, random"),
+    ({"report": {"bounds": ["delta_r", "cheeger"]}}, "got 'cheeger', which is not a registered bound; known: delta_r"),
+])
+def test_unknown_plugins_methods_and_bounds_are_clear_spec_errors(tmp_path, mnist_dir, change, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / "run", mnist_dir, **change)))
+    result = subprocess.run([*CLI, "validate", str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_plugin_that_takes_a_built_in_name_is_refused_and_methods_lists_a_specs_plugins(plugin_spec, tmp_path):
+    (tmp_path / "clash_plugin.py").write_text(
+        "from expander_sweeps.mask_methods import MaskMethod, register_mask_method\n"
+        "register_mask_method(MaskMethod('magnitude', lambda request: None, 'mine'))\n")
+    clash = yaml.safe_load(plugin_spec.read_text()) | {"plugins": ["clash_plugin"]}
+    (tmp_path / "clash.yaml").write_text(yaml.safe_dump(clash))
+    result = subprocess.run([*CLI, "validate", str(tmp_path / "clash.yaml")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "mask method 'magnitude' is already registered" in " ".join(result.stderr.split()), result.stderr
+
+    listed = subprocess.run([*CLI, "methods", str(plugin_spec)], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert "first_columns: keep the first columns of every row" in listed.stdout
+    assert "edges_over_40 (bound): edges over 40: kept edges minus 40" in listed.stdout
+    plain = subprocess.run([*CLI, "methods"], capture_output=True, text=True, timeout=120)
+    assert "first_columns" not in plain.stdout and "magnitude_min_degree" in plain.stdout
