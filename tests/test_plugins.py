@@ -182,3 +182,113 @@ def test_a_plugin_that_takes_a_built_in_name_is_refused_and_methods_lists_a_spec
     assert "edges_over_40 (bound): edges over 40: kept edges minus 40" in listed.stdout
     plain = subprocess.run([*CLI, "methods"], capture_output=True, text=True, timeout=120)
     assert "first_columns" not in plain.stdout and "magnitude_min_degree" in plain.stdout
+
+
+# A tracker from a plug-in: every call it receives, one JSON line each, in the file its settings name.
+RECORDER = textwrap.dedent('''
+    import json
+    from pathlib import Path
+
+    from expander_sweeps.tracking.backends import Backend, register_backend
+
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self, spec):
+            self._file = Path(spec.tracking.extra["recorder"]["file"])
+
+        def _write(self, call, **fields):
+            with self._file.open("a") as out:
+                out.write(json.dumps({"call": call, **fields}, default=str) + "\\n")
+
+        def _calls(self):
+            return [json.loads(l) for l in self._file.read_text().splitlines()] if self._file.exists() else []
+
+        def start_sweep(self, sweep, config, state):
+            self._write("start_sweep", sweep=sweep, config=sorted(config))
+
+        def start_trial(self, number, params, started=None):
+            self._write("start_trial", number=number, params=params)
+
+        def log_metrics(self, metrics, step=None):
+            self._write("log_metrics", metrics=metrics, step=step)
+
+        def log_history(self, steps):
+            self._write("log_history", steps=steps)
+
+        def log_artifact(self, path, folder=None):
+            self._write("log_artifact", path=path, folder=folder)
+
+        def log_model(self, record):
+            self._write("log_model", number=record.number, files=sorted(record.files))
+
+        def end_trial(self, status, ended=None):
+            self._write("end_trial", status=status)
+
+        def end_sweep(self, report_files):
+            self._write("end_sweep", files=[Path(f).name for f in report_files])
+
+        def publish(self, study, rows):
+            self._write("publish", trials=sorted(int(r["trial"]) for r in rows))
+            return {}
+
+        def logged_trials(self):
+            started = [c["number"] for c in self._calls() if c["call"] == "log_model"]
+            return set(started)
+
+
+    register_backend(Backend("recorder", "Recorder", Recorder))
+''')
+
+
+@pytest.mark.slow
+def test_a_tracker_from_a_plugin_receives_everything_a_built_in_one_does(tmp_path, mnist_dir):
+    from expander_sweeps.tracking.backends import unregister_backend
+
+    (tmp_path / "recorder_plugin.py").write_text(RECORDER)
+    calls_file = tmp_path / "calls.jsonl"
+    spec = tiny_spec_dict(tmp_path / "run", mnist_dir, plugins=["recorder_plugin"],
+                          tracking={"mlflow": {"enabled": False}, "extra": {"recorder": {"file": str(calls_file)}}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    try:
+        result = subprocess.run([*CLI, "launch", str(tmp_path / "spec.yaml"), "--workers", "1"], capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "warning" not in result.stdout + result.stderr  # the tracker never failed
+        calls = [json.loads(line) for line in calls_file.read_text().splitlines()]
+        names = [c["call"] for c in calls]
+        assert names[0] == "start_sweep" and calls[0]["sweep"] == "tiny"
+        trials = [c["number"] for c in calls if c["call"] == "start_trial"]
+        assert sorted(trials) == [0, 1, 2, 3, 4]
+        finals = [c["metrics"] for c in calls if c["call"] == "log_metrics" and "acc/clean" in c["metrics"]]
+        assert len(finals) == 5 and all("W_xh/binary/delta_r" in m for m in finals)
+        assert any("finetune/loss" in json.dumps(c["steps"]) for c in calls if c["call"] == "log_history")
+        artifacts = {Path(c["path"]).name for c in calls if c["call"] == "log_artifact"}
+        assert {"masks.npz", "spectra.json", "model.pt"} <= artifacts
+        assert names.count("log_model") == 5 and names.count("end_trial") == 5
+        assert {c["status"] for c in calls if c["call"] == "end_trial"} == {"FINISHED"}
+        # The report: published (its trial rows) before the sweep's end with the report's files.
+        (publish,) = [c for c in calls if c["call"] == "publish"]
+        assert publish["trials"] == [0, 1, 2, 3, 4]
+        end = [c for c in calls if c["call"] == "end_sweep"][-1]
+        assert {"report.md", "crossings.csv"} <= set(end["files"])
+        assert names.index("publish") < len(names) - 1 - names[::-1].index("end_sweep")
+        # `sync` asks the tracker what it holds: nothing is missing, nothing is pushed twice.
+        synced = subprocess.run([*CLI, "sync", str(tmp_path / "spec.yaml")], capture_output=True, text=True,
+                                timeout=300)
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert "recorder: 5 of 5 trials present, pushing 0" in " ".join(synced.stdout.split())
+    finally:
+        unregister_backend("recorder")
+        sys.modules.pop("recorder_plugin", None)
+
+
+def test_a_tracker_name_no_backend_provides_is_a_clear_error(tmp_path, mnist_dir):
+    spec = tiny_spec_dict(tmp_path / "run", mnist_dir, tracking={"extra": {"tensorbord": {}}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = subprocess.run([*CLI, "validate", str(tmp_path / "spec.yaml")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "tracking.extra names 'tensorbord', which no registered tracker backend provides (known: mlflow, wandb)" \
+        in " ".join(result.stderr.split()), result.stderr

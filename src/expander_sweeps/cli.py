@@ -23,6 +23,7 @@ from rich.table import Table
 
 from .console_output import BATCH_JOB_WIDTH, VERBOSITY, ProgressLines, progress_interval
 from .spec import SpecError, SweepSpec, json_schema, load_spec, redact_secrets, redact_url
+from .tracking.backends import any_enabled, backend_names, enabled_backends
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,6 +57,10 @@ def _load(path: str, overrides: tuple[str, ...]) -> SweepSpec:
     except SpecError as err:
         _fail(str(err))
         raise  # unreachable: _fail exits
+    unknown = [name for name in spec.tracking.extra if name not in backend_names()]
+    if unknown:  # checked here, not in spec.py: the registry lives in tracking/, which imports the spec
+        _fail(f"{path}: tracking.extra names {', '.join(map(repr, unknown))}, which no registered tracker backend "
+              f"provides (known: {', '.join(backend_names())}); a plug-in's backend needs its module under `plugins:`")
     _loaded_run_dirs.append(spec.run_path)
     return spec
 
@@ -442,7 +447,7 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
     _quiet_libraries()
     watched = {}
     ended_before = _ended_trials(spec)
-    tracked = spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled
+    tracked = any_enabled(spec)
     lag_file = spec.run_path / ".trackers-lag" if tracked else None
     relay = TrialRelay(spec, lambda m: console.print(f"[yellow]warning:[/] {escape(redact_secrets(m))}", highlight=False),
                        ended_before, lag_file) if tracked else None
@@ -500,12 +505,8 @@ def _print_next_steps(spec: SweepSpec) -> None:
 
     lines = [f"report:          {spec.run_path / 'report' / 'report.html'} (and report.md)",
              f"optuna-dashboard {redact_url(spec.storage_url)} --artifact-dir {artifact_dir(spec.run_path)}"]
-    if spec.tracking.mlflow.enabled:
-        from .tracking.mlflow_backend import mlflow_uri
-
-        uri = mlflow_uri(spec)
-        lines.append(f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:")
-                     else f"MLflow UI:       {redact_url(uri)}")
+    for backend in enabled_backends(spec):
+        lines += backend.open_next(spec) if backend.open_next else []
     if VERBOSITY.quiet:
         lines = lines[:1]
     console.print("open next:\n" + "\n".join(f"  {line}" for line in lines), highlight=False, markup=False,
@@ -522,11 +523,10 @@ def _publish(spec: SweepSpec, study, rep, trackers=None) -> None:
                              trackers)
     if aliases:
         console.print("model registry aliases: " + ", ".join(f"{a} -> v{v}" for a, v in aliases.items()))
-    if spec.tracking.wandb.enabled:
-        from .tracking.wandb_backend import sync_command, wandb_mode
-
-        if wandb_mode(spec) == "offline":
-            console.print(f"W&B runs are offline; upload them with: {sync_command(spec)}", soft_wrap=True)
+    for backend in enabled_backends(spec):
+        note = backend.after_publish(spec) if backend.after_publish else None
+        if note:
+            console.print(note, soft_wrap=True, highlight=False, markup=False)
 
 
 def _failed_count(study) -> int:

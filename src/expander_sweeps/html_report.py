@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 
 from .results import RAMANUJAN_BOUNDS, trial_label
 from .spec import SweepSpec
+from .tracking.backends import enabled_backends
 
 __all__ = ["write_html"]
 
@@ -147,11 +148,7 @@ def _trials_table(spec: SweepSpec, frame: pd.DataFrame, local: bool) -> str:
         if not local:  # a tracker's copy: the run folder is not beside it
             where = "artifacts <code>trial/</code> of its MLflow run" if spec.tracking.mlflow.enabled else "the run folder"
         label = html.escape(trial_label(number, record))
-        runs = []
-        if spec.tracking.mlflow.enabled:
-            runs.append(f"MLflow: {label}")
-        if spec.tracking.wandb.enabled:
-            runs.append(f"W&amp;B: {label}")
+        runs = [f"{html.escape(backend.label)}: {label}" for backend in enabled_backends(spec)]
         cells = "".join(f"<td>{html.escape(_cell(record.get(c)))}</td>" for c in columns)
         rows.append(f'<tr>{cells}<td class="files">{where}</td><td class="runs">{"<br>".join(runs) or "-"}</td></tr>')
     folder_note = (f"Files open from the run folder ({html.escape(str(spec.run_path))})" if local else

@@ -574,6 +574,11 @@ class WandbSpec(_Strict):
 class TrackingSpec(_Strict):
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="MLflow tracking.")
     wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases tracking.")
+    extra: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Trackers from plug-ins (tracking/backends.py), by name, each with its own settings: "
+        "naming one enables it. Its module goes under `plugins:`.",
+    )
     lend_thread: bool = Field(
         False,
         description="On a CPU, train with one torch thread fewer while the tracker process has work "

@@ -52,6 +52,7 @@ from .study import (
     waiting_trials,
 )
 from .tracking import TrialRecord, build_trackers
+from .tracking.backends import trial_file_hooks
 from .trial import SweepContext, TrialHooks, TrialResult, run_trial, trial_params
 from .trial_group import choose_engine, group_key, group_limit, run_group
 
@@ -117,6 +118,7 @@ def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: Sw
     trackers = build_trackers(spec, events.warn)  # a FanOut, or the same calls served by a child process
     try:
         ctx = context or SweepContext(spec)
+        ctx.trial_file_hooks = trial_file_hooks(spec)  # MLflow's model payload, say: see tracking/backends.py
         study = open_study(spec)
         fail_stale(study)
         _enqueue(study, spec, point, extend, events, ctx.data_fingerprint)

@@ -14,6 +14,7 @@ from .pacing import write_lag
 from .spec import SweepSpec
 from .study import StudyState
 from .tracking import build_trackers, enabled_trackers, tracker_config
+from .tracking.backends import enabled_backends
 from .tracking.publishing import publish_files, push_missing, trial_record
 
 if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
@@ -48,23 +49,12 @@ def tracker_failure(spec: SweepSpec, err: Exception) -> str:
     """One line for a tracker store that cannot be used (a damaged mlflow.db, a server that does
     not answer): which store, the reason, what to do. The study keeps every result, so sync can
     always run again."""
-    from .spec import redact_url, sqlite_file
 
     reason = (str(err).splitlines() or [""])[0]
-    if spec.tracking.mlflow.enabled:
-        from .tracking.mlflow_backend import mlflow_uri
-
-        uri = mlflow_uri(spec)
-        file = sqlite_file(uri)
-        if file is not None and ("malformed" in str(err) or "not a database" in str(err)):
-            return (f"the MLflow store {file} is damaged ({type(err).__name__}: {reason}). The study holds every "
-                    f"result: move the file aside (mv {file} {file}.damaged) and run `expander-sweeps sync` "
-                    "again to log every trial into a new store")
-        if file is None and any(word in str(err) for word in ("Connection refused", "Max retries", "timed out",
-                                                              "Name or service not known", "API request")):
-            return (f"the MLflow server {redact_url(uri)} does not answer ({type(err).__name__}). Start it, or "
-                    "point tracking.mlflow.uri / $MLFLOW_TRACKING_URI at a running one, then run "
-                    "`expander-sweeps sync` again; nothing is lost (the study holds every result)")
+    for backend in enabled_backends(spec):
+        explained = backend.explain_failure(spec, err) if backend.explain_failure else None
+        if explained:
+            return explained
     return (f"a tracker failed ({type(err).__name__}: {reason}); the study holds every result: fix the tracker "
             "and run `expander-sweeps sync` again")
 

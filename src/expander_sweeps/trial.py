@@ -30,7 +30,6 @@ from .provenance import provenance
 from .results import GATES, accuracy_key, kept_key, save_checkpoint
 from .space import TrialPlan
 from .spec import SweepSpec
-from .tracking import mlflow_model
 from .train import EpochStats, accuracy, correct_predictions, fit, resolve_device
 from .workers import dense_threads
 
@@ -79,6 +78,9 @@ class SweepContext:
         self.y_test = dataset.y_test.to(self.device)
         self.x_test_by_variance = noisy_test_sets(dataset.x_test.to(self.device), spec.noise)
         self.dense_cache = DenseCache(spec.cache_path)
+        # (spec, files, example input, trial folder) -> more files, written beside each trial's
+        # checkpoint: installed by the sweep from the enabled trackers (tracking/backends.py).
+        self.trial_file_hooks: list[Callable[[SweepSpec, dict[str, str], np.ndarray, Path], dict[str, str]]] = []
         self.data_fingerprint = dataset.fingerprint()
         self.provenance = provenance(spec, self.data_fingerprint)  # recorded with every trial
         if spec.model.factory is not None:
@@ -376,9 +378,8 @@ def finish_trial(ctx: SweepContext, prepared: PreparedTrial, history: list[Epoch
     # A real test input of shape (1, k, features): what a logged model is checked against.
     example = ctx.x_test_by_variance[0.0][:1].cpu().numpy()
     np.save(files["example"], example)
-    if mlflow_model.wanted(spec):  # what the tracker process needs torch for, done here
-        files["mlflow_model"] = str(mlflow_model.payload_folder(trial_dir))
-        mlflow_model.write_payload(files["checkpoint"], example, files["mlflow_model"])
+    for hook in ctx.trial_file_hooks:  # what a tracker needs torch for (MLflow's model payload), done here
+        files.update(hook(spec, files, example, trial_dir))
     return TrialResult(
         params={**trial_params(spec, plan), **ctx.provenance},
         metrics=metrics,

@@ -1,4 +1,4 @@
-"""Build the trackers a spec enables."""
+"""Build the trackers a spec enables (tracking/backends.py's registry says which and how)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from ..spec import SweepSpec
+from .backends import any_enabled, enabled_backends
 from .base import FanOut, Tracker, TrackerUnavailable
 
 __all__ = ["build_trackers", "enabled_trackers", "preload_libraries"]
@@ -14,23 +15,16 @@ __all__ = ["build_trackers", "enabled_trackers", "preload_libraries"]
 
 def enabled_trackers(spec: SweepSpec, warn: Callable[[str], None]) -> list[Tracker]:
     """Each enabled tracker; one that cannot start is reported (with how to fix it) and skipped."""
+    backends = enabled_backends(spec)
+    for backend in backends:
+        if backend.import_first is not None:
+            backend.import_first()
     trackers: list[Tracker] = []
-    if spec.tracking.wandb.enabled:
-        _import_wandb_first()
-    if spec.tracking.mlflow.enabled:
-        from .mlflow_backend import MlflowTracker
-
+    for backend in backends:
         try:
-            trackers.append(MlflowTracker(spec))
+            trackers.append(backend.make(spec))
         except TrackerUnavailable as err:
-            warn(f"MLflow tracking is off for this run: {err}")
-    if spec.tracking.wandb.enabled:
-        from .wandb_backend import WandbTracker
-
-        try:
-            trackers.append(WandbTracker(spec))
-        except TrackerUnavailable as err:
-            warn(f"W&B tracking is off for this run: {err}")
+            warn(f"{backend.label} tracking is off for this run: {err}")
     return trackers
 
 
@@ -38,27 +32,14 @@ def preload_libraries(spec: SweepSpec) -> None:
     """Import what the enabled trackers will use (most of a tracker process's start-up CPU),
     creating nothing: no store, no run, no folder. A library that is missing is left for
     `enabled_trackers` to report."""
-    if spec.tracking.wandb.enabled:
-        _import_wandb_first()
-    if spec.tracking.mlflow.enabled:
-        from .mlflow_backend import _configure_mlflow, mlflow_uri
-
-        with contextlib.suppress(TrackerUnavailable, ImportError):
-            _configure_mlflow()  # imports MLflow, sets how it behaves (environment, log levels)
-            from mlflow.tracking import MlflowClient  # noqa: F401
-
-            if not mlflow_uri(spec).startswith(("http:", "https:", "databricks")):  # a database store
-                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-
-
-def _import_wandb_first() -> None:
-    """Import W&B's SDK, with the public API a run's artifacts use, before MLflow's. Pydantic
-    finds each W&B model's field docstrings through `inspect.getmodule`, which walks every loaded
-    module; after MLflow, SQLAlchemy and Optuna (about 2,000 modules more) that cost more CPU in
-    the tracker process: replaying the quickstart's 13 trials into MLflow + W&B took 8.0 s of
-    CPU with W&B imported after MLflow, 7.3 s with it first (medians of 3 alternating pairs)."""
-    with contextlib.suppress(ImportError):  # no W&B: its tracker says so when it is built
-        import wandb.apis.public  # noqa: F401
+    backends = enabled_backends(spec)
+    for backend in backends:
+        if backend.import_first is not None:
+            backend.import_first()
+    for backend in backends:
+        if backend.preload is not None:
+            with contextlib.suppress(TrackerUnavailable, ImportError):
+                backend.preload(spec)
 
 
 def build_trackers(spec: SweepSpec, warn: Callable[[str], None]):
@@ -66,7 +47,7 @@ def build_trackers(spec: SweepSpec, warn: Callable[[str], None]):
     nothing at all when the spec enables none. EXPANDER_SWEEPS_TRACKERS=thread keeps them on a
     background thread of this process instead (for debugging a backend); =off (set by `launch
     --workers N` for its workers, whose trials it logs itself) turns them off."""
-    if not (spec.tracking.mlflow.enabled or spec.tracking.wandb.enabled):
+    if not any_enabled(spec):
         return FanOut([], warn)
     if os.environ.get("EXPANDER_SWEEPS_TRACKERS") == "off":  # a local worker: its launch tracks (syncing.TrialRelay)
         return FanOut([], warn)

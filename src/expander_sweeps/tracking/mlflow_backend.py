@@ -214,6 +214,10 @@ class MlflowTracker:
             if run.info.status == "RUNNING" and int(run.data.tags[TRIAL_TAG]) in failed:
                 self._client.set_terminated(run.info.run_id, status="KILLED")
 
+    def publish(self, study, rows: list[dict]) -> dict[str, str]:
+        """The registry aliases (dense, best, sparsest-ramanujan) onto model versions, when models are logged."""
+        return set_registry_aliases(self._spec, rows) if self._spec.tracking.mlflow.log_models else {}
+
     def end_sweep(self, report_files: list[str]) -> None:
         if self._run_id is not None:  # a trial interrupted mid-way
             self.end_trial("KILLED")

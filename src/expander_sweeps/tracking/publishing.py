@@ -17,7 +17,7 @@ from ..study import StudyState, read_result
 from .base import FanOut, TrialRecord, tracker_config
 from .factory import enabled_trackers
 
-__all__ = ["trial_record", "publish_files", "push_missing"]
+__all__ = ["trial_record", "publish_files", "push_missing", "aliases_and_checkpoints"]
 
 
 def trial_record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
@@ -51,20 +51,18 @@ def publish_files(spec: SweepSpec, study: optuna.Study, files: list[str], rows: 
             if pushed:
                 warn(f"{tracker.name} lacked {pushed} finished trial(s) (a launch stopped before logging "
                      "them); logged now")
-            if tracker.name == "wandb" and rows:
-                tracker.set_aliases(*_aliases_and_checkpoints(spec, study, rows))
+            # A tracker's own way of publishing (registry aliases), if it has one: see backends.py.
+            publish = getattr(tracker, "publish", None)
+            if publish is not None and rows:
+                aliases.update(publish(study, rows) or {})
             tracker.end_sweep(files)
-            if tracker.name == "mlflow" and spec.tracking.mlflow.log_models and rows:
-                from .mlflow_backend import set_registry_aliases
-
-                aliases = set_registry_aliases(spec, rows)
         except Exception as err:
             warn(f"could not publish the report to {tracker.name} ({type(err).__name__}: {err}); "
                  "`expander-sweeps sync SPEC` retries")
     return aliases
 
 
-def _aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, rows: list[dict]) -> tuple[dict, dict[int, str]]:
+def aliases_and_checkpoints(spec: SweepSpec, study: optuna.Study, rows: list[dict]) -> tuple[dict, dict[int, str]]:
     """The registry aliases' trials (results.choose_aliases) and the checkpoints of those trials."""
     from ..results import choose_aliases
 

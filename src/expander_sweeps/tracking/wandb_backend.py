@@ -182,6 +182,13 @@ class WandbTracker:
             done = set(json.loads(ledger.read_text())) if ledger.exists() else set()
             ledger.write_text(json.dumps(sorted(done | {self._number})))
 
+    def publish(self, study, rows: list[dict]) -> dict[str, str]:
+        """Registry-style aliases, logged by `end_sweep` on the summary run (MLflow's are the ones returned)."""
+        from .publishing import aliases_and_checkpoints
+
+        self.set_aliases(*aliases_and_checkpoints(self._spec, study, rows))
+        return {}
+
     def set_aliases(self, chosen: dict[str, dict[str, Any]], checkpoints: dict[int, str]) -> None:
         """The registry aliases (results.choose_aliases: alias -> trial row) and each trial's
         checkpoint, published by the next `end_sweep` as versions of one `<name>-pruned` model
