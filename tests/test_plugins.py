@@ -18,6 +18,7 @@ import yaml
 from conftest import CLI, tiny_spec_dict
 from expander_sweeps.graph_measures import unregister_quantity
 from expander_sweeps.mask_methods import unregister_mask_method
+from expander_sweeps.report_sections import unregister_section
 from expander_sweeps.study import read_result
 
 # A plug-in as a user writes it: a mask method that keeps the first columns of every row (a mask
@@ -29,6 +30,7 @@ PLUGIN = textwrap.dedent('''
 
     from expander_sweeps.graph_measures import GraphQuantity, register_quantity
     from expander_sweeps.mask_methods import MaskMethod, register_mask_method
+    from expander_sweeps.report_sections import ReportSection, register_section
 
 
     def first_columns(request):
@@ -51,7 +53,18 @@ PLUGIN = textwrap.dedent('''
         return float(np.count_nonzero(biadjacency) - 40)
 
 
+    def kept_edges(spec, trials, crossings):
+        rows = [f"| {int(t)} | {k:.4f} |" for t, k in zip(trials["trial"], trials["W_hh/kept_fraction"])]
+        return ["## Kept edges of W_hh per trial", "", "| trial | kept |", "| --- | --- |", *rows]
+
+
+    def broken(spec, trials, crossings):
+        raise ValueError("no such column")
+
+
     register_mask_method(MaskMethod("first_columns", first_columns, "keep the first columns of every row"))
+    register_section(ReportSection("kept_edges", kept_edges))
+    register_section(ReportSection("broken", broken))
     register_quantity(GraphQuantity("nl_gap", "normalised-Laplacian gap", "1 - second eigenvalue ...",
                                     laplacian_gap))
     register_quantity(GraphQuantity("edges_over_40", "edges over 40", "kept edges minus 40", edges_over_40,
@@ -75,6 +88,8 @@ def plugin_spec(tmp_path, mnist_dir):
     unregister_mask_method("first_columns")
     unregister_quantity("nl_gap")
     unregister_quantity("edges_over_40")
+    unregister_section("kept_edges")
+    unregister_section("broken")
     sys.modules.pop("lab_plugin", None)
 
 
@@ -120,6 +135,16 @@ def test_a_plugin_method_and_quantity_reach_the_sweep_the_study_and_the_report(p
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "graph quantity *normalised-Laplacian gap* (`nl_gap`; plug-in)" in report
     assert "mask method `first_columns` (plug-in): keep the first columns of every row" in report
+    # The plug-in's sections: after the built-in ones, in report.md and report.html; the one that
+    # raised says so where it would have been, and the rest of the report is intact.
+    kept = {t.number: t.user_attrs["W_hh/kept_fraction"] for t in done}
+    assert "## Kept edges of W_hh per trial" in report
+    for number, fraction in kept.items():
+        assert f"| {number} | {fraction:.4f} |" in report
+    assert "**This plug-in section failed and is missing:** ValueError: no such column" in report
+    assert report.index("## Kept edges of W_hh per trial") > report.index("## Where each bound first stops")
+    page = (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "Kept edges of W_hh per trial" in page
     crossings = (tmp_path / "run" / "report" / "crossings.csv").read_text().splitlines()
     edges = [line for line in crossings if "edges over 40" in line and ",binary," in line]
     assert len(edges) == 2, crossings  # one per method
@@ -180,6 +205,8 @@ def test_a_plugin_that_takes_a_built_in_name_is_refused_and_methods_lists_a_spec
     assert listed.returncode == 0, listed.stderr
     assert "first_columns: keep the first columns of every row" in listed.stdout
     assert "edges_over_40 (bound): edges over 40: kept edges minus 40" in listed.stdout
+    assert "report sections from plug-ins: kept_edges, broken" in listed.stdout
+    assert "tracker backends (tracking.mlflow, tracking.wandb, tracking.extra): mlflow, wandb" in listed.stdout
     plain = subprocess.run([*CLI, "methods"], capture_output=True, text=True, timeout=120)
     assert "first_columns" not in plain.stdout and "magnitude_min_degree" in plain.stdout
 

@@ -761,7 +761,7 @@ def _check_import_paths(spec: SweepSpec) -> None:
 @main.command()
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 def methods(spec_path: str | None) -> None:
-    """List the mask methods and graph quantities a spec may name (with SPEC: its plug-ins too)."""
+    """List the mask methods, graph quantities, trackers and report sections (with SPEC: its plug-ins' too)."""
     from .graph_measures import quantity, quantity_names
     from .mask_methods import mask_method, mask_method_names
 
@@ -777,6 +777,12 @@ def methods(spec_path: str | None) -> None:
         q = quantity(name)
         console.print(f"  {name}{' (bound)' if q.bound else ''}: {q.label}: {q.definition}", highlight=False,
                       soft_wrap=True)
+    from .report_sections import section_names
+
+    console.print(f"[bold]tracker backends[/] (tracking.mlflow, tracking.wandb, tracking.extra): "
+                  f"{', '.join(backend_names())}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]report sections from plug-ins[/]: {', '.join(section_names()) or 'none'}", highlight=False,
+                  soft_wrap=True)
 
 
 @main.command()

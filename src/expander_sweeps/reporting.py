@@ -59,6 +59,7 @@ from .claim_stats import (  # noqa: E402  # noqa: E402
 from .graph_measures import added_quantities, bound_names, quantity  # noqa: E402
 from .html_report import write_html  # noqa: E402
 from .mask_methods import BUILT_IN_METHODS, mask_method  # noqa: E402
+from .report_sections import render_sections  # noqa: E402
 from .results import CORRECT_ATTR, GATES, RAMANUJAN_BOUNDS, accuracy_key, bound_label  # noqa: E402
 from .spec import SweepSpec  # noqa: E402
 from .spectral import find_crossing  # noqa: E402
@@ -794,6 +795,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
     lines += _claim_markdown(spec, claim)
     lines += _expansion_test_markdown(expansion)
     lines += _methods_markdown(spec, panels)
+    lines += render_sections(spec, frame, crossings)  # plug-ins' sections (report_sections.py)
     lines += ["## Test accuracy (%) against remaining edges", "",
               "*asked*: the fraction the sweep asked for; *kept*: what the mask kept (mean over seeds); "
               "*clean drop*: mean drop vs dense in points ± its SE (paired where the trials stored their "
