@@ -24,6 +24,7 @@ from rich.table import Table
 from .console_output import BATCH_JOB_WIDTH, VERBOSITY, ProgressLines, progress_interval
 from .spec import SpecError, SweepSpec, json_schema, load_spec, redact_secrets, redact_url
 from .tracking.backends import any_enabled, backend_names, enabled_backends
+from .tracking.base import ReportSession
 
 console = Console()
 err_console = Console(stderr=True)
@@ -513,7 +514,7 @@ def _print_next_steps(spec: SweepSpec) -> None:
                   soft_wrap=True)
 
 
-def _publish(spec: SweepSpec, study, rep, trackers=None) -> None:
+def _publish(spec: SweepSpec, study, rep, trackers: ReportSession | None = None) -> None:
     """The report onto the trackers (by the launch's own, still open, when given), the registry
     aliases, and how to upload offline W&B runs."""
     from .syncing import publish_report

@@ -53,6 +53,7 @@ from .study import (
 )
 from .tracking import TrialRecord, build_trackers
 from .tracking.backends import trial_file_hooks
+from .tracking.base import TrackerCalls
 from .trial import SweepContext, TrialHooks, TrialResult, run_trial, trial_params
 from .trial_group import choose_engine, group_key, group_limit, run_group
 
@@ -94,7 +95,7 @@ class LaunchResult:
     tracker_seconds: dict[str, float] = field(default_factory=dict)  # per tracker and call
     # With launch_study(..., drain_later=True): the trackers, still logging the last trials;
     # the caller calls its close() (which waits for them) when it has done its own work.
-    draining: Any = None
+    draining: TrackerCalls | None = None
 
 
 def launch_study(spec: SweepSpec, events: SweepEvents | None = None, context: SweepContext | None = None,
@@ -227,7 +228,7 @@ def _claimed_trials(study: optuna.Study, spec: SweepSpec, point: dict[str, Any] 
         time.sleep(min(1.0, spec.study.heartbeat_seconds))
 
 
-def _pacer(spec: SweepSpec, trackers, events: SweepEvents) -> Pacer:
+def _pacer(spec: SweepSpec, trackers: TrackerCalls, events: SweepEvents) -> Pacer:
     """What pauses training when the trackers fall too far behind (pacing.py): this process's
     own tracker process, or in a worker of `launch --workers N`, its launch's (the file it names)."""
     lag_file = os.environ.get(LAG_FILE_VARIABLE)
@@ -235,7 +236,7 @@ def _pacer(spec: SweepSpec, trackers, events: SweepEvents) -> Pacer:
     return Pacer(lag, spec.tracking.max_lag_seconds, events.warn)
 
 
-def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
+def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers: TrackerCalls, events: SweepEvents,
              encoding: tuple, pace: Pacer) -> bool:
     """One trial, told to the study as COMPLETE or FAIL (with the reason), then to the trackers.
     True if it completed."""
@@ -282,7 +283,7 @@ def _claim_partners(study: optuna.Study, spec: SweepSpec, ctx: SweepContext, tri
     return claimed
 
 
-def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
+def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, trackers: TrackerCalls, events: SweepEvents,
                encoding: tuple, pace: Pacer) -> list[bool]:
     """Trials of one dense model fine-tuned together (trial_group.run_group); each is then told to
     the study and the trackers exactly as `_run_one` tells it. Per trial, whether it completed."""
@@ -333,14 +334,14 @@ def _start_params(spec: SweepSpec, ctx: SweepContext, plan: TrialPlan, engine: s
     return {**trial_params(spec, plan), **ctx.provenance, "engine": engine, "group_size": group_size}
 
 
-def _log_epoch(trial: optuna.Trial, trackers, stats, learning_curve: bool) -> None:
+def _log_epoch(trial: optuna.Trial, trackers: TrackerCalls, stats, learning_curve: bool) -> None:
     trackers.log_epoch(stats.phase, stats.epoch, stats.loss, stats.train_accuracy)
     if learning_curve and stats.phase == "finetune":
         # optuna-dashboard's learning curve: the fine-tuning train accuracy per epoch.
         trial.report(stats.train_accuracy, stats.epoch)
 
 
-def _batch_callback(spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents, pace: Pacer):
+def _batch_callback(spec: SweepSpec, ctx: SweepContext, trackers: TrackerCalls, events: SweepEvents, pace: Pacer):
     # Off by default: a thread count that follows the trackers' timing makes the numbers too.
     lends_threads = spec.tracking.lend_thread and ctx.device.type == "cpu"
 
@@ -353,7 +354,7 @@ def _batch_callback(spec: SweepSpec, ctx: SweepContext, trackers, events: SweepE
     return on_batch
 
 
-def _record_failure(trial: optuna.Trial, trackers, events: SweepEvents, plan: TrialPlan | None,
+def _record_failure(trial: optuna.Trial, trackers: TrackerCalls, events: SweepEvents, plan: TrialPlan | None,
                     err: Exception) -> None:
     trial.set_user_attr("error", describe_failure(err))
     trial.set_user_attr("traceback", "".join(traceback.format_exception(err)))
@@ -367,7 +368,7 @@ def _record_interrupt(trial: optuna.Trial) -> None:
     trial.study.tell(trial, state=TrialState.FAIL)
 
 
-def _record_success(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers, events: SweepEvents,
+def _record_success(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers: TrackerCalls, events: SweepEvents,
                     plan: TrialPlan, result: TrialResult, engine: str, group_size: int, started: float) -> None:
     """A finished trial: the study has it all first; the trackers get it on their own thread or process."""
     if ctx.device.type == "cpu":  # the numbers depend on it (README, "Same spec, same numbers?")

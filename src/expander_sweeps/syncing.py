@@ -15,6 +15,7 @@ from .spec import SweepSpec
 from .study import StudyState
 from .tracking import build_trackers, enabled_trackers, tracker_config
 from .tracking.backends import enabled_backends
+from .tracking.base import ReportSession
 from .tracking.publishing import publish_files, push_missing, trial_record
 
 if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
@@ -24,7 +25,7 @@ __all__ = ["publish_report", "publish_files", "sync_trackers", "trial_record", "
 
 
 def publish_report(spec: SweepSpec, study: optuna.Study, report: Report, warn: Callable[[str], None],
-                   trackers=None) -> dict:
+                   trackers: ReportSession | None = None) -> dict:
     """Report files onto the sweep's parent run (MLflow) and a summary run (W&B); registry aliases.
     With the launch's `trackers` (still open), they publish it, after every trial they log."""
     if trackers is not None:

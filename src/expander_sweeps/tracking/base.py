@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Tracker", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord", "data_source"]
+__all__ = ["Tracker", "TrackerCalls", "ReportSession", "FanOut", "TrackerUnavailable", "SweepState", "TrialRecord",
+           "data_source"]
 
 
 class TrackerUnavailable(RuntimeError):
@@ -70,8 +71,18 @@ class Tracker(Protocol):
     def logged_trials(self) -> set[int]: ...
 
 
+class ReportSession(Protocol):
+    """What holds a sweep's trackers once its trials have run: the report goes on top, then it
+    closes (waiting for what it still has to log). FanOut and TrackerProcess (a launch's own
+    trackers, both TrackerCalls) and syncing.TrialRelay (a local multi-worker launch's) are this."""
+
+    def publish(self, spec: Any, study: Any, report: Any, warn: Callable[[str], None]) -> dict: ...
+
+    def close(self) -> None: ...
+
+
 class TrackerCalls:
-    """The per-trial calls of a running sweep, each handed to `_each(method, *args)`: FanOut runs
+    """The per-trial calls of a running sweep (the session a sweep's training loop talks to), each handed to `_each(method, *args)`: FanOut runs
     them here (or on its thread), TrackerProcess queues them to its child process.
 
     Per-epoch metrics are batched: held here and handed on as one `log_history` call when the
