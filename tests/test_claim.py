@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from conftest import tiny_spec_dict
-from expander_sweeps.reporting import _panels as panels_of
 from expander_sweeps.reporting import (
     claim_rows,
     crossing_rows,
     drop_points,
     expansion_test_rows,
 )
+from expander_sweeps.reporting.analysis import _panels as panels_of
 from expander_sweeps.spec import SweepSpec, spec_from_dict
 from expander_sweeps.spectral import layer_spectrum
 
@@ -132,7 +132,7 @@ def test_trial_spectra_are_those_of_the_evaluated_checkpoint(tmp_path, mnist_dir
 
 
 def test_compare_shows_each_seed_s_crossing_as_a_range():
-    from expander_sweeps.reporting import _seed_spread
+    from expander_sweeps.reporting.analysis import _seed_spread
 
     spec = SweepSpec(name="s", training={"seed": [0, 1]}, masks={"layers": ["W_hh"], "remaining": [1.0, 0.5, 0.25]},
                      noise={"variances": []}, report={"bounds": ["delta_r"]})
@@ -151,7 +151,7 @@ def test_a_trial_records_its_split_sizes_and_hits_that_give_its_accuracies(tmp_p
     """n_train / n_test are the sizes the trial really ran on (the tiny spec's 600 / 300), the
     report header prints them, and the stored per-image hits reproduce every accuracy exactly."""
     from expander_sweeps.claim_stats import unpack_correct
-    from expander_sweeps.reporting import _split_sizes
+    from expander_sweeps.reporting.markdown import _split_sizes
     from expander_sweeps.trial import SweepContext, TrialPlan, run_trial
 
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, spectral={"graphs": ["layer"]},

@@ -21,8 +21,8 @@ from expander_sweeps.claim_stats import (
     unpack_correct,
     verdict_after_holm,
 )
-from expander_sweeps.reporting import _panels as panels_of
 from expander_sweeps.reporting import claim_rows, drop_points, expansion_test_rows
+from expander_sweeps.reporting.analysis import _panels as panels_of
 from expander_sweeps.spec import SweepSpec
 
 SWEEPS = 300

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from expander_sweeps.spectral import find_crossing, layer_spectrum, step_biadjacency
+from expander_sweeps.crossings import find_crossing
+from expander_sweeps.spectral import layer_spectrum, step_biadjacency
 
 
 def test_complete_bipartite_has_sqrt_mn_and_zero_second_eigenvalue():

@@ -38,7 +38,7 @@ def test_seeds_and_mask_methods_in_one_sweep_and_the_claim_report(tmp_path, mnis
     # The drop is measured against the dense trial of the same seed: recompute one by hand.
     row = frame[(frame["mask_method"] == "magnitude") & (frame["remaining_W_hh"] == 0.05) & (frame["seed"] == 0)].iloc[0]
     base = dense[dense["seed"] == 0].iloc[0]["acc/clean"]
-    panel = [p for p in expander_sweeps.reporting._panels(frame, spec) if p.method == "magnitude"][0]
+    panel = [p for p in expander_sweeps.reporting.analysis._panels(frame, spec) if p.method == "magnitude"][0]
     assert panel.drops("acc/clean")[row.name] == pytest.approx(base - row["acc/clean"])
     markdown = (spec.run_path / "report" / "report.md").read_text()
     assert "## The claim, tested" in markdown and "## Mask methods side by side" in markdown

@@ -302,14 +302,10 @@ def _signed(value: float | None) -> str:
 
 
 def _short(row) -> str:
-    """A crossing in a few characters, for the terminal table (the report files have the long form)."""
-    if row["status"] == "crossed":
-        return f"{row['crossing_pct']:.2f}%"
-    if row["status"] == "never":
-        return f"never (to {row['lower_pct']:g}%)"
-    if row["status"] == "negative_at_start":
-        return f"< 0 at {row['lower_pct']:g}%"
-    return "no data"
+    """A crossing in a few characters, for the terminal table (crossings.crossing_text: the one wording)."""
+    from .crossings import crossing_text
+
+    return crossing_text(row)
 
 
 def _print_report(rep) -> None:
@@ -339,6 +335,8 @@ def _print_report(rep) -> None:
 
 def _print_claim(rep) -> None:
     """The claim test in brief: clean accuracy, the layer graph's Delta_R and Delta_S."""
+    from .crossings import crossing_text
+
     if rep.claim.empty:
         return
     rows = rep.claim[(rep.claim["noise"] == "clean") & rep.claim["bound"].isin(["Delta_R", "Delta_S"])
@@ -355,8 +353,7 @@ def _print_claim(rep) -> None:
             return "never" if value is None or value != value else f"{value:.2f}%"
 
         held = row["held_beyond_crossing_pts"]
-        crossing = {"negative_at_start": "never positive", "no_data": "undefined"}.get(
-            row["bound_status"], pct(row["bound_crossing_pct"]))
+        crossing = crossing_text(row, prefix="bound_")
         table.add_row(row["pruned"].split(" (")[0], row["mask_method"], row["graph"], pct(row["drop_crossing_pct"]),
                       row["bound"], crossing, "" if held is None or held != held else f"{held:+.2f}")
     console.print(table)

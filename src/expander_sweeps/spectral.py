@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -57,14 +56,12 @@ from expander_sweeps.top_eigen import certified_top_two
 
 __all__ = [
     "LayerSpectrum",
-    "Crossing",
     "layer_spectrum",
     "step_biadjacency",
     "merge_gates",
     "unrolled_adjacency",
     "unrolled_spectrum",
     "unrolled_top_eigenvalues",
-    "find_crossing",
     "normalise_weights",
 ]
 
@@ -590,83 +587,3 @@ def unrolled_spectrum(m_xh: np.ndarray, m_hh: np.ndarray, steps: int, remove_iso
         largest_component=float(np.bincount(labels).max()) / vertices if vertices else 0.0,
         isolated_share=(all_even + all_odd - live_even - live_odd) / (all_even + all_odd),
     )
-
-
-@dataclass(frozen=True)
-class Crossing:
-    """Where a bound first stops being positive as the remaining fraction decreases."""
-
-    status: str  # "crossed" | "never" | "negative_at_start" | "no_data"
-    remaining: float | None  # interpolated remaining fraction of the first crossing
-    upper: float | None  # last grid point (from dense down) where the bound was > 0
-    lower: float | None  # first grid point where it was <= 0
-    # The densest point from which the bound is <= 0 at every sparser point (non-monotone
-    # curves exist: a disconnected graph's bound can turn positive again); None if never.
-    stays_negative: float | None = None
-    undefined: tuple[float, ...] = ()  # points where the bound was undefined at every seed
-
-    def describe(self) -> str:
-        if self.status == "crossed":
-            text = f"{100 * self.remaining:.2f}% (between {100 * self.lower:g}% and {100 * self.upper:g}%)"
-        elif self.status == "never":
-            text = f"never negative (down to {100 * self.lower:g}%)" if self.lower else "never negative"
-        elif self.status == "negative_at_start":
-            text = f"already negative at {100 * self.lower:g}% (the densest point): predicts nothing"
-        else:
-            text = "no data"
-        if self.status in ("crossed", "negative_at_start") and self.stays_negative != self.lower:
-            text += ("; positive again further down, never stays negative" if self.stays_negative is None
-                     else f"; stays negative only from {100 * self.stays_negative:g}%")
-        if self.undefined:
-            text += "; undefined (degenerate graph) at " + ", ".join(f"{100 * r:g}%" for r in self.undefined)
-        return text
-
-
-def _point_value(values: list[float]) -> float:
-    """One value per fraction from its seeds: +inf only when every seed is unbounded (a dense
-    layer), otherwise the mean of the finite ones, so one unbounded seed never hides the rest."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.inf
-    return float(np.mean(finite))
-
-
-def find_crossing(remaining: Sequence[float], values: Sequence[float]) -> Crossing:
-    """First remaining fraction (walking from dense to sparse) where `values` stops being > 0.
-
-    Several values at one fraction (seeds) are combined by `_point_value`; NaN (undefined)
-    values are left out, and a fraction where every seed is undefined is listed, never used.
-    Between the last positive grid point and the first non-positive one the crossing is
-    interpolated linearly in log(fraction), the axis the figures draw; from +inf (a dense
-    layer) the interpolation's limit is the non-positive point itself.
-    """
-    by_fraction: dict[float, list[float]] = {}
-    seen: set[float] = set()
-    for r, v in zip(remaining, values, strict=True):
-        seen.add(float(r))
-        if v is None or math.isnan(float(v)):
-            continue
-        by_fraction.setdefault(float(r), []).append(float(v))
-    undefined = tuple(sorted(seen - set(by_fraction), reverse=True))
-    if not by_fraction:
-        return Crossing("no_data", None, None, None, None, undefined)
-    points = sorted(((r, _point_value(vs)) for r, vs in by_fraction.items()), reverse=True)
-    stays: float | None = None
-    for r, v in reversed(points):  # from the sparsest point up, while the bound is <= 0
-        if v > 0:
-            break
-        stays = r
-    previous: tuple[float, float] | None = None
-    for r, v in points:
-        if v <= 0:
-            if previous is None:
-                return Crossing("negative_at_start", None, None, r, stays, undefined)
-            r0, v0 = previous
-            if math.isinf(v0):
-                estimate = r
-            else:
-                # v is linear in log(r) between the two points: solve for the zero.
-                estimate = math.exp(math.log(r0) + (math.log(r) - math.log(r0)) * v0 / (v0 - v))
-            return Crossing("crossed", estimate, r0, r, stays, undefined)
-        previous = (r, v)
-    return Crossing("never", None, points[0][0], points[-1][0], None, undefined)

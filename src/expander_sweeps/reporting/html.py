@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 from markdown_it import MarkdownIt
 
-from .results import RAMANUJAN_BOUNDS, trial_label
-from .spec import SweepSpec
-from .tracking.backends import enabled_backends
+from ..results import RAMANUJAN_BOUNDS, trial_label
+from ..spec import SweepSpec
+from ..tracking.backends import enabled_backends
 
 __all__ = ["write_html"]
 
