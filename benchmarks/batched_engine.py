@@ -31,11 +31,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EXPANDER_SWEEPS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-from expander_sweeps.batched import StackedClassifier, StackedMasks, fit_batched  # noqa: E402
-from expander_sweeps.masks import MaskHolder, magnitude_mask  # noqa: E402
 from expander_sweeps.models import build_model  # noqa: E402
+from expander_sweeps.pruning.masks import MaskHolder, magnitude_mask  # noqa: E402
 from expander_sweeps.spec import ModelSpec  # noqa: E402
-from expander_sweeps.train import fit  # noqa: E402
+from expander_sweeps.training.batched import StackedClassifier, StackedMasks, fit_batched  # noqa: E402
+from expander_sweeps.training.train import fit  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

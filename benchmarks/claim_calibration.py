@@ -15,8 +15,8 @@ import argparse
 import math
 import time
 
-from expander_sweeps.claim_simulation import NULL_SHAPES, Design, verdict_rates
-from expander_sweeps.claim_stats import ALPHA
+from expander_sweeps.reporting.claim_simulation import NULL_SHAPES, Design, verdict_rates
+from expander_sweeps.reporting.claim_stats import ALPHA
 
 
 def main() -> None:

@@ -47,12 +47,12 @@ sys.path.insert(0, str(HERE))
 
 import naive_trial  # noqa: E402
 
-from expander_sweeps import spectral, top_eigen  # noqa: E402
 from expander_sweeps.data import load_dataset  # noqa: E402
-from expander_sweeps.masks import MaskHolder, magnitude_mask  # noqa: E402
+from expander_sweeps.graphs import spectral, top_eigen  # noqa: E402
 from expander_sweeps.models import build_model  # noqa: E402
+from expander_sweeps.pruning.masks import MaskHolder, magnitude_mask  # noqa: E402
 from expander_sweeps.spec import AudioDataSpec, MnistDataSpec, ModelSpec, load_spec  # noqa: E402
-from expander_sweeps.train import fit  # noqa: E402
+from expander_sweeps.training.train import fit  # noqa: E402
 
 SHARED = Path(os.environ.get("EXPANDER_SWEEPS_SHARED_DATA", REPO.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("EXPANDER_SWEEPS_BENCH_CACHE", Path.home() / ".cache" / "expander-sweeps" / "bench"))
@@ -160,7 +160,7 @@ def bench_sweep(args, device: torch.device) -> None:
             f"masks.remaining={remaining}", f"noise.variances={variances}",
             "tracking.mlflow.enabled=false", "tracking.wandb.enabled=false", "spectral.graphs=[layer]",
         ])
-        from expander_sweeps.sweep import launch_study
+        from expander_sweeps.sweep.loop import launch_study
 
         started = time.perf_counter()
         result = launch_study(spec)
@@ -311,7 +311,7 @@ if which == "naive":
     naive_trial.run_point(tr, te, "W_hh", 0.1, 0.3, 1, 1, torch.device("cpu"))
 else:
     from expander_sweeps.spec import load_spec
-    from expander_sweeps.sweep import launch_study
+    from expander_sweeps.sweep.loop import launch_study
     with tempfile.TemporaryDirectory() as folder:
         grid = "[0.1]" if which == "trial" else "[1.0, 0.5, 0.1, 0.02]"
         spec = load_spec({quickstart!r}, ["data.root={mnist}", "run_dir=" + folder, "training.epochs=1",
@@ -422,7 +422,7 @@ def bench_cores(args) -> None:
     with one seed (13 trials behind one dense model) and two seeds (26 trials, two dense models)."""
     import statistics
 
-    from expander_sweeps.workers import default_workers, usable_cores
+    from expander_sweeps.sweep.workers import default_workers, usable_cores
 
     quick = ["training.epochs=2", "training.finetune_epochs=1"] if args.quick else []
     for label, extra in (("1 seed, 13 trials", quick), ("2 seeds, 26 trials", [*quick, "training.seed=[0, 1]"])):

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from expander_sweeps.spec import load_spec
-from expander_sweeps.sweep import launch_study
-from expander_sweeps.workers import usable_cores
+from expander_sweeps.sweep.loop import launch_study
+from expander_sweeps.sweep.workers import usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 

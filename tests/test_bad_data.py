@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 
 from conftest import tiny_spec_dict
-from expander_sweeps.cache_files import read_checked, write_checked
 from expander_sweeps.cli import main
 from expander_sweeps.data import read_idx
-from expander_sweeps.dense_cache import DenseCache
+from expander_sweeps.training.cache_files import read_checked, write_checked
+from expander_sweeps.training.dense_cache import DenseCache
 
 N = 120  # images per test folder: enough for a stratified split of 10 classes
 
@@ -252,7 +252,7 @@ def test_a_broken_recording_is_one_line_in_bounded_time_and_memory(tmp_path, fau
 def test_a_loadable_cache_file_of_another_model_is_rebuilt_not_fatal(tmp_path, caplog):
     """What is in the file is checked, not only its bytes: another model's weights (its checksum
     record lost, so the bytes look fine) used to fail every trial on every relaunch."""
-    from expander_sweeps.cache_files import _sidecar
+    from expander_sweeps.training.cache_files import _sidecar
 
     model = torch.nn.RNN(4, 8, batch_first=True)
     other = torch.nn.RNN(4, 16, batch_first=True)

@@ -16,21 +16,21 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import CLI, tiny_spec_dict
-from expander_sweeps.batched import (
+from expander_sweeps.models import build_model
+from expander_sweeps.pruning.masks import MaskHolder, magnitude_mask, random_mask
+from expander_sweeps.spec import ModelSpec, spec_from_dict
+from expander_sweeps.sweep.space import TrialPlan
+from expander_sweeps.sweep.study import is_metric_name
+from expander_sweeps.sweep.trial import SweepContext, run_trial
+from expander_sweeps.sweep.trial_group import choose_engine, group_limit, run_group
+from expander_sweeps.training.batched import (
     StackedClassifier,
     StackedMasks,
     clip_each_model,
     correct_predictions_batched,
     fit_batched,
 )
-from expander_sweeps.masks import MaskHolder, magnitude_mask, random_mask
-from expander_sweeps.models import build_model
-from expander_sweeps.space import TrialPlan
-from expander_sweeps.spec import ModelSpec, spec_from_dict
-from expander_sweeps.study import is_metric_name
-from expander_sweeps.train import correct_predictions, fit
-from expander_sweeps.trial import SweepContext, run_trial
-from expander_sweeps.trial_group import choose_engine, group_limit, run_group
+from expander_sweeps.training.train import correct_predictions, fit
 
 CELLS = [("rnn", "tanh", 1), ("rnn", "relu", 2), ("lstm", "tanh", 1), ("lstm", "tanh", 2), ("gru", "tanh", 1),
          ("gru", "tanh", 2)]
@@ -266,7 +266,7 @@ def test_a_model_that_diverges_in_a_group_fails_its_trial_alone_in_a_launch(tmp_
     import math
 
     import expander_sweeps
-    from expander_sweeps import trial_group
+    from expander_sweeps.sweep import trial_group
 
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.5, 0.2]},
                                          training={"engine": "batched"}, tracking={"mlflow": {"enabled": False}}))

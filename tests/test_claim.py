@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_spec_dict
+from expander_sweeps.graphs.spectral import layer_spectrum
 from expander_sweeps.reporting import (
     claim_rows,
     crossing_rows,
@@ -19,7 +20,6 @@ from expander_sweeps.reporting import (
 )
 from expander_sweeps.reporting.analysis import _panels as panels_of
 from expander_sweeps.spec import SweepSpec, spec_from_dict
-from expander_sweeps.spectral import layer_spectrum
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -112,7 +112,7 @@ def test_undefined_seeds_stay_out_of_the_mean_and_the_table_says_so():
 
 @pytest.mark.slow
 def test_trial_spectra_are_those_of_the_evaluated_checkpoint(tmp_path, mnist_dir):
-    from expander_sweeps.trial import SweepContext, TrialPlan, run_trial
+    from expander_sweeps.sweep.trial import SweepContext, TrialPlan, run_trial
 
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, spectral={"graphs": ["layer"]},
                                          masks={"remaining": [1.0, 0.1], "layers": ["W_hh"]}))
@@ -150,9 +150,9 @@ def test_compare_shows_each_seed_s_crossing_as_a_range():
 def test_a_trial_records_its_split_sizes_and_hits_that_give_its_accuracies(tmp_path, mnist_dir):
     """n_train / n_test are the sizes the trial really ran on (the tiny spec's 600 / 300), the
     report header prints them, and the stored per-image hits reproduce every accuracy exactly."""
-    from expander_sweeps.claim_stats import unpack_correct
+    from expander_sweeps.reporting.claim_stats import unpack_correct
     from expander_sweeps.reporting.markdown import _split_sizes
-    from expander_sweeps.trial import SweepContext, TrialPlan, run_trial
+    from expander_sweeps.sweep.trial import SweepContext, TrialPlan, run_trial
 
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, spectral={"graphs": ["layer"]},
                                          masks={"remaining": [1.0, 0.3], "layers": ["W_hh"]}))

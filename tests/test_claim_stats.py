@@ -10,8 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expander_sweeps.claim_simulation import NULL_SHAPES, Design, simulate_sweep, verdict_rates
-from expander_sweeps.claim_stats import (
+from expander_sweeps.reporting import claim_rows, drop_points, expansion_test_rows
+from expander_sweeps.reporting.analysis import _panels as panels_of
+from expander_sweeps.reporting.claim_simulation import (
+    NULL_SHAPES,
+    Design,
+    simulate_sweep,
+    verdict_rates,
+)
+from expander_sweeps.reporting.claim_stats import (
     ALPHA,
     drop_onset,
     equal_density_test,
@@ -21,8 +28,6 @@ from expander_sweeps.claim_stats import (
     unpack_correct,
     verdict_after_holm,
 )
-from expander_sweeps.reporting import claim_rows, drop_points, expansion_test_rows
-from expander_sweeps.reporting.analysis import _panels as panels_of
 from expander_sweeps.spec import SweepSpec
 
 SWEEPS = 300

@@ -75,7 +75,7 @@ def test_launch_runs_every_grid_point_and_writes_the_report(launched):
     assert "Traceback" not in result.stderr
     # Grid: 2 layers x [1.0, 0.3, 0.05], the all-dense point shared: 5 distinct trials.
     # The CPU default: one single-threaded worker per core, no more than the 5 trials.
-    from expander_sweeps.workers import usable_cores
+    from expander_sweeps.sweep.workers import usable_cores
 
     workers = min(usable_cores(), 5)
     assert "ran 5 trial(s) in " in result.stdout and f"with {workers} worker(s)" in result.stdout
@@ -273,14 +273,14 @@ def test_mlflow_has_one_run_per_trial_with_params_metrics_and_masks(launched):
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id])
-    trial_runs = [r for r in runs if "expander_sweeps.trial" in r.data.tags]
+    trial_runs = [r for r in runs if "expander_sweeps.sweep.trial" in r.data.tags]
     assert len(trial_runs) == 5 and len(runs) == 6  # and the sweep's parent run
     recorded = {t.number: t.user_attrs for t in _study(run_dir).trials}
     for run in trial_runs:
         assert run.info.status == "FINISHED"
         assert {"remaining_W_xh", "remaining_W_hh", "cell", "init", "noise_p", "code_version", "git_commit",
                 "settings_fingerprint", "data_fingerprint"} <= set(run.data.params)
-        attrs = recorded[int(run.data.tags["expander_sweeps.trial"])]
+        attrs = recorded[int(run.data.tags["expander_sweeps.sweep.trial"])]
         assert run.data.metrics["acc/clean"] == attrs["acc/clean"]  # the study's value, not a copy of it
         assert run.data.metrics["W_hh/binary/lambda_2"] == attrs["W_hh/binary/lambda_2"]
         history = client.get_metric_history(run.info.run_id, "finetune/loss")

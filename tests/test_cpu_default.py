@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from expander_sweeps.spec import SweepSpec
-from expander_sweeps.workers import (
+from expander_sweeps.sweep.workers import (
     SHARE_VARIABLE,
     WORKERS_VARIABLE,
     default_worker_plan,

@@ -69,12 +69,12 @@ def test_trials_a_killed_launch_never_logged_reach_mlflow_at_the_next_launch(tmp
     experiment = client.get_experiment_by_name("tiny").experiment_id
 
     def trial_runs():
-        runs = client.search_runs([experiment], "tags.`expander_sweeps.trial` != ''")
-        return sorted((int(r.data.tags["expander_sweeps.trial"]), r.info.status) for r in runs)
+        runs = client.search_runs([experiment], "tags.`expander_sweeps.sweep.trial` != ''")
+        return sorted((int(r.data.tags["expander_sweeps.sweep.trial"]), r.info.status) for r in runs)
 
     assert trial_runs() == [(0, "FINISHED"), (1, "FINISHED"), (2, "FINISHED")]
-    by_number = {int(r.data.tags["expander_sweeps.trial"]): r for r in client.search_runs(
-        [experiment], "tags.`expander_sweeps.trial` != ''")}
+    by_number = {int(r.data.tags["expander_sweeps.sweep.trial"]): r for r in client.search_runs(
+        [experiment], "tags.`expander_sweeps.sweep.trial` != ''")}
     client.delete_run(by_number[1].info.run_id)
     client.update_run(by_number[2].info.run_id, status="RUNNING")
     again = subprocess.run([*CLI, "launch", str(spec), "--workers", "2"], capture_output=True, text=True, timeout=300)

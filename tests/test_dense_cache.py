@@ -4,8 +4,8 @@ import textwrap
 
 import torch
 
-from expander_sweeps.dense_cache import DenseCache, dense_key
 from expander_sweeps.spec import SweepSpec
+from expander_sweeps.training.dense_cache import DenseCache, dense_key
 
 
 def test_key_covers_training_config_but_not_finetuning_or_folder():
@@ -39,7 +39,7 @@ def test_second_request_loads_instead_of_training(tmp_path):
 def test_two_processes_at_once_train_the_dense_model_once(tmp_path):
     script = textwrap.dedent(f"""
         import time, torch
-        from expander_sweeps.dense_cache import DenseCache
+        from expander_sweeps.training.dense_cache import DenseCache
 
         def train():
             with open({str(tmp_path / "trainings.log")!r}, "a") as log:

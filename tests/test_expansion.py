@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from expander_sweeps import expansion_table
-from expander_sweeps.expansion import expansion_metrics
+from expander_sweeps.graphs.expansion import expansion_metrics
 
 
 def reference(biadjacency: np.ndarray) -> dict:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from expander_sweeps.cli import main
-from expander_sweeps.study import read_result
+from expander_sweeps.sweep.study import read_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,8 +168,8 @@ def test_a_good_factory_and_loader_pass_and_args_without_factory_are_refused(tmp
 
 
 def test_dense_cache_key_follows_the_factory_code_and_args(tmp_path):
-    from expander_sweeps.dense_cache import dense_key
     from expander_sweeps.spec import load_spec
+    from expander_sweeps.training.dense_cache import dense_key
 
     pkg = _package(tmp_path, "")
     spec = load_spec(_spec(tmp_path, pkg, {}))

@@ -206,7 +206,7 @@ def test_the_tracker_process_publishes_the_report_and_a_dead_one_leaves_it_to_th
 
     from conftest import tiny_spec_dict
     from expander_sweeps.reporting import write_report
-    from expander_sweeps.sweep import launch_study
+    from expander_sweeps.sweep.loop import launch_study
     from expander_sweeps.tracking.base import TrackerCalls
     from expander_sweeps.tracking.mlflow_backend import mlflow_uri
     from expander_sweeps.tracking.process import TrackerProcess

@@ -7,9 +7,14 @@ import pytest
 import yaml
 
 from conftest import tiny_spec_dict
-from expander_sweeps.fingerprint import differences, fingerprint_of, result_settings, search_space
 from expander_sweeps.spec import spec_from_dict
-from expander_sweeps.study import SpecMismatch, bind_spec, check_spec, open_study
+from expander_sweeps.sweep.fingerprint import (
+    differences,
+    fingerprint_of,
+    result_settings,
+    search_space,
+)
+from expander_sweeps.sweep.study import SpecMismatch, bind_spec, check_spec, open_study
 
 
 def _spec(tmp_path, **sections):

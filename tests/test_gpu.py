@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from expander_sweeps.masks import MaskHolder, magnitude_mask
 from expander_sweeps.models import build_model
+from expander_sweeps.pruning.masks import MaskHolder, magnitude_mask
 from expander_sweeps.spec import ModelSpec
-from expander_sweeps.train import fit, resolve_device
+from expander_sweeps.training.train import fit, resolve_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -45,7 +45,7 @@ def test_batched_engine_on_cuda_matches_cudnn_trained_one_by_one(cell):
     fine-tuning to float rounding (cuDNN may use TF32, hence the looser tolerance than on a CPU)."""
     import copy
 
-    from expander_sweeps.batched import StackedClassifier, StackedMasks, fit_batched
+    from expander_sweeps.training.batched import StackedClassifier, StackedMasks, fit_batched
 
     device = torch.device("cuda")
     x = torch.rand(512, 28, 28, device=device)

@@ -11,7 +11,7 @@ import torch
 from expander_sweeps.data import load_dataset
 from expander_sweeps.models import build_model
 from expander_sweeps.spec import ModelSpec, SpecError, TrainingSpec, load_spec, spec_from_dict
-from expander_sweeps.train import divergence_hint, fit
+from expander_sweeps.training.train import divergence_hint, fit
 
 REPO = Path(__file__).resolve().parents[1]
 

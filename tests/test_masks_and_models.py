@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from expander_sweeps.masks import (
+from expander_sweeps.models import build_model
+from expander_sweeps.pruning.masks import (
     MaskHolder,
     kept_count,
     magnitude_mask,
@@ -11,9 +12,8 @@ from expander_sweeps.masks import (
     random_mask,
     regular_mask,
 )
-from expander_sweeps.models import build_model
 from expander_sweeps.spec import ModelSpec
-from expander_sweeps.train import accuracy, fit
+from expander_sweeps.training.train import accuracy, fit
 
 
 @pytest.mark.parametrize("remaining", [1.0, 0.5, 0.1, 0.013, 1e-6])
@@ -107,7 +107,7 @@ def test_regular_mask_has_equal_row_degrees_and_balanced_columns(shape, remainin
 
 def test_regular_mask_is_a_good_expander_where_magnitude_is_not():
     # A square biregular random graph of degree 6 is Ramanujan with high probability.
-    from expander_sweeps.spectral import layer_spectrum
+    from expander_sweeps.graphs.spectral import layer_spectrum
 
     mask = regular_mask((128, 128), 6 / 128, torch.Generator().manual_seed(1))
     s = layer_spectrum(mask.numpy().astype(float))

@@ -88,7 +88,7 @@ def test_sync_says_in_one_line_what_is_wrong_with_a_tracker_and_recovers(tmp_pat
 def test_a_damaged_study_file_is_told_as_a_file_with_the_way_out():
     import sqlite3
 
-    from expander_sweeps.study import StorageError
+    from expander_sweeps.sweep.study import StorageError
 
     message = str(StorageError.about("sqlite:////runs/a/optuna.db", sqlite3.DatabaseError("database disk image is malformed")))
     assert message.startswith("cannot open the Optuna study file /runs/a/optuna.db")

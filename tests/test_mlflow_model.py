@@ -87,7 +87,7 @@ import sys
 from pathlib import Path
 import torch
 from expander_sweeps.spec import load_spec
-from expander_sweeps.sweep import launch_study
+from expander_sweeps.sweep.loop import launch_study
 with open(sys.argv[2], "a") as runs:
     runs.write("ran\\n")
 result = launch_study(load_spec(sys.argv[1]))
@@ -99,8 +99,8 @@ print("trials", len(result.study.trials))
 SYNC_WITHOUT_TORCH = """
 import sys
 from expander_sweeps.spec import load_spec
-from expander_sweeps.study import open_study
-from expander_sweeps.syncing import sync_trackers
+from expander_sweeps.sweep.study import open_study
+from expander_sweeps.sweep.syncing import sync_trackers
 spec = load_spec(sys.argv[1], [f"tracking.mlflow.uri={sys.argv[2]}"])
 pushed = sync_trackers(spec, open_study(spec, create=False), print, print)
 print("pushed", pushed, "torch imported:", "torch" in sys.modules)
@@ -152,4 +152,4 @@ def test_a_sweep_s_models_are_logged_without_torch_and_load(tmp_path, mnist_dir)
             example = mlflow.models.Model.load(str(folder)).load_input_example(str(folder))
             # Either way (payload or checkpoint), MLflow's model computes what the trial's did.
             prediction = mlflow.pyfunc.load_model(str(folder)).predict(example)
-            assert np.array_equal(prediction, outputs[int(version.tags["expander_sweeps.trial"])])
+            assert np.array_equal(prediction, outputs[int(version.tags["expander_sweeps.sweep.trial"])])

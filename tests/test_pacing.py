@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from expander_sweeps.pacing import Pacer, lag_from_file, write_lag
+from expander_sweeps.sweep.pacing import Pacer, lag_from_file, write_lag
 
 
 def test_training_goes_on_within_the_limit_and_past_it_waits_until_half_of_it():

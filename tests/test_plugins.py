@@ -16,10 +16,8 @@ import pytest
 import yaml
 
 from conftest import CLI, tiny_spec_dict
-from expander_sweeps.graph_measures import unregister_quantity
-from expander_sweeps.mask_methods import unregister_mask_method
-from expander_sweeps.report_sections import unregister_section
-from expander_sweeps.study import read_result
+from expander_sweeps.plugins import unregister_mask_method, unregister_quantity, unregister_section
+from expander_sweeps.sweep.study import read_result
 
 # A plug-in as a user writes it: a mask method that keeps the first columns of every row (a mask
 # whose every entry is known in advance) and two quantities: the normalised-Laplacian gap and a
@@ -28,9 +26,9 @@ PLUGIN = textwrap.dedent('''
     import numpy as np
     import torch
 
-    from expander_sweeps.graph_measures import GraphQuantity, register_quantity
-    from expander_sweeps.mask_methods import MaskMethod, register_mask_method
-    from expander_sweeps.report_sections import ReportSection, register_section
+    from expander_sweeps.plugins import GraphQuantity, register_quantity
+    from expander_sweeps.plugins import MaskMethod, register_mask_method
+    from expander_sweeps.plugins import ReportSection, register_section
 
 
     def first_columns(request):
@@ -157,7 +155,7 @@ def test_a_plugin_quantity_is_a_column_of_expansion_table_and_a_logged_metric(pl
     import torch
 
     from expander_sweeps import expansion_table
-    from expander_sweeps.expansion import expansion_metrics
+    from expander_sweeps.graphs.expansion import expansion_metrics
     from expander_sweeps.spec import load_spec
 
     assert load_spec(plugin_spec).plugins == ["lab_plugin"]  # imports the plug-in, as every worker does
@@ -192,7 +190,7 @@ def test_unknown_plugins_methods_and_bounds_are_clear_spec_errors(tmp_path, mnis
 
 def test_a_plugin_that_takes_a_built_in_name_is_refused_and_methods_lists_a_specs_plugins(plugin_spec, tmp_path):
     (tmp_path / "clash_plugin.py").write_text(
-        "from expander_sweeps.mask_methods import MaskMethod, register_mask_method\n"
+        "from expander_sweeps.plugins import MaskMethod, register_mask_method\n"
         "register_mask_method(MaskMethod('magnitude', lambda request: None, 'mine'))\n")
     clash = yaml.safe_load(plugin_spec.read_text()) | {"plugins": ["clash_plugin"]}
     (tmp_path / "clash.yaml").write_text(yaml.safe_dump(clash))
@@ -216,7 +214,7 @@ RECORDER = textwrap.dedent('''
     import json
     from pathlib import Path
 
-    from expander_sweeps.tracking.backends import Backend, register_backend
+    from expander_sweeps.plugins import Backend, register_backend
 
 
     class Recorder:
@@ -271,7 +269,7 @@ RECORDER = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_tracker_from_a_plugin_receives_everything_a_built_in_one_does(tmp_path, mnist_dir):
-    from expander_sweeps.tracking.backends import unregister_backend
+    from expander_sweeps.plugins import unregister_backend
 
     (tmp_path / "recorder_plugin.py").write_text(RECORDER)
     calls_file = tmp_path / "calls.jsonl"

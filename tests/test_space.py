@@ -8,9 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from expander_sweeps import space
-from expander_sweeps.space import AgentArgumentError, TrialPlan
 from expander_sweeps.spec import SweepSpec, load_spec
+from expander_sweeps.sweep import space
+from expander_sweeps.sweep.space import AgentArgumentError, TrialPlan
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
@@ -73,7 +73,7 @@ def test_non_grid_samplers_suggest_plans_from_the_space():
 
 @pytest.mark.parametrize("schedule", ["each", "independent"])
 def test_grid_fractions_are_a_log_scale_distribution_but_an_older_linear_study_keeps_its_scale(schedule):
-    from expander_sweeps.study import fractions_on_log_scale
+    from expander_sweeps.sweep.study import fractions_on_log_scale
 
     spec = SweepSpec(name="a", masks={"remaining": [1.0, 0.3, 0.05], "schedule": schedule})
     plans = space.grid_plans(spec)
@@ -115,7 +115,7 @@ def test_grid_fractions_are_a_log_scale_distribution_but_an_older_linear_study_k
 
 
 def test_the_dense_trial_has_no_layer_and_an_older_study_s_dense_trial_is_still_the_dense_point():
-    from expander_sweeps.study import enqueue_grid, sweep_progress
+    from expander_sweeps.sweep.study import enqueue_grid, sweep_progress
 
     spec = SweepSpec(name="a", masks={"remaining": [1.0, 0.3]})
     study = optuna.create_study()
@@ -224,15 +224,15 @@ def test_a_mask_method_added_to_the_tool_leaves_an_existing_study_relaunchable(t
     The new method is registered as a plug-in would (mask_methods.register_mask_method)."""
     from conftest import tiny_spec_dict
     from expander_sweeps.spec import spec_from_dict
-    from expander_sweeps.study import SpecMismatch
-    from expander_sweeps.sweep import launch_study
+    from expander_sweeps.sweep.loop import launch_study
+    from expander_sweeps.sweep.study import SpecMismatch
 
     def spec(fractions, methods):
         return spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": fractions, "method": methods},
                                              training={"epochs": 1, "finetune_epochs": 1},
                                              tracking={"mlflow": {"enabled": False}}))
 
-    from expander_sweeps.mask_methods import (
+    from expander_sweeps.plugins import (
         MaskMethod,
         mask_method,
         register_mask_method,

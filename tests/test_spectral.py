@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from expander_sweeps.crossings import find_crossing
-from expander_sweeps.spectral import layer_spectrum, step_biadjacency
+from expander_sweeps.graphs.crossings import find_crossing
+from expander_sweeps.graphs.spectral import layer_spectrum, step_biadjacency
 
 
 def test_complete_bipartite_has_sqrt_mn_and_zero_second_eigenvalue():
@@ -241,7 +241,7 @@ def test_a_dense_binary_layer_is_answered_in_closed_form():
 
 
 def test_without_a_proof_the_layer_s_own_singular_values_answer(monkeypatch):
-    from expander_sweeps import spectral
+    from expander_sweeps.graphs import spectral
 
     monkeypatch.setattr(spectral, "certified_top_two", lambda gram: None)  # the proof fails
     mask = (np.random.default_rng(3).random((300, 280)) < 0.1).astype(float)

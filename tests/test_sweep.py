@@ -7,8 +7,8 @@ import pytest
 
 import expander_sweeps
 from conftest import tiny_spec_dict
-from expander_sweeps import sweep
 from expander_sweeps.spec import SweepSpec, spec_from_dict
+from expander_sweeps.sweep import loop as sweep
 
 
 def _spec(tmp_path, mnist_dir, **sections) -> SweepSpec:
@@ -154,8 +154,8 @@ def test_training_pauses_for_trackers_past_the_lag_limit_and_every_trial_reaches
     assert pauses and "max_lag_seconds = 0.001" in pauses[0]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
     runs = client.search_runs(client.get_experiment_by_name("tiny").experiment_id,
-                              filter_string="tags.`expander_sweeps.trial` != ''")
-    assert sorted(int(r.data.tags["expander_sweeps.trial"]) for r in runs) == [0, 1, 2, 3, 4]
+                              filter_string="tags.`expander_sweeps.sweep.trial` != ''")
+    assert sorted(int(r.data.tags["expander_sweeps.sweep.trial"]) for r in runs) == [0, 1, 2, 3, 4]
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
@@ -166,8 +166,8 @@ def test_a_launch_tells_its_workers_how_far_behind_its_trackers_are(tmp_path, mn
     limit, and removes it when the sweep ends."""
     import time
 
-    from expander_sweeps.pacing import lag_from_file
-    from expander_sweeps.syncing import TrialRelay
+    from expander_sweeps.sweep.pacing import lag_from_file
+    from expander_sweeps.sweep.syncing import TrialRelay
 
     finished = sweep.launch_study(spec_from_dict(tiny_spec_dict(
         tmp_path / "run", mnist_dir, tracking={"mlflow": {"enabled": False}})))
@@ -188,7 +188,7 @@ def test_a_launch_tells_its_workers_how_far_behind_its_trackers_are(tmp_path, mn
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'relay.db'}")
     runs = client.search_runs(client.get_experiment_by_name("tiny").experiment_id,
-                              filter_string="tags.`expander_sweeps.trial` != ''")
+                              filter_string="tags.`expander_sweeps.sweep.trial` != ''")
     assert len(runs) == 5
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from expander_sweeps import scratch, spectral, top_eigen
-from expander_sweeps.spectral import layer_spectrum
-from expander_sweeps.top_eigen import certified_top_two, proven_second_bound
+from expander_sweeps.graphs import scratch, spectral, top_eigen
+from expander_sweeps.graphs.spectral import layer_spectrum
+from expander_sweeps.graphs.top_eigen import certified_top_two, proven_second_bound
 
 
 def _gram(mask: np.ndarray) -> np.ndarray:

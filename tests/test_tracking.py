@@ -186,7 +186,7 @@ def tracked(tmp_path_factory, mnist_dir, mlflow_server):
     # built-in ones do: the tracker process imports the plug-in too.
     (folder / "tracked_measures.py").write_text(
         "import numpy as np\n"
-        "from expander_sweeps.graph_measures import GraphQuantity, register_quantity\n"
+        "from expander_sweeps.plugins import GraphQuantity, register_quantity\n"
         "register_quantity(GraphQuantity('edges_minus_40', 'edges minus 40', 'kept edges minus 40',\n"
         "                                lambda b: float(np.count_nonzero(b) - 40), bound=True))\n")
     # The batched engine (forced on a CPU): its trials must reach MLflow and W&B exactly as
@@ -210,7 +210,7 @@ def tracked(tmp_path_factory, mnist_dir, mlflow_server):
     result = subprocess.CompletedProcess(command, launch.returncode, out, err)
     yield mlflow_server, spec, folder / "run", result, on_command_lines
     # Tests here load the spec in this process, which imports the plug-in: leave the registry as it was.
-    from expander_sweeps.graph_measures import unregister_quantity
+    from expander_sweeps.plugins import unregister_quantity
 
     unregister_quantity("edges_minus_40")
     sys.modules.pop("tracked_measures", None)
@@ -225,7 +225,7 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("expander_sweeps.role") == "sweep"]
-    children = [r for r in runs if "expander_sweeps.trial" in r.data.tags]
+    children = [r for r in runs if "expander_sweeps.sweep.trial" in r.data.tags]
     assert len(parents) == 1 and len(children) == 5
     parent = parents[0]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {
@@ -258,7 +258,7 @@ def test_mlflow_parent_and_child_runs_params_metrics_artifacts(tracked):
         # Named for what the trial is, the number first; described in the run's note.
         params = run.data.params
         pruned = [k for k in ("W_xh", "W_hh") if float(params[f"remaining_{k}"]) < 1]
-        number = run.data.tags["expander_sweeps.trial"]
+        number = run.data.tags["expander_sweeps.sweep.trial"]
         if pruned:
             kept = float(params[f"remaining_{pruned[0]}"])
             assert run.info.run_name == f"trial {number}: {pruned[0]} {100 * kept:.3g}% magnitude, seed 0"
@@ -291,10 +291,10 @@ def test_tracker_runs_have_the_trials_own_start_end_and_step_seconds(tracked):
     trials = {t.number: t for t in study.trials}
     client = MlflowClient(tracking_uri=server.uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
-                              "tags.`expander_sweeps.trial` != ''")
+                              "tags.`expander_sweeps.sweep.trial` != ''")
     assert len(runs) == 5
     for run in runs:
-        trial = trials[int(run.data.tags["expander_sweeps.trial"])]
+        trial = trials[int(run.data.tags["expander_sweeps.sweep.trial"])]
         began, ended = trial.datetime_start.timestamp(), trial.datetime_complete.timestamp()
         # The relay passes the study's own times: exact to the millisecond (it logs seconds later).
         assert abs(run.info.start_time / 1000 - began) < 0.01, (run.info.start_time, began)
@@ -315,7 +315,7 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
 
     from expander_sweeps.data import load_dataset
     from expander_sweeps.spec import load_spec
-    from expander_sweeps.train import accuracy
+    from expander_sweeps.training.train import accuracy
 
     server, spec_path, run_dir, result, _ = tracked
     client = MlflowClient(tracking_uri=server.uri)
@@ -350,7 +350,7 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     edges = {t.number: t.user_attrs["W_xh/binary/edges"] + t.user_attrs["W_hh/binary/edges"] for t in finished}
     expected = min((t for t in finished if qualifies(t.user_attrs)),
                    key=lambda t: (edges[t.number], -t.user_attrs["acc/clean"]))
-    assert int(chosen.tags["expander_sweeps.trial"]) == expected.number
+    assert int(chosen.tags["expander_sweeps.sweep.trial"]) == expected.number
     assert any(not qualifies(t.user_attrs) or edges[t.number] > edges[expected.number] for t in finished)
     mlflow.set_tracking_uri(server.uri)
     loaded = mlflow.pytorch.load_model("models:/tiny-pruned@sparsest-ramanujan")
@@ -358,7 +358,7 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     data = load_dataset(spec.data)
     measured = accuracy(loaded, data.x_test, data.y_test, batch_size=512)
     study = optuna.load_study(study_name="tiny", storage=spec.storage_url)
-    recorded = next(t for t in study.trials if t.number == int(chosen.tags["expander_sweeps.trial"]))
+    recorded = next(t for t in study.trials if t.number == int(chosen.tags["expander_sweeps.sweep.trial"]))
     assert measured == recorded.user_attrs["acc/clean"]  # the very same test accuracy
     assert measured == pytest.approx(float(chosen.tags["acc/clean"]), rel=1e-5)
 
@@ -366,13 +366,13 @@ def test_model_registry_versions_tags_aliases_and_reload(tracked, mnist_dir):
     experiment = client.get_experiment_by_name("tiny")
     logged = client.search_logged_models([experiment.experiment_id])
     assert len(logged) == 5 and {m.status for m in logged} == {LoggedModelStatus.READY}
-    assert sorted(m.name for m in logged) == sorted(f"trial-{m.tags['expander_sweeps.trial']}" for m in logged)
+    assert sorted(m.name for m in logged) == sorted(f"trial-{m.tags['expander_sweeps.sweep.trial']}" for m in logged)
     # (MLflow's open-source registry keeps no model_id column: a version points at its
     # LoggedModel through its source URI)
     assert {v.source for v in versions} == {f"models:/{m.model_id}" for m in logged}
     chosen_model_id = chosen.source.removeprefix("models:/")
     model = next(m for m in logged if m.model_id == chosen_model_id)
-    assert model.tags["expander_sweeps.trial"] == chosen.tags["expander_sweeps.trial"]
+    assert model.tags["expander_sweeps.sweep.trial"] == chosen.tags["expander_sweeps.sweep.trial"]
     assert {m.key: m.value for m in model.metrics}["acc/clean"] == recorded.user_attrs["acc/clean"]
     run = client.get_run(chosen.run_id)
     assert [o.model_id for o in run.outputs.model_outputs] == [chosen_model_id]
@@ -486,7 +486,7 @@ def test_wandb_offline_runs_have_flat_config_summary_history_and_artifacts(track
     for alias, artifact in by_alias.items():
         metadata = json.loads(artifact["metadata"])
         version = client.get_model_version_by_alias("tiny-pruned", alias)
-        assert metadata["trial"] == int(version.tags["expander_sweeps.trial"])
+        assert metadata["trial"] == int(version.tags["expander_sweeps.sweep.trial"])
         assert metadata[f"alias.{alias}"] == version.tags[f"alias.{alias}"]
         (content,) = artifact["manifest"]["contents"]
         checkpoint = run_dir / "trials" / f"{metadata['trial']:05d}" / "model.pt"
@@ -564,8 +564,8 @@ def test_server_down_mid_sweep_loses_nothing_and_sync_is_idempotent(tmp_path, mn
     experiment = client.get_experiment_by_name("down")
 
     def trial_runs():
-        runs = client.search_runs([experiment.experiment_id], "tags.`expander_sweeps.trial` != ''")
-        return sorted(int(r.data.tags["expander_sweeps.trial"]) for r in runs if r.info.status == "FINISHED")
+        runs = client.search_runs([experiment.experiment_id], "tags.`expander_sweeps.sweep.trial` != ''")
+        return sorted(int(r.data.tags["expander_sweeps.sweep.trial"]) for r in runs if r.info.status == "FINISHED")
 
     assert trial_runs() == list(range(3))
     assert len(client.search_model_versions("name = 'down-pruned'")) == 3

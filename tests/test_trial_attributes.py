@@ -4,9 +4,9 @@ it), and attributes that optuna-dashboard can show (no 6,000-character list on e
 import pytest
 
 from conftest import tiny_spec_dict
-from expander_sweeps.space import TrialPlan
 from expander_sweeps.spec import SweepSpec, spec_from_dict
-from expander_sweeps.trial import trial_params
+from expander_sweeps.sweep.space import TrialPlan
+from expander_sweeps.sweep.trial import trial_params
 
 
 def test_clipping_is_a_word_and_its_norm_a_number_or_absent():
@@ -22,7 +22,7 @@ def test_clipping_is_a_word_and_its_norm_a_number_or_absent():
 @pytest.mark.slow
 def test_metrics_are_known_by_name_not_listed_on_every_trial(tmp_path, mnist_dir):
     import expander_sweeps
-    from expander_sweeps.study import read_result
+    from expander_sweeps.sweep.study import read_result
 
     spec = spec_from_dict(tiny_spec_dict(tmp_path / "run", mnist_dir, masks={"remaining": [1.0, 0.2]},
                                          tracking={"mlflow": {"enabled": False}}))

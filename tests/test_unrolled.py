@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from expander_sweeps.spectral import (
+from expander_sweeps.graphs.spectral import (
     layer_spectrum,
     merge_gates,
     step_biadjacency,

@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 
 import expander_sweeps
 from conftest import CLI, STORAGES, grid_spec, study_trials, tiny_spec_dict, wait_for
-from expander_sweeps import trial as trial_module
 from expander_sweeps.spec import spec_from_dict
+from expander_sweeps.sweep import trial as trial_module
 
 pytestmark = pytest.mark.slow
 
@@ -116,13 +116,13 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-    statuses = {(r.data.tags.get("expander_sweeps.trial", "parent"), r.info.status) for r in runs}
+    statuses = {(r.data.tags.get("expander_sweeps.sweep.trial", "parent"), r.info.status) for r in runs}
     assert not [s for s in statuses if s[1] == "RUNNING"], statuses
     killed = {t.number for t in trials if t.state == TrialState.FAIL}
     assert {int(n) for n, status in statuses if status == "KILLED"} <= killed
     assert ("parent", "FINISHED") in statuses
     # A tied sweep's crossings reach the sweep's run too, under names MLflow accepts.
-    (parent,) = [r for r in runs if "expander_sweeps.trial" not in r.data.tags]
+    (parent,) = [r for r in runs if "expander_sweeps.sweep.trial" not in r.data.tags]
     assert any(k.startswith("crossing_pct/magnitude/W_xh_W_hh/") for k in parent.data.metrics), parent.data.metrics
     print(f"MLflow runs after a SIGKILL and a relaunch: {sorted(statuses)}")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -158,7 +158,7 @@ def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp
 # In a fresh interpreter: the launching process counts GPUs before it starts any worker.
 COUNT_GPUS = """
 import sys
-from expander_sweeps.workers import visible_gpus
+from expander_sweeps.sweep.workers import visible_gpus
 print(visible_gpus(), "torch" in sys.modules)
 import torch
 print(torch.cuda.device_count())
@@ -166,7 +166,7 @@ print(torch.cuda.device_count())
 
 
 def test_a_machine_without_a_gpu_driver_is_known_to_have_no_gpu_without_importing_torch():
-    from expander_sweeps.workers import _GPU_DRIVER_PATHS, _no_gpu_driver
+    from expander_sweeps.sweep.workers import _GPU_DRIVER_PATHS, _no_gpu_driver
 
     if not _no_gpu_driver():
         pytest.skip(f"this machine has a GPU driver (one of {', '.join(_GPU_DRIVER_PATHS)}): torch is asked")
@@ -178,7 +178,7 @@ def test_a_machine_without_a_gpu_driver_is_known_to_have_no_gpu_without_importin
 
 
 def test_a_slow_progress_poll_is_repeated_only_as_often_as_its_cost_allows():
-    from expander_sweeps.workers import throttled
+    from expander_sweeps.sweep.workers import throttled
 
     now = [0.0]
     polls = []

@@ -27,8 +27,8 @@ def launch(spec: SweepSpec, events=None):
     import warnings
 
     from .reporting import write_report
-    from .sweep import launch_study
-    from .syncing import publish_report
+    from .sweep.loop import launch_study
+    from .sweep.syncing import publish_report
 
     result = launch_study(spec, events, drain_later=True)
     trackers, result.draining = result.draining, None
@@ -52,7 +52,7 @@ def report(spec: SweepSpec):
     the current folder, as the CLI reads them), and creates nothing then."""
     from .reporting import write_report
     from .spec import redact_url
-    from .study import open_study
+    from .sweep.study import open_study
 
     try:
         study = open_study(spec, create=False)
@@ -66,7 +66,7 @@ def report(spec: SweepSpec):
 def __getattr__(name: str):
     # Imported on first use: `import expander_sweeps` stays free of torch for the report and CLI.
     if name in ("expansion_table", "log_expansion"):
-        from . import expansion
+        from .graphs import expansion
 
         return getattr(expansion, name)
     raise AttributeError(f"module 'expander_sweeps' has no attribute {name!r}")

@@ -303,7 +303,7 @@ def _signed(value: float | None) -> str:
 
 def _short(row) -> str:
     """A crossing in a few characters, for the terminal table (crossings.crossing_text: the one wording)."""
-    from .crossings import crossing_text
+    from .graphs.crossings import crossing_text
 
     return crossing_text(row)
 
@@ -335,7 +335,7 @@ def _print_report(rep) -> None:
 
 def _print_claim(rep) -> None:
     """The claim test in brief: clean accuracy, the layer graph's Delta_R and Delta_S."""
-    from .crossings import crossing_text
+    from .graphs.crossings import crossing_text
 
     if rep.claim.empty:
         return
@@ -370,8 +370,8 @@ def _print_claim(rep) -> None:
 def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
     """Run trials of the study in this process, with progress; user errors exit 2."""
     from .data import DataError
-    from .factories import FactoryError
-    from .sweep import SpecMismatch, StorageError, launch_study
+    from .sweep.loop import SpecMismatch, StorageError, launch_study
+    from .training.factories import FactoryError
 
     _quiet_libraries()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -425,8 +425,8 @@ def launch(spec_path: str, overrides: tuple[str, ...], workers: int | None, no_r
 
 
 def _default_workers(spec: SweepSpec) -> tuple[int, str]:
-    from .study import StorageError, trials_left
-    from .workers import default_worker_plan
+    from .sweep.study import StorageError, trials_left
+    from .sweep.workers import default_worker_plan
 
     try:
         return default_worker_plan(lambda: trials_left(spec))
@@ -438,9 +438,9 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
                  why: str = ""):
     """Run the sweep in `workers` local worker processes; (trials run, failed, study, the trackers
     still logging the last trials or None: the caller closes them)."""
-    from .study import StorageError, open_study, sweep_progress
-    from .syncing import TrialRelay
-    from .workers import run_workers
+    from .sweep.study import StorageError, open_study, sweep_progress
+    from .sweep.syncing import TrialRelay
+    from .sweep.workers import run_workers
 
     _quiet_libraries()
     watched = {}
@@ -487,7 +487,7 @@ def _ended_trials(spec: SweepSpec, study=None) -> set[int]:
     is no study yet."""
     from optuna.trial import TrialState
 
-    from .study import StorageError, open_study
+    from .sweep.study import StorageError, open_study
 
     if study is None:
         try:
@@ -499,7 +499,7 @@ def _ended_trials(spec: SweepSpec, study=None) -> set[int]:
 
 def _print_next_steps(spec: SweepSpec) -> None:
     """What to open next, with the commands (URLs without their passwords)."""
-    from .study import artifact_dir
+    from .sweep.study import artifact_dir
 
     lines = [f"report:          {spec.run_path / 'report' / 'report.html'} (and report.md)",
              f"optuna-dashboard {redact_url(spec.storage_url)} --artifact-dir {artifact_dir(spec.run_path)}"]
@@ -514,7 +514,7 @@ def _print_next_steps(spec: SweepSpec) -> None:
 def _publish(spec: SweepSpec, study, rep, trackers: ReportSession | None = None) -> None:
     """The report onto the trackers (by the launch's own, still open, when given), the registry
     aliases, and how to upload offline W&B runs."""
-    from .syncing import publish_report
+    from .sweep.syncing import publish_report
 
     aliases = publish_report(spec, study, rep, lambda m: console.print(f"[yellow]warning:[/] {escape(redact_secrets(m))}",
                                                                        highlight=False),
@@ -544,8 +544,8 @@ def worker(spec_path: str, overrides: tuple[str, ...], extend: bool) -> None:
     """Join SPEC's study and take trials until it is done (start one per GPU, on any machine)."""
     import os
 
-    from .train import resolve_device
-    from .workers import inherited_overrides
+    from .sweep.workers import inherited_overrides
+    from .training.train import resolve_device
 
     spec = _load(spec_path, inherited_overrides() + overrides)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -613,7 +613,7 @@ def compare(spec_paths: tuple[str, ...], overrides: tuple[str, ...], output: str
 
 def _existing_study(spec: SweepSpec, hint: str):
     """The spec's study, which must exist already; user errors exit 2 with `hint`."""
-    from .study import SpecMismatch, StorageError, check_spec, open_study
+    from .sweep.study import SpecMismatch, StorageError, check_spec, open_study
 
     try:
         study = open_study(spec, create=False)
@@ -631,7 +631,7 @@ def _existing_study(spec: SweepSpec, hint: str):
 def sync(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Push every finished trial of SPEC that a tracker lacks (after a tracker was down); idempotent."""
     from .reporting import write_report
-    from .syncing import sync_trackers, tracker_failure
+    from .sweep.syncing import sync_trackers, tracker_failure
 
     spec = _load(spec_path, overrides)
     _quiet_libraries()
@@ -665,7 +665,7 @@ def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None)
     """SPEC as a W&B sweep config (`wandb sweep FILE`, then `wandb agent ID`)."""
     import yaml
 
-    from .space import wandb_sweep_config
+    from .sweep.space import wandb_sweep_config
 
     spec = _load(spec_path, overrides)
     if overrides:
@@ -696,7 +696,7 @@ def export_wandb(spec_path: str, overrides: tuple[str, ...], output: str | None)
 @click.pass_context
 def agent_trial(ctx: click.Context, spec_path: str) -> None:
     """Run one point of SPEC given as --name=value arguments (what `wandb agent` passes)."""
-    from .space import AgentArgumentError, agent_point
+    from .sweep.space import AgentArgumentError, agent_point
 
     spec = _load(spec_path, ())
     try:
@@ -707,8 +707,8 @@ def agent_trial(ctx: click.Context, spec_path: str) -> None:
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"wandb": spec.tracking.wandb.model_copy(update={"enabled": True})})})
     from .data import DataError
-    from .factories import FactoryError
-    from .sweep import SpecMismatch, StorageError, launch_study
+    from .sweep.loop import SpecMismatch, StorageError, launch_study
+    from .training.factories import FactoryError
 
     _quiet_libraries()
     try:
@@ -745,7 +745,7 @@ def _check_import_paths(spec: SweepSpec) -> None:
     when a launch has loaded the data: before any training)."""
     if spec.model.factory is None and getattr(spec.data, "loader", None) is None:
         return
-    from .factories import FactoryError, import_function
+    from .training.factories import FactoryError, import_function
 
     try:
         if spec.model.factory is not None:
@@ -760,8 +760,8 @@ def _check_import_paths(spec: SweepSpec) -> None:
 @click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
 def methods(spec_path: str | None) -> None:
     """List the mask methods, graph quantities, trackers and report sections (with SPEC: its plug-ins' too)."""
-    from .graph_measures import quantity, quantity_names
-    from .mask_methods import mask_method, mask_method_names
+    from .graphs.graph_measures import quantity, quantity_names
+    from .pruning.mask_methods import mask_method, mask_method_names
 
     if spec_path:
         _load(spec_path, ())  # imports its `plugins:`, which register theirs
@@ -775,7 +775,7 @@ def methods(spec_path: str | None) -> None:
         q = quantity(name)
         console.print(f"  {name}{' (bound)' if q.bound else ''}: {q.label}: {q.definition}", highlight=False,
                       soft_wrap=True)
-    from .report_sections import section_names
+    from .reporting.report_sections import section_names
 
     console.print(f"[bold]tracker backends[/] (tracking.mlflow, tracking.wandb, tracking.extra): "
                   f"{', '.join(backend_names())}", highlight=False, soft_wrap=True)

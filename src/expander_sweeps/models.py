@@ -99,7 +99,7 @@ class FactoryModel(nn.Module):
     module's under `net.`."""
 
     def __init__(self, spec: ModelSpec, input_size: int, num_classes: int, spec_dir: Path | None = None):
-        from .factories import FactoryError, check_model, import_function
+        from .training.factories import FactoryError, check_model, import_function
 
         super().__init__()
         function = import_function(spec.factory, "model.factory", spec_dir)

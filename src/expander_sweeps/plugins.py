@@ -1,27 +1,27 @@
-"""Plug-ins named in a spec: modules imported before the spec is checked, in every process.
+"""The one door for plug-ins: everything a plug-in module imports to add a mask method, a graph
+quantity, a tracker or a report section. Name the module under `plugins:` in the spec.
 
-`plugins: [my_methods, lab.measures]` imports those modules (from the spec's folder first, then
-the Python path) before the rest of the spec is validated, so the mask methods and graph
-quantities they register (mask_methods.py, graph_measures.py) are known names in `masks.method`
-and `report.bounds`. Worker processes load the spec from its file and import them again; the
-tracker process receives the parent's Python path.
+    from expander_sweeps.plugins import MaskMethod, register_mask_method
+    from expander_sweeps.plugins import GraphQuantity, register_quantity
+    from expander_sweeps.plugins import Backend, register_backend
+    from expander_sweeps.plugins import ReportSection, register_section
+
+The contracts and a tested example of each: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import importlib
+from .graphs.graph_measures import GraphQuantity, register_quantity, unregister_quantity
+from .pruning.mask_methods import (
+           MaskMethod,
+           MaskRequest,
+           register_mask_method,
+           unregister_mask_method,
+)
+from .reporting.report_sections import ReportSection, register_section, unregister_section
+from .tracking.backends import Backend, register_backend, unregister_backend
+from .tracking.base import TrialRecord
 
-__all__ = ["import_plugins"]
-
-
-def import_plugins(modules: list[str]) -> list[str]:
-    """Import each module; raise ValueError (a spec error at `plugins`) saying which failed and why."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            raise ValueError(f"cannot import plug-in module '{name}' ({err}); put it beside the spec or on the "
-                             "Python path (pip install your package, or set PYTHONPATH)") from None
-        except Exception as err:  # the plug-in raised while being imported (a duplicate name, say)
-            raise ValueError(f"importing plug-in module '{name}' failed: {type(err).__name__}: {err}") from None
-    return modules
+__all__ = ["MaskMethod", "MaskRequest", "register_mask_method", "unregister_mask_method", "GraphQuantity",
+           "register_quantity", "unregister_quantity", "Backend", "register_backend", "unregister_backend",
+           "TrialRecord", "ReportSection", "register_section", "unregister_section"]

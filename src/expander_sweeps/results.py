@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .graph_measures import quantity
+from .graphs.graph_measures import quantity
 
 __all__ = [
     "CORRECT_ATTR",

@@ -383,7 +383,7 @@ def _short_name(name: str) -> str:
 
 
 def _registered_method(name: str) -> str:
-    from .mask_methods import mask_method_names
+    from .pruning.mask_methods import mask_method_names
 
     if name not in mask_method_names():
         raise ValueError(f"got {_short_name(name)}, which is not a registered mask method; known: "
@@ -392,7 +392,7 @@ def _registered_method(name: str) -> str:
 
 
 def _registered_bound(name: str) -> str:
-    from .graph_measures import bound_names
+    from .graphs.graph_measures import bound_names
 
     if name not in bound_names():
         raise ValueError(f"got {_short_name(name)}, which is not a registered bound; known: "
@@ -401,7 +401,7 @@ def _registered_bound(name: str) -> str:
 
 
 def _all_bounds() -> list[str]:
-    from .graph_measures import bound_names
+    from .graphs.graph_measures import bound_names
 
     return list(bound_names())
 
@@ -658,7 +658,7 @@ class SweepSpec(_Strict):
     @field_validator("plugins")
     @classmethod
     def _import_plugins(cls, value: list[str]) -> list[str]:
-        from .plugins import import_plugins
+        from .plugin_loader import import_plugins
 
         return import_plugins(value)
 

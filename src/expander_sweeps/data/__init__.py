@@ -30,7 +30,7 @@ def load_dataset(spec: MnistDataSpec | AudioDataSpec | CustomDataSpec, cache_dir
         if isinstance(spec, MnistDataSpec):
             return load_mnist(spec)
         if isinstance(spec, CustomDataSpec):
-            from ..factories import dataset_from_loader
+            from ..training.factories import dataset_from_loader
 
             return dataset_from_loader(spec, spec_dir)
         from .audio import load_audio  # torchaudio is imported only for audio datasets

@@ -24,8 +24,8 @@ import soundfile
 import torch
 from filelock import FileLock
 
-from ..cache_files import read_checked, write_checked
 from ..spec import AudioDataSpec
+from ..training.cache_files import read_checked, write_checked
 from .base import DataError, SequenceDataset, stratified_split, stratified_subset
 
 log = logging.getLogger("expander_sweeps")

@@ -40,7 +40,11 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ..claim_stats import (
+from ..graphs.crossings import CrossingStatus, crossing_text, find_crossing
+from ..graphs.graph_measures import bound_names
+from ..results import CORRECT_ATTR, GATES, accuracy_key, bound_label
+from ..spec import SweepSpec
+from .claim_stats import (
     drop_onset,
     equal_density_test,
     holm,
@@ -48,10 +52,6 @@ from ..claim_stats import (
     unpack_correct,
     verdict_after_holm,
 )
-from ..crossings import CrossingStatus, crossing_text, find_crossing
-from ..graph_measures import bound_names
-from ..results import CORRECT_ATTR, GATES, accuracy_key, bound_label
-from ..spec import SweepSpec
 
 Z_95 = 1.959963984540054
 

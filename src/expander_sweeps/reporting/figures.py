@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..graph_measures import quantity  # noqa: E402
+from ..graphs.graph_measures import quantity  # noqa: E402
 from ..results import bound_label  # noqa: E402
 from ..spec import SweepSpec  # noqa: E402
 from .analysis import Panel, _accuracy_columns, _matching

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..claim_stats import (
+from ..graphs.crossings import crossing_text
+from ..graphs.graph_measures import added_quantities
+from ..pruning.mask_methods import BUILT_IN_METHODS, mask_method
+from ..results import RAMANUJAN_BOUNDS, bound_label
+from ..spec import SweepSpec
+from .analysis import Panel, _accuracy_columns, _panels, drop_points
+from .claim_stats import (
     ALPHA,
     CALIBRATION_NOTE,
     PERMUTATIONS,
 )
-from ..crossings import crossing_text
-from ..graph_measures import added_quantities
-from ..mask_methods import BUILT_IN_METHODS, mask_method
-from ..report_sections import render_sections
-from ..results import RAMANUJAN_BOUNDS, bound_label
-from ..spec import SweepSpec
-from .analysis import Panel, _accuracy_columns, _panels, drop_points
+from .report_sections import render_sections
 
 
 def _expansion_test_markdown(table: pd.DataFrame) -> list[str]:

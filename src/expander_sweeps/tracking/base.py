@@ -240,7 +240,7 @@ class FanOut(TrackerCalls):
         agree on one parent run). TrackerProcess has the same method; its child takes the lock."""
         if not self._trackers:
             return
-        from ..study import StudyState, sweep_lock
+        from ..sweep.study import StudyState, sweep_lock
 
         with sweep_lock(study, spec):
             self.start_sweep(spec.name, tracker_config(spec), StudyState(study))

@@ -39,8 +39,8 @@ from .base import SweepState, TrackerUnavailable, TrialRecord, data_source
 
 __all__ = ["MlflowTracker", "mlflow_uri", "set_registry_aliases"]
 
-SWEEP_TAG = "expander_sweeps.sweep"
-TRIAL_TAG = "expander_sweeps.trial"
+SWEEP_TAG = "expander_sweeps.sweep.loop"
+TRIAL_TAG = "expander_sweeps.sweep.trial"
 
 
 def mlflow_uri(spec: SweepSpec) -> str:

@@ -361,7 +361,7 @@ def _serve_calls(spec_data: dict, calls, replies, parent_pid: int, busy, ran) ->
 
                 replies.put(("published", None if study is None else publish_files(spec, study, *args, warn)))
             elif method == "start_sweep":
-                from ..study import StudyState, open_study, sweep_lock
+                from ..sweep.study import StudyState, open_study, sweep_lock
 
                 try:
                     study = open_study(spec, create=False)

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from ..results import PHASE_SECONDS_ATTR, timing_metrics
 from ..spec import SweepSpec
-from ..study import StudyState, read_result
+from ..sweep.study import StudyState, read_result
 from .base import FanOut, TrialRecord, tracker_config
 from .factory import enabled_trackers
 

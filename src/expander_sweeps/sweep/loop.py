@@ -27,10 +27,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ..results import CORRECT_ATTR, PHASE_SECONDS_ATTR, timing_metrics
+from ..spec import SweepSpec
+from ..tracking import TrialRecord, build_trackers
+from ..tracking.backends import trial_file_hooks
+from ..tracking.base import TrackerCalls
 from .pacing import LAG_FILE_VARIABLE, Pacer, lag_from_file
-from .results import CORRECT_ATTR, PHASE_SECONDS_ATTR, timing_metrics
 from .space import TrialPlan, plan_of, suggest_plan
-from .spec import SweepSpec
 from .study import (
     SpecMismatch,
     StorageError,
@@ -51,9 +54,6 @@ from .study import (
     trial_point,
     waiting_trials,
 )
-from .tracking import TrialRecord, build_trackers
-from .tracking.backends import trial_file_hooks
-from .tracking.base import TrackerCalls
 from .trial import SweepContext, TrialHooks, TrialResult, run_trial, trial_params
 from .trial_group import choose_engine, group_key, group_limit, run_group
 

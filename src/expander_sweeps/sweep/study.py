@@ -23,6 +23,7 @@ import sqlalchemy
 from filelock import FileLock
 from optuna.trial import TrialState
 
+from ..spec import SweepSpec, redact_url, sqlite_file
 from .fingerprint import (
     SpecMismatch,
     differences,
@@ -32,7 +33,6 @@ from .fingerprint import (
     search_space,
 )
 from .space import grid_plans, params_of, point_key
-from .spec import SweepSpec, redact_url, sqlite_file
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "claim_trial", "waiting_trials", "trial_point", "heartbeat", "fail_stale", "running_trials", "record_result",

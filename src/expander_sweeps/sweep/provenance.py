@@ -9,8 +9,8 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from ..spec import SweepSpec
 from .fingerprint import fingerprint_of, result_settings
-from .spec import SweepSpec
 
 __all__ = ["provenance", "code_version", "git_commit"]
 
@@ -26,7 +26,7 @@ def code_version() -> str:
 def git_commit() -> str:
     """The commit of the package's source, with `+dirty` when it has uncommitted changes, or
     `unknown` outside a git checkout (an installed wheel)."""
-    source = Path(__file__).resolve().parent
+    source = Path(__file__).resolve().parents[1]  # the whole package (this file is in sweep/)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()

@@ -17,20 +17,20 @@ import matplotlib.pyplot as plt  # imsave only; no figure, no display needed
 import numpy as np
 import torch
 
-from . import spectral
-from .claim_stats import pack_correct
-from .data import SequenceDataset, load_dataset, noisy_test_sets
-from .dense_cache import DenseCache, dense_key
-from .factories import check_forward
-from .graph_measures import measure_added
-from .mask_methods import MaskRequest, mask_method
-from .masks import MaskHolder
-from .models import SequenceClassifier, build_model
+from ..data import SequenceDataset, load_dataset, noisy_test_sets
+from ..graphs import spectral
+from ..graphs.graph_measures import measure_added
+from ..models import SequenceClassifier, build_model
+from ..pruning.mask_methods import MaskRequest, mask_method
+from ..pruning.masks import MaskHolder
+from ..reporting.claim_stats import pack_correct
+from ..results import GATES, accuracy_key, kept_key, save_checkpoint
+from ..spec import SweepSpec
+from ..training.dense_cache import DenseCache, dense_key
+from ..training.factories import check_forward
+from ..training.train import EpochStats, accuracy, correct_predictions, fit, resolve_device
 from .provenance import provenance
-from .results import GATES, accuracy_key, kept_key, save_checkpoint
 from .space import TrialPlan
-from .spec import SweepSpec
-from .train import EpochStats, accuracy, correct_predictions, fit, resolve_device
 from .workers import dense_threads
 
 __all__ = ["TrialHooks", "TrialResult", "SweepContext", "PreparedTrial", "prepare_trial", "finish_trial", "run_trial", "phase_seconds"]

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from ..spec import SweepSpec
+from ..tracking import build_trackers, enabled_trackers, tracker_config
+from ..tracking.backends import enabled_backends
+from ..tracking.base import ReportSession
+from ..tracking.publishing import publish_files, push_missing, trial_record
 from .pacing import write_lag
-from .spec import SweepSpec
 from .study import StudyState
-from .tracking import build_trackers, enabled_trackers, tracker_config
-from .tracking.backends import enabled_backends
-from .tracking.base import ReportSession
-from .tracking.publishing import publish_files, push_missing, trial_record
 
 if TYPE_CHECKING:  # not imported at run time: a tracker process publishes without plotting libraries
-    from .reporting import Report
+    from ..reporting import Report
 
 __all__ = ["publish_report", "publish_files", "sync_trackers", "trial_record", "TrialRelay", "tracker_failure"]
 

@@ -5,7 +5,7 @@ are computed together by `spectral.layer_spectrum`; the registry holds their nam
 definitions, which the spec, the report, its figures and `expansion_table` read. A new quantity
 is one function and one registration:
 
-    from expander_sweeps.graph_measures import GraphQuantity, register_quantity
+    from expander_sweeps.plugins import GraphQuantity, register_quantity
 
     def laplacian_gap(biadjacency):      # a float64 (rows, cols) array, isolated vertices removed
         ...
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["GraphQuantity", "register_quantity", "unregister_quantity", "quantity", "quantity_names",
            "bound_names", "added_quantities", "measure_added"]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cells import RECURRENT_CELLS
+from ..cells import RECURRENT_CELLS
 
 __all__ = ["FactoryError", "import_function", "recurrent_layer", "check_model", "dataset_from_loader"]
 
@@ -123,7 +123,7 @@ def _as_pair(value: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def dataset_from_loader(spec, spec_dir: Path | None):
     """Call `data.loader`, check what it returns, split and subset it like the built-in datasets."""
-    from .data.base import SequenceDataset, stratified_split, stratified_subset
+    from ..data.base import SequenceDataset, stratified_split, stratified_subset
 
     field = "data.loader"
     loader = import_function(spec.loader, field, spec_dir)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import add_noise
-from .masks import MaskHolder
+from ..data import add_noise
+from ..pruning.masks import MaskHolder
 
 __all__ = ["EpochStats", "fit", "accuracy", "resolve_device", "divergence_hint", "adam"]
 

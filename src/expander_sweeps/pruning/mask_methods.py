@@ -7,7 +7,7 @@ space offers its names, and the trial dispatches through it; nothing else lists 
 
 Adding one (see docs/architecture.md):
 
-    from expander_sweeps.mask_methods import MaskMethod, register_mask_method
+    from expander_sweeps.plugins import MaskMethod, register_mask_method
 
     def largest_rows(request):           # keep the rows of largest norm, say
         ...
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .registry import Registry
+from ..registry import Registry
 
 if TYPE_CHECKING:  # torch is imported by the methods when they run, not with the registry:
     import torch  # the spec checks names against it in processes that never train (trackers)

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import add_noise
-from .masks import MaskHolder
-from .models import SequenceClassifier
+from ..data import add_noise
+from ..models import SequenceClassifier
+from ..pruning.masks import MaskHolder
 from .train import EpochStats, adam, divergence_hint
 
 __all__ = ["StackedClassifier", "StackedMasks", "BatchedFit", "fit_batched", "correct_predictions_batched",

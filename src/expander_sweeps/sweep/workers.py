@@ -206,7 +206,7 @@ def run_workers(spec_path: str, overrides: tuple[str, ...], count: int, console,
     gpus = visible_gpus()
     if progress is not None:
         progress = throttled(progress)
-    from .console_output import PROGRESS_VARIABLE, VERBOSITY
+    from ..console_output import PROGRESS_VARIABLE, VERBOSITY
 
     command = [sys.executable, "-m", "expander_sweeps.cli", *(["-q"] if VERBOSITY.quiet else []),
                *(["-v"] if VERBOSITY.verbose else []), "worker", str(spec_path)]

@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .cells import RECURRENT_CELLS
+from ..cells import RECURRENT_CELLS
+from ..results import GATES, for_trackers
 from .graph_measures import added_quantities, measure_added
-from .results import GATES, for_trackers
 from .spectral import layer_spectrum
 
 __all__ = ["prunable_matrices", "expansion_table", "expansion_metrics", "log_expansion", "QUANTITIES"]

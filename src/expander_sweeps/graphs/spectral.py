@@ -51,8 +51,8 @@ import scipy.sparse.linalg
 from scipy.linalg import blas
 from threadpoolctl import ThreadpoolController
 
-from expander_sweeps.scratch import buffer
-from expander_sweeps.top_eigen import certified_top_two
+from expander_sweeps.graphs.scratch import buffer
+from expander_sweeps.graphs.top_eigen import certified_top_two
 
 __all__ = [
     "LayerSpectrum",

@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batched import (
+from ..reporting.claim_stats import pack_correct
+from ..results import accuracy_key
+from ..spec import SweepSpec
+from ..training.batched import (
     StackedClassifier,
     StackedMasks,
     correct_predictions_batched,
     fit_batched,
     per_model_bytes,
 )
-from .claim_stats import pack_correct
-from .results import accuracy_key
 from .space import TrialPlan
-from .spec import SweepSpec
 from .trial import (
     PreparedTrial,
     SweepContext,

@@ -21,7 +21,7 @@ import hashlib
 import json
 from typing import Any
 
-from .spec import SweepSpec
+from ..spec import SweepSpec
 
 __all__ = ["SpecMismatch", "result_settings", "search_space", "fingerprint_of", "differences", "mismatch_message"]
 

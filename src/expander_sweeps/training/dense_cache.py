@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from ..spec import SweepSpec
 from .cache_files import read_checked, write_checked
-from .spec import SweepSpec
 
 __all__ = ["dense_key", "DenseCache", "CacheResult"]
 

@@ -1,6 +1,6 @@
 """Report sections as plug-ins: Markdown a plug-in adds to every report, after the built-in sections.
 
-    from expander_sweeps.report_sections import ReportSection, register_section
+    from expander_sweeps.plugins import ReportSection, register_section
 
     def kept_edges(spec, trials, crossings):     # pandas frames: trials.csv's rows, crossings.csv's rows
         return ["## Kept edges", "", *(f"- trial {n}: {k:.3f}" for n, k in zip(trials.trial, trials["W_hh/kept_fraction"])), ""]
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["ReportSection", "register_section", "unregister_section", "section_names", "render_sections"]
 

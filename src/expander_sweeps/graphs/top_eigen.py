@@ -41,7 +41,7 @@ import math
 import numpy as np
 from scipy.linalg import blas, lapack
 
-from expander_sweeps.scratch import buffer
+from expander_sweeps.graphs.scratch import buffer
 
 __all__ = ["certified_top_two", "proven_second_bound", "RELATIVE_TOLERANCE"]
 

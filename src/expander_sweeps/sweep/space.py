@@ -19,8 +19,8 @@ from typing import Any
 
 import optuna
 
-from .mask_methods import mask_method_names
-from .spec import RangeSpec, SweepSpec
+from ..pruning.mask_methods import mask_method_names
+from ..spec import RangeSpec, SweepSpec
 
 __all__ = ["TrialPlan", "grid_plans", "suggest_plan", "params_of", "plan_of", "agent_point", "AgentArgumentError",
            "point_label", "point_key", "wandb_sweep_config"]
