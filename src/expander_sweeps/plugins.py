@@ -13,15 +13,18 @@ from __future__ import annotations
 
 from .graphs.graph_measures import GraphQuantity, register_quantity, unregister_quantity
 from .pruning.mask_methods import (
-           MaskMethod,
-           MaskRequest,
-           register_mask_method,
-           unregister_mask_method,
+    MaskMethod,
+    MaskRequest,
+    mask_method,
+    mask_method_names,
+    register_mask_method,
+    unregister_mask_method,
 )
 from .reporting.report_sections import ReportSection, register_section, unregister_section
 from .tracking.backends import Backend, register_backend, unregister_backend
 from .tracking.base import TrialRecord
 
-__all__ = ["MaskMethod", "MaskRequest", "register_mask_method", "unregister_mask_method", "GraphQuantity",
-           "register_quantity", "unregister_quantity", "Backend", "register_backend", "unregister_backend",
-           "TrialRecord", "ReportSection", "register_section", "unregister_section"]
+__all__ = ["MaskMethod", "MaskRequest", "register_mask_method", "unregister_mask_method", "mask_method",
+           "mask_method_names", "GraphQuantity", "register_quantity", "unregister_quantity", "Backend",
+           "register_backend", "unregister_backend", "TrialRecord", "ReportSection", "register_section",
+           "unregister_section"]

@@ -452,7 +452,7 @@ def _setting(spec: SweepSpec) -> str:
 def _differing_settings(specs: list[SweepSpec]) -> list[str]:
     """Per spec, the result settings (fingerprint.py: every field that changes a trial, epochs
     included) whose value is not the same in every compared spec, as `key=value`."""
-    from .fingerprint import result_settings
+    from ..sweep.fingerprint import result_settings
 
     settings = [result_settings(spec) for spec in specs]
     keys = sorted({k for s in settings for k in s if len({json.dumps(t.get(k), sort_keys=True, default=str)

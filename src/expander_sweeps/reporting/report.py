@@ -53,7 +53,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def write_report(spec: SweepSpec, study: optuna.Study | None = None) -> Report:
     """Write report.md, crossings.csv/json, claim.csv, trials.csv and one PNG per layer into <run_dir>/report."""
     if study is None:
-        from .study import open_study
+        from ..sweep.study import open_study
 
         study = open_study(spec, create=False)
     frame = trials_frame(study)
