@@ -185,8 +185,8 @@ def _is_binary(matrix: np.ndarray, edges: int | None = None) -> bool:
 
 def _lower_gram(matrix: np.ndarray, out: np.ndarray) -> None:
     """The lower triangle (C order) of matrix @ matrix.T into `out`, zeros above it, by BLAS's
-    syrk: half the products of a full matrix product (0.80 ms against 1.14 ms at 512 x 512 in
-    float32). Every solver here reads the lower triangle only; the upper one is zeroed (a reused
+    syrk: half the products of a full matrix product (faster: benchmarks/README.md, "Layer spectra").
+    Every solver here reads the lower triangle only; the upper one is zeroed (a reused
     buffer holds old numbers there, even NaN) so that a sum or a norm of `out` still means one."""
     syrk = blas.ssyrk if out.dtype == np.float32 else blas.dsyrk
     # `out.T` is `out` in Fortran order: its upper triangle there is the lower one here. A matrix

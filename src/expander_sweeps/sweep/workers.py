@@ -5,9 +5,8 @@ many-machine path are one mechanism. With GPUs, workers are spread round-robin o
 visible devices (CUDA_VISIBLE_DEVICES of each child); on a CPU the cores are shared out.
 
 Why several single-threaded workers by default on a CPU: the recurrent models swept here
-(H = 128 and the like) run small matrix products that scale poorly across threads. Measured
-on 2 cores, the quickstart took 50 s with two one-thread workers against 70 s in one
-two-thread process (benchmarks/run.py --only cores measures it on any machine).
+(H = 128 and the like) run small matrix products that scale poorly across threads
+(`benchmarks/run.py --only cores` measures it on any machine; figures in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -72,10 +71,9 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# Several trials share one GPU: a trial of these small recurrent models leaves most of a GPU idle
-# (one worker on an H200 kept it 10-15 % busy), and each worker needs CPU time to feed it. Measured
-# on one H200 with 16 cores (issue #30), 30 fine-tuning trials of the paper's grid took 34.4 s with
-# 4 workers, 18.8 s with 8 and 20.0 s with 16: about two cores per GPU worker, at most 8 per GPU.
+# Several trials share one GPU: a trial of these small recurrent models leaves most of a GPU idle,
+# and each worker needs CPU time to feed it: about two cores per GPU worker, at most 8 per GPU
+# (the H200 figures behind these numbers are in benchmarks/README.md, "Workers per GPU").
 CORES_PER_GPU_WORKER = 2
 MAX_WORKERS_PER_GPU = 8
 GPU_MEMORY_PER_WORKER = 2 * 2**30  # a CUDA context (~0.5 GiB) and a small model's training, with room
