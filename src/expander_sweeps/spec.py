@@ -400,6 +400,15 @@ def _registered_bound(name: str) -> str:
     return name
 
 
+def _registered_measure(name: str) -> str:
+    from .graphs.graph_measures import opt_in_names
+
+    if name not in opt_in_names():
+        raise ValueError(f"got {_short_name(name)}, which is not an opt-in graph measure; known: "
+                         f"{', '.join(opt_in_names())} (a plug-in's need its module under `plugins:`)")
+    return name
+
+
 def _all_bounds() -> list[str]:
     from .graphs.graph_measures import bound_names
 
@@ -408,6 +417,7 @@ def _all_bounds() -> list[str]:
 
 MaskMethodName = Annotated[str, AfterValidator(_registered_method)]
 BoundName = Annotated[str, AfterValidator(_registered_bound)]
+MeasureName = Annotated[str, AfterValidator(_registered_measure)]
 
 
 class MaskSpec(_Strict):
@@ -536,6 +546,19 @@ class SpectralSpec(_Strict):
         description="For LSTM/GRU, also the graph of each gate block of the stacked matrices "
         "(W_xh.i, W_xh.f, W_xh.g, W_xh.o for an LSTM), besides the stacked 4H x I graph.",
     )
+    measures: list[MeasureName] = Field(
+        default_factory=list,
+        description="Opt-in graph measures, on every layer, gate-block and step graph (binary and weighted): "
+        "gap_ratio, nl_gap, cheeger_sweep, cheeger_lower, cheeger_upper (docs/definitions.md), or a "
+        "plug-in's opt-in quantity. They add numbers; they change none (not a result setting).",
+    )
+
+    @field_validator("measures")
+    @classmethod
+    def _distinct_measures(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"measures must be distinct, but got {value}")
+        return value
 
 
 class MlflowSpec(_Strict):

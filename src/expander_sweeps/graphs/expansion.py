@@ -36,7 +36,7 @@ from torch import nn
 
 from ..cells import RECURRENT_CELLS
 from ..results import GATES, for_trackers
-from .graph_measures import added_quantities, measure_added
+from .graph_measures import added_quantities, measure_added, opt_in_names
 from .spectral import layer_spectrum
 
 __all__ = ["prunable_matrices", "expansion_table", "expansion_metrics", "log_expansion", "QUANTITIES"]
@@ -47,9 +47,10 @@ QUANTITIES = ("rows", "cols", "edges", "density", "components", "largest_compone
 _LOGGED = ("edges", "density", "components", "lambda_1", "lambda_2", "d_avg", "delta_r", "delta_s", "biregular")
 
 
-def _added() -> tuple[str, ...]:
-    """The graph quantities plug-ins registered (graph_measures.py): columns after the built-ins."""
-    return tuple(q.name for q in added_quantities())
+def _added(measures: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """The graph quantities plug-ins registered and the opt-in `measures` (graph_measures.py):
+    columns after the built-ins."""
+    return tuple(q.name for q in added_quantities(measures))
 
 
 
@@ -115,9 +116,14 @@ def _as_numpy(weight: torch.Tensor, edges: torch.Tensor) -> tuple[np.ndarray, np
 
 
 def expansion_table(model: nn.Module, weightings: tuple[str, ...] = ("binary", "weighted"),
-                    remove_isolated: bool = True) -> pd.DataFrame:
+                    remove_isolated: bool = True, measures: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per prunable matrix and weighting: the graph's size, kept edges, components,
-    lambda_1, lambda_2, d_avg, Delta_R, Delta_S, the biregular bound, their status, and every quantity a plug-in registered."""
+    lambda_1, lambda_2, d_avg, Delta_R, Delta_S, the biregular bound, their status, every quantity a
+    plug-in registered, and the opt-in `measures` (gap_ratio, nl_gap, cheeger_sweep, cheeger_lower,
+    cheeger_upper: docs/definitions.md)."""
+    unknown_measures = [m for m in measures if m not in opt_in_names()]
+    if unknown_measures:
+        raise ValueError(f"measures {unknown_measures} are not opt-in graph measures; known: {', '.join(opt_in_names())}")
     unknown = set(weightings) - {"binary", "weighted"}
     if unknown:
         raise ValueError(f"weightings are 'binary' and 'weighted', not {sorted(unknown)}")
@@ -134,8 +140,8 @@ def expansion_table(model: nn.Module, weightings: tuple[str, ...] = ("binary", "
                          **{q: values[q] for q in QUANTITIES if q in values},
                          "density": int(binary.sum()) / binary.size if binary.size else math.nan,
                          "status": spectrum.status,
-                         **measure_added(graph, remove_isolated)})
-    columns = ["matrix", "module", "parameter", "gate", "weighting", *QUANTITIES, *_added()]
+                         **measure_added(graph, remove_isolated, measures)})
+    columns = ["matrix", "module", "parameter", "gate", "weighting", *QUANTITIES, *_added(measures)]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -149,7 +155,7 @@ def expansion_metrics(table: pd.DataFrame, prefix: str = "expansion") -> dict[st
         base = f"{prefix}/{row.matrix}/{row.weighting}"
         metrics[f"{base}/bounds_defined"] = float(row.status != "undefined")
         metrics[f"{base}/bounds_unbounded"] = float(row.status == "unbounded")
-        for quantity in (*_LOGGED, *_added()):
+        for quantity in (*_LOGGED, *(c for c in table.columns if c in _added(opt_in_names()))):
             metrics[f"{base}/{quantity}"] = float(getattr(row, quantity))
     return for_trackers(metrics)
 

@@ -31,7 +31,7 @@ from typing import Any
 from ..registry import Registry
 
 __all__ = ["GraphQuantity", "register_quantity", "unregister_quantity", "quantity", "quantity_names",
-           "bound_names", "added_quantities", "measure_added"]
+           "bound_names", "added_quantities", "opt_in_names", "measure_added"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ class GraphQuantity:
     definition: one sentence, in the report header and the docs; compute: biadjacency -> float
     (None for the built-ins, which spectral.layer_spectrum computes); bound: whether its sign is
     a property the report tracks (its zero crossing); figure_style, figure_color: its line on a
-    layer's figure (matplotlib linestyle and colour)."""
+    layer's figure (matplotlib linestyle and colour); opt_in: computed only when a spec's
+    `spectral.measures` (or `expansion_table(measures=...)`) names it, as the built-in measures of
+    measures.py are (a plug-in's quantity is computed everywhere unless it says so)."""
 
     name: str
     label: str
@@ -49,6 +51,7 @@ class GraphQuantity:
     bound: bool = False
     figure_style: Any = "--"
     figure_color: str = "black"
+    opt_in: bool = False  # computed only where asked (spectral.measures, expansion_table's measures=)
 
 
 _REGISTRY: Registry[GraphQuantity] = Registry("graph quantity", "it ends a metric name")
@@ -75,16 +78,23 @@ def bound_names() -> tuple[str, ...]:
     return tuple(q.name for q in _REGISTRY.items() if q.bound)
 
 
-def added_quantities() -> tuple[GraphQuantity, ...]:
-    """Quantities computed by their own function (every one a plug-in registered)."""
-    return tuple(q for q in _REGISTRY.items() if q.compute is not None)
+def added_quantities(chosen: tuple[str, ...] | list[str] = ()) -> tuple[GraphQuantity, ...]:
+    """Quantities computed by their own function: every plug-in's that is not opt-in, and the
+    opt-in ones named in `chosen`."""
+    return tuple(q for q in _REGISTRY.items() if q.compute is not None and (not q.opt_in or q.name in chosen))
 
 
-def measure_added(biadjacency: Any, remove_isolated: bool) -> dict[str, float]:
-    """Every added quantity of one graph, on its biadjacency as float64 with (when asked, as the
-    built-in spectra do) all-zero rows and columns removed. A quantity that raises is an error
-    naming it; one that returns NaN is undefined for this graph, and is recorded as NaN."""
-    added = added_quantities()
+def opt_in_names() -> tuple[str, ...]:
+    """What `spectral.measures` may list."""
+    return tuple(q.name for q in _REGISTRY.items() if q.opt_in)
+
+
+def measure_added(biadjacency: Any, remove_isolated: bool, chosen: tuple[str, ...] | list[str] = ()) -> dict[str, float]:
+    """Every added quantity of one graph (`added_quantities(chosen)`), on its biadjacency as
+    float64 with (when asked, as the built-in spectra do) all-zero rows and columns removed. A
+    quantity that raises is an error naming it; one that returns NaN is undefined for this graph,
+    and is recorded as NaN."""
+    added = added_quantities(chosen)
     if not added:
         return {}
     import numpy as np  # here, not at import: the registry is read in processes without numpy's cost
@@ -115,3 +125,28 @@ register_quantity(GraphQuantity("delta_s", "Delta_S", "(2 sqrt(lambda_1 - 1) - l
                                 "ICLR 2023)", bound=True, figure_style="-.", figure_color="dimgray"))
 register_quantity(GraphQuantity("biregular", "biregular bound", "sqrt(d_left - 1) + sqrt(d_right - 1) - lambda_2",
                                 bound=True, figure_style=(0, (5, 1, 1, 1, 1, 1)), figure_color="saddlebrown"))
+
+
+# Opt-in measures (measures.py has their definitions and references): named in spectral.measures.
+def _from_measures(name: str) -> Callable[[Any], float]:
+    def compute(biadjacency: Any) -> float:
+        from . import measures  # numpy's cost only where a measure is asked for
+
+        return getattr(measures, name)(biadjacency)
+
+    return compute
+
+
+register_quantity(GraphQuantity("gap_ratio", "spectral gap ratio", "(lambda_1 - lambda_2) / lambda_1 of the "
+                                "biadjacency: the spectral gap, free of the weights' scale",
+                                _from_measures("gap_ratio"), opt_in=True))
+register_quantity(GraphQuantity("nl_gap", "normalised-Laplacian gap", "the second-smallest eigenvalue of "
+                                "I - D^-1/2 A D^-1/2 (0 iff disconnected)",
+                                _from_measures("normalised_laplacian_gap"), opt_in=True))
+register_quantity(GraphQuantity("cheeger_sweep", "Cheeger sweep cut", "the least conductance w(S, V-S) / "
+                                "min(vol S, vol V-S) over the sweep cuts of the Fiedler vector: an upper bound "
+                                "on the Cheeger constant h", _from_measures("cheeger_sweep"), opt_in=True))
+register_quantity(GraphQuantity("cheeger_lower", "Cheeger lower side", "nl_gap / 2 <= h (Cheeger-Buser)",
+                                _from_measures("cheeger_lower"), opt_in=True))
+register_quantity(GraphQuantity("cheeger_upper", "Cheeger upper side", "h <= sqrt(2 nl_gap) (Cheeger-Buser)",
+                                _from_measures("cheeger_upper"), opt_in=True))

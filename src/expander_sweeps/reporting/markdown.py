@@ -86,10 +86,11 @@ def _bound_crossing_text(row) -> str:
 
 
 def _plugin_definitions(spec: SweepSpec) -> list[str]:
-    """The header's lines for what plug-ins added: each added graph quantity and non-built-in mask
-    method, with the definition its registration gives (every printed number is defined)."""
-    lines = [f"- graph quantity *{q.label}* (`{q.name}`{', a bound' if q.bound else ''}; plug-in): {q.definition}"
-             for q in added_quantities()]
+    """The header's lines for what plug-ins and opt-in measures added: each added graph quantity and
+    non-built-in mask method, with the definition its registration gives (every printed number is defined)."""
+    lines = [f"- graph quantity *{q.label}* (`{q.name}`{', a bound' if q.bound else ''}; "
+             f"{'spectral.measures' if q.opt_in else 'plug-in'}): {q.definition}"
+             for q in added_quantities(spec.spectral.measures)]
     lines += [f"- mask method `{m}` (plug-in): {mask_method(m).description}"
               for m in spec.masks.methods if m not in BUILT_IN_METHODS]
     return lines

@@ -8,7 +8,7 @@ A spec's fields fall in three groups:
   A finished point is valid in a bigger space, so the space may grow with an explicit
   `--extend`; it is stored too, so a changed space is never taken silently.
 - the rest (study sampler and storage, trackers, report options, run folder, data.root,
-  download, device, evaluation batch size, engine and group size) changes where or how results are kept and shown,
+  download, device, evaluation batch size, engine, group size, opt-in measures) changes where or how results are kept and shown,
   or only the speed, never a trial's numbers. data.root may differ between machines of one
   study.
 
@@ -27,8 +27,9 @@ __all__ = ["SpecMismatch", "result_settings", "search_space", "fingerprint_of", 
 
 # Sections whose fields are result settings, and the fields of them that are not.
 _RESULT_SECTIONS = ("data", "model", "training", "masks", "noise", "spectral")
+# spectral.measures adds opt-in numbers beside the others and changes none of them.
 _NOT_RESULTS = {"data.root", "data.download", "training.device", "training.eval_batch_size",
-                "training.engine", "training.group_size"}
+                "training.engine", "training.group_size", "spectral.measures"}
 _SEARCH_SPACE = ("masks.remaining", "masks.method", "training.seed")
 
 

@@ -205,10 +205,10 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
         # measure_added: the graph quantities plug-ins registered (graph_measures.py), beside the built-ins.
         if not weighted_only:
             result[f"{graph}/binary"] = {**_with_status(spectral.layer_spectrum(binary, remove)),
-                                         **measure_added(binary, remove)}
+                                         **measure_added(binary, remove, spec.spectral.measures)}
         if spec.spectral.weighted:
             result[f"{graph}/weighted"] = {**_with_status(spectral.layer_spectrum(weighted, remove)),
-                                           **measure_added(weighted, remove)}
+                                           **measure_added(weighted, remove, spec.spectral.measures)}
     if unrolled and "unrolled" in spec.spectral.graphs:
         k = spec.spectral.unrolled_steps or steps
         weightings = ["binary", "weighted"] if spec.spectral.weighted else ["binary"]
