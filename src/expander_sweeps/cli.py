@@ -773,7 +773,8 @@ def methods(spec_path: str | None) -> None:
     console.print("[bold]graph quantities[/] (<graph>/<weighting>/<name>; bounds may be listed in report.bounds)")
     for name in quantity_names():
         q = quantity(name)
-        console.print(f"  {name}{' (bound)' if q.bound else ''}: {q.label}: {q.definition}", highlight=False,
+        kind = ' (bound)' if q.bound else ' (opt-in: spectral.measures)' if q.opt_in else ''
+        console.print(f"  {name}{kind}: {q.label}: {q.definition}", highlight=False,
                       soft_wrap=True)
     from .reporting.report_sections import section_names
 
