@@ -326,3 +326,21 @@ def test_a_tracker_name_no_backend_provides_is_a_clear_error(tmp_path, mnist_dir
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "tracking.extra names 'tensorbord', which no registered tracker backend provides (known: mlflow, wandb)" \
         in " ".join(result.stderr.split()), result.stderr
+
+
+def test_a_plugin_quantity_that_raises_is_an_error_naming_it():
+    import numpy as np
+
+    from expander_sweeps.graphs.graph_measures import measure_added
+    from expander_sweeps.plugins import GraphQuantity, register_quantity
+
+    def broken(biadjacency):
+        raise ZeroDivisionError("no edges to divide by")
+
+    register_quantity(GraphQuantity("broken_measure", "broken", "raises", broken))
+    try:
+        with pytest.raises(RuntimeError, match=r"graph quantity 'broken_measure' failed on a 2 x 3 graph: "
+                                               r"ZeroDivisionError: no edges to divide by"):
+            measure_added(np.ones((2, 3)), remove_isolated=True)
+    finally:
+        unregister_quantity("broken_measure")
