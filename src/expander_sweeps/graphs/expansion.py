@@ -151,11 +151,13 @@ def expansion_metrics(table: pd.DataFrame, prefix: str = "expansion") -> dict[st
     `status` stays in the table), `.../bounds_defined` = 0 marks an undefined one and
     `.../bounds_unbounded` = 1 an unbounded one (a dense matrix)."""
     metrics: dict[str, float] = {}
+    added = _added(opt_in_names())  # the plug-ins' and opt-in columns this table has
+    logged = (*_LOGGED, *(c for c in table.columns if c in added))
     for row in table.itertuples(index=False):
         base = f"{prefix}/{row.matrix}/{row.weighting}"
         metrics[f"{base}/bounds_defined"] = float(row.status != "undefined")
         metrics[f"{base}/bounds_unbounded"] = float(row.status == "unbounded")
-        for quantity in (*_LOGGED, *(c for c in table.columns if c in _added(opt_in_names()))):
+        for quantity in logged:
             metrics[f"{base}/{quantity}"] = float(getattr(row, quantity))
     return for_trackers(metrics)
 
