@@ -428,13 +428,25 @@ class MaskSpec(_Strict):
         "same density (a control). `regular`: a random biregular mask (every output keeps "
         "round(remaining * inputs) inputs; input degrees differ by at most one), an "
         "expander-preserving control. `magnitude_min_degree`: magnitude, but every row and column keeps "
-        "at least `min_degree` edges. A list puts the method in the search space, so the report "
-        "compares methods at equal remaining edges.",
+        "at least `min_degree` edges. Pruning at initialisation (the trial trains `training.epochs` "
+        "from the masked initial weights; no dense model): `snip`, `grasp`, `synflow`. `lottery`: "
+        "iterative magnitude pruning with rewinding to epoch `rewind_epoch`. A list puts the method in "
+        "the search space, so the report compares methods at equal remaining edges.",
         json_schema_extra={"examples": ["magnitude", ["magnitude", "random", "regular"]]},
     )
     min_degree: int = Field(
         1, ge=0, le=65536, description="`magnitude_min_degree`: edges every row and every column keeps at least."
     )
+    score_batch: int = Field(
+        256, ge=1, le=1_000_000, description="`snip`, `grasp`: training examples (the first of a seeded "
+        "shuffle) whose loss scores the weights at initialisation.")
+    synflow_rounds: int = Field(100, ge=1, le=10_000, description="`synflow`: pruning rounds (the paper: 100).")
+    lottery_share: float = Field(
+        0.2, gt=0.0, lt=1.0, description="`lottery`: share of the remaining weights of each layer pruned per "
+        "round (levels keep 0.8, 0.64, 0.512, ... of the entries with 0.2).")
+    rewind_epoch: int = Field(
+        1, ge=0, le=100_000, description="`lottery`: epoch of dense training the weights are rewound to "
+        "before each retraining (0: the initial weights, as in the first lottery-ticket paper).")
     layers: list[Literal["W_xh", "W_hh"]] = Field(
         default_factory=lambda: ["W_xh", "W_hh"],
         min_length=1,
@@ -699,6 +711,12 @@ class SweepSpec(_Strict):
             )
         if self.noise.at_training and not self.noise.variances:
             raise ValueError("noise.at_training needs at least one value in noise.variances")
+        if "lottery" in self.masks.methods and self.masks.rewind_epoch > self.training.epochs:
+            raise ValueError(
+                f"masks.rewind_epoch ({self.masks.rewind_epoch}) is past training.epochs "
+                f"({self.training.epochs}): a lottery ticket rewinds to a point within training; "
+                "lower rewind_epoch or raise epochs"
+            )
         return self
 
     def for_trial(self, seed: int, method: str) -> SweepSpec:

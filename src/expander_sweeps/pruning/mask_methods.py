@@ -31,7 +31,7 @@ from ..registry import Registry
 if TYPE_CHECKING:  # torch is imported by the methods when they run, not with the registry:
     import torch  # the spec checks names against it in processes that never train (trackers)
 
-__all__ = ["MaskRequest", "MaskMethod", "register_mask_method", "unregister_mask_method", "mask_method", "mask_method_names",
+__all__ = ["MaskRequest", "ModelMaskRequest", "MaskChoice", "MaskMethod", "STARTS", "SCOPES", "register_mask_method", "unregister_mask_method", "mask_method", "mask_method_names",
            "UnknownMaskMethod", "BUILT_IN_METHODS"]
 
 
@@ -42,7 +42,9 @@ class MaskRequest:
     layer: the matrix's name (W_xh, W_hh); weight: its trained dense weights (on the model's
     device); remaining: the fraction of entries to keep, in (0, 1); generator: a CPU generator
     seeded per layer, mask seed and training seed (random methods draw from it, nothing else);
-    options: the spec's `masks` section (min_degree, ...); model: the dense model itself.
+    options: the spec's `masks` section (min_degree, ...); model: the dense model itself (the
+    model at initialisation for a method that starts there); batch: `masks.score_batch` training
+    examples and their labels (x, y), on the model's device, for data-dependent scores.
     """
 
     layer: str
@@ -51,18 +53,77 @@ class MaskRequest:
     generator: torch.Generator
     options: Any
     model: Any = None
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class ModelMaskRequest:
+    """What a method of scope "model" gets: every pruned matrix at once (scores that depend on
+    the whole network, like SynFlow's, or a chain of trainings, like a lottery ticket's).
+
+    model: the model (its weights as `start` says; the method may change them in place: they are
+    what the trial then trains); remaining: fraction to keep per matrix name; generator, options,
+    batch: as in MaskRequest; steps: the sequence length; epochs: `training.epochs`;
+    train(model, masks, epochs): train in place with the masks held,
+    exactly as the trial trains (data, seed, noise, clipping); checkpoints: a store in the run's
+    cache folder for weights a method can reuse across trials (a training.dense_cache.DenseCache:
+    get_or_train(key, config, train), locked and checksummed); cache_key names the dense model's
+    training setup (same key, same initial weights and training)."""
+
+    model: Any
+    remaining: dict[str, float]
+    generator: torch.Generator
+    options: Any
+    batch: tuple[torch.Tensor, torch.Tensor] | None
+    train: Callable[[Any, dict[str, torch.Tensor], int], Any]
+    checkpoints: Any
+    cache_key: str
+    steps: int  # the sequence length k
+    epochs: int  # training.epochs
+
+
+@dataclass(frozen=True)
+class MaskChoice:
+    """A model-scope method's answer when it has also trained the weights it leaves in the model:
+    `trained_epochs` of the trial's `training.epochs` are done (a lottery ticket rewound to epoch
+    r); the trial trains the rest with the masks held."""
+
+    masks: dict[str, torch.Tensor]
+    trained_epochs: int = 0
+
+
+# Where a trial starts: "trained": the dense model trained `training.epochs`, masked, then
+# fine-tuned `training.finetune_epochs` (one-shot pruning after training); "init": the model at
+# initialisation, masked, then trained `training.epochs` with the mask held (pruning at
+# initialisation; no dense model is trained).
+STARTS = ("trained", "init")
+# "layer": make(MaskRequest) is called once per pruned matrix; "model": make(ModelMaskRequest)
+# once per trial, returning {matrix: mask} or a MaskChoice.
+SCOPES = ("layer", "model")
 
 
 @dataclass(frozen=True)
 class MaskMethod:
-    """name: the spec's word for it; make: request -> bool mask of the weight's shape;
-    description: one line for `expander-sweeps methods` and the docs; options: the `masks.*`
-    fields it reads, recorded as trial parameters (so the dashboards show them)."""
+    """name: the spec's word for it; make: request -> bool mask of the weight's shape (scope
+    "model": -> {matrix: mask} or MaskChoice); description: one line for `expander-sweeps methods`
+    and the docs; options: the `masks.*` fields it reads, recorded as trial parameters (so the
+    dashboards show them); start and scope: see STARTS and SCOPES; needs_batch: whether the
+    request carries a batch of training data; reference: the paper it follows (docs, report)."""
 
     name: str
-    make: Callable[[MaskRequest], torch.Tensor]
+    make: Callable[[Any], Any]
     description: str
     options: tuple[str, ...] = ()
+    start: str = "trained"
+    scope: str = "layer"
+    needs_batch: bool = False
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        if self.start not in STARTS:
+            raise ValueError(f"mask method {self.name!r}: start must be one of {STARTS}, but got {self.start!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"mask method {self.name!r}: scope must be one of {SCOPES}, but got {self.scope!r}")
 
 
 class UnknownMaskMethod(KeyError):
@@ -123,4 +184,46 @@ register_mask_method(MaskMethod(
 register_mask_method(MaskMethod(
     "magnitude_min_degree", _magnitude_min_degree, "magnitude, but every row and column keeps at least "
     "`min_degree` edges", options=("min_degree",)))
+# Pruning at initialisation and lottery tickets (scores.py, lottery.py: see docs/definitions.md).
+def _snip(r: MaskRequest) -> torch.Tensor:
+    from .scores import keep_largest, snip_scores
+    return keep_largest(snip_scores(r.model, r.batch)[r.layer], r.remaining)
+
+
+def _grasp(r: MaskRequest) -> torch.Tensor:
+    from .scores import grasp_scores, keep_largest
+    return keep_largest(-grasp_scores(r.model, r.batch)[r.layer], r.remaining)  # GraSP removes the largest
+
+
+def _synflow(r: ModelMaskRequest) -> dict[str, torch.Tensor]:
+    from .scores import synflow_masks
+    return synflow_masks(r.model, r.remaining, r.options.synflow_rounds, r.steps)
+
+
+def _lottery(r: ModelMaskRequest) -> MaskChoice:
+    from .lottery import lottery_ticket
+    masks, trained_epochs = lottery_ticket(r)
+    return MaskChoice(masks, trained_epochs)
+
+
+register_mask_method(MaskMethod(
+    "snip", _snip, "at initialisation: keep the largest |g * w| of each layer, g the loss gradient on a batch",
+    options=("score_batch",), start="init", needs_batch=True,
+    reference="Lee, Ajanthan, Torr, SNIP: single-shot network pruning based on connection sensitivity, ICLR 2019"))
+register_mask_method(MaskMethod(
+    "grasp", _grasp, "at initialisation: remove the largest -w * (H g) of each layer (gradient-flow preserving), "
+    "H g the Hessian-gradient product on a batch", options=("score_batch",), start="init", needs_batch=True,
+    reference="Wang, Zhang, Grosse, Picking winning tickets before training by preserving gradient flow, ICLR 2020"))
+register_mask_method(MaskMethod(
+    "synflow", _synflow, "at initialisation, data-free: iterative synaptic flow on the network's linearised "
+    "unrolled graph, each layer pruned to remaining^(i/rounds) in round i", options=("synflow_rounds",),
+    start="init", scope="model",
+    reference="Tanaka, Kunin, Yamins, Ganguli, Pruning neural networks without any data by iteratively "
+              "conserving synaptic flow, NeurIPS 2020"))
+register_mask_method(MaskMethod(
+    "lottery", _lottery, "iterative magnitude pruning with rewinding: prune `lottery_share` of the remaining "
+    "weights of each layer, rewind to epoch `rewind_epoch`, retrain; repeated until the fraction is reached",
+    options=("lottery_share", "rewind_epoch"), start="init", scope="model",
+    reference="Frankle, Carbin, The lottery ticket hypothesis, ICLR 2019; Frankle, Dziugaite, Roy, Carbin, "
+              "Linear mode connectivity and the lottery ticket hypothesis, ICML 2020 (rewinding)"))
 BUILT_IN_METHODS = mask_method_names()  # the report defines the others (plug-ins') in its header

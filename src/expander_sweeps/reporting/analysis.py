@@ -185,6 +185,16 @@ def _with_defaults(frame: pd.DataFrame, spec: SweepSpec) -> pd.DataFrame:
     return frame
 
 
+def _dense_method(method: str, spec: SweepSpec) -> str:
+    from ..pruning.mask_methods import UnknownMaskMethod
+    from ..sweep.space import dense_method
+
+    try:
+        return dense_method(method, spec)
+    except UnknownMaskMethod:  # a study read without the plug-in that registered its method
+        return spec.masks.methods[0]
+
+
 def _panels(frame: pd.DataFrame, spec: SweepSpec) -> list[Panel]:
     layers = spec.masks.layers
     frame = _with_defaults(frame, spec)
@@ -196,7 +206,9 @@ def _panels(frame: pd.DataFrame, spec: SweepSpec) -> list[Panel]:
         for layer in layers:
             all_dense &= part[f"remaining_{layer}"] >= 1.0
         for method in methods:
-            mine = part[(part["mask_method"] == method) | all_dense]
+            # The dense trials of this method's shape (space.dense_method): one per seed.
+            own_dense = all_dense & (part["mask_method"] == _dense_method(method, spec))
+            mine = part[(part["mask_method"] == method) | own_dense]
             if spec.masks.schedule == "tied":
                 label = "+".join(layers) + " (tied)"
                 rows = mine.sort_values(f"remaining_{layers[0]}", ascending=False)

@@ -93,6 +93,17 @@ def _plugin_definitions(spec: SweepSpec) -> list[str]:
              for q in added_quantities(spec.spectral.measures)]
     lines += [f"- mask method `{m}` (plug-in): {mask_method(m).description}"
               for m in spec.masks.methods if m not in BUILT_IN_METHODS]
+    at_init = [m for m in spec.masks.methods if mask_method(m).start == "init"]
+    if at_init:
+        # Their trials have another shape: said once, with each method's definition and paper.
+        t = spec.training
+        lines.append(f"- masks chosen at initialisation ({', '.join(at_init)}): no dense model; the masked initial "
+                     f"weights are trained {t.epochs} epochs with the mask held (a lottery ticket: rewound to "
+                     f"epoch {spec.masks.rewind_epoch} and trained the {t.epochs - spec.masks.rewind_epoch} left), "
+                     f"not fine-tuned {t.finetune_epochs}; their drops are against a dense trial of the same shape "
+                     f"(`{at_init[0]}` at remaining 1: trained {t.epochs} epochs from initialisation)")
+        lines += [f"- mask method `{m}`: {mask_method(m).description} ({mask_method(m).reference})"
+                  for m in at_init if mask_method(m).reference]
     return lines
 
 

@@ -271,6 +271,8 @@ def _claim_partners(study: optuna.Study, spec: SweepSpec, ctx: SweepContext, tri
     """WAITING trials that share `trial`'s dense model, claimed for this process to fine-tune with
     it (trial_group.group_limit says how many)."""
     key = group_key(plan_of(trial_point(study._storage.get_trial(trial._trial_id)), spec))
+    if key is None:  # a trial that starts at initialisation runs alone
+        return []
     partners = [f for f in waiting_trials(study) if group_key(plan_of(trial_point(f), spec)) == key]
     limit = group_limit(spec, ctx, len(partners) + 1)
     claimed = []

@@ -51,11 +51,25 @@ def _is_dense(remaining: dict[str, float]) -> bool:
     return all(r >= 1.0 for r in remaining.values())
 
 
+def dense_method(method: str, spec: SweepSpec) -> str:
+    """The method whose all-dense trial stands for `method`'s: the first of the spec's methods
+    that starts where it does (mask_methods.STARTS). A one-shot method's dense trial is the dense
+    model fine-tuned; a method at initialisation has its own, trained from initialisation."""
+    from ..pruning.mask_methods import mask_method
+
+    start = mask_method(method).start
+    return next(m for m in spec.masks.methods if mask_method(m).start == start) if method in spec.masks.methods \
+        else method
+
+
 def _canonical(plan: TrialPlan, spec: SweepSpec) -> TrialPlan:
     """The all-dense point is one trial whatever the layer or mask method: no method changes a
-    layer that keeps every edge, so it always carries the first method."""
-    if _is_dense(plan.remaining) and plan.mask_method != spec.masks.methods[0]:
-        return TrialPlan(plan.remaining, plan.train_variance, spec.masks.methods[0], plan.seed)
+    layer that keeps every edge, so it carries the first method (one per trial shape: see
+    dense_method)."""
+    if _is_dense(plan.remaining):
+        first = dense_method(plan.mask_method, spec)
+        if plan.mask_method != first:
+            return TrialPlan(plan.remaining, plan.train_variance, first, plan.seed)
     return plan
 
 

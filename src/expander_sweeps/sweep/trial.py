@@ -21,7 +21,7 @@ from ..data import SequenceDataset, load_dataset, noisy_test_sets
 from ..graphs import spectral
 from ..graphs.graph_measures import measure_added
 from ..models import SequenceClassifier, build_model
-from ..pruning.mask_methods import MaskRequest, mask_method
+from ..pruning.mask_methods import MaskChoice, MaskRequest, ModelMaskRequest, mask_method
 from ..pruning.masks import MaskHolder
 from ..reporting.claim_stats import pack_correct
 from ..results import GATES, accuracy_key, kept_key, save_checkpoint
@@ -153,24 +153,69 @@ def _threads(count: int | None):
         torch.set_num_threads(before)
 
 
-def _masks_for(spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan) -> dict[str, torch.Tensor]:
+def _masks_for(ctx: SweepContext, spec: SweepSpec, model: SequenceClassifier, plan: TrialPlan,
+               hooks: TrialHooks) -> tuple[dict[str, torch.Tensor], int]:
+    """The trial's masks from its method (the registry: built-in methods and plug-ins alike), and
+    the epochs of `training.epochs` the method already trained the weights it left in `model`."""
     matrices = model.matrices()
-    method = mask_method(plan.mask_method)  # the registry: built-in methods and plug-ins alike
-    masks = {}
-    for index, (name, remaining) in enumerate(plan.remaining.items()):
+    method = mask_method(plan.mask_method)
+    batch = _score_batch(ctx, spec) if method.needs_batch else None
+    if method.scope == "model":
+        request = ModelMaskRequest(
+            model, dict(plan.remaining), _mask_generator(spec, plan, 0), spec.masks, batch,
+            train=_chain_trainer(ctx, spec, plan, hooks), checkpoints=DenseCache(ctx.dense_cache.folder / "lottery"),
+            cache_key=dense_key(spec, plan.train_variance, ctx.data_fingerprint)[0],
+            steps=ctx.seq_len, epochs=spec.training.epochs)
+        answer = method.make(request)
+        choice = answer if isinstance(answer, MaskChoice) else MaskChoice(answer)
+        masks, trained = dict(choice.masks), choice.trained_epochs
+        missing = set(plan.remaining) - set(masks)
+        if missing:
+            raise ValueError(f"mask method {method.name!r} returned no mask for {sorted(missing)}")
+    else:
+        masks, trained = {}, 0
+        for index, (name, remaining) in enumerate(plan.remaining.items()):
+            if remaining >= 1.0:
+                continue
+            masks[name] = method.make(MaskRequest(name, matrices[name], remaining, _mask_generator(spec, plan, index),
+                                                  spec.masks, model, batch))
+    out = {}
+    for name, remaining in plan.remaining.items():
         weight = matrices[name]
-        # Random masks vary with the training seed too (seed 0 keeps the masks it always had),
-        # so a sweep over seeds shows the spread of random and regular masks as well.
-        generator = torch.Generator().manual_seed(spec.masks.seed * 100 + index + 10007 * plan.seed)
-        if remaining >= 1.0:
-            masks[name] = torch.ones_like(weight, dtype=torch.bool)  # a dense layer, whatever the method
+        if remaining >= 1.0 or name not in masks:
+            out[name] = torch.ones_like(weight, dtype=torch.bool)  # a dense layer, whatever the method
             continue
-        mask = method.make(MaskRequest(name, weight, remaining, generator, spec.masks, model))
+        mask = masks[name]
         if tuple(mask.shape) != tuple(weight.shape):
             raise ValueError(f"mask method {method.name!r} returned a mask of shape {tuple(mask.shape)} for "
                              f"{name}, whose weights are {tuple(weight.shape)}")
-        masks[name] = mask.bool()
-    return {name: m.to(weight.device) for name, m in masks.items()}
+        out[name] = mask.bool().to(weight.device)
+    return out, trained
+
+
+def _mask_generator(spec: SweepSpec, plan: TrialPlan, index: int) -> torch.Generator:
+    # Random masks vary with the training seed too (seed 0 keeps the masks it always had),
+    # so a sweep over seeds shows the spread of random and regular masks as well.
+    return torch.Generator().manual_seed(spec.masks.seed * 100 + index + 10007 * plan.seed)
+
+
+def _score_batch(ctx: SweepContext, spec: SweepSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """`masks.score_batch` training examples, the first of a shuffle seeded by the training seed."""
+    order = torch.randperm(len(ctx.x_train), generator=torch.Generator().manual_seed(spec.training.seed))
+    chosen = order[: spec.masks.score_batch].to(ctx.x_train.device)
+    return ctx.x_train[chosen], ctx.y_train[chosen]
+
+
+def _chain_trainer(ctx: SweepContext, spec: SweepSpec, plan: TrialPlan, hooks: TrialHooks):
+    """train(model, masks, epochs) for a model-scope method: the trial's own training (seed, data,
+    noise, clipping) with the masks held. Progress shows; the trackers' per-epoch curves stay the trial's."""
+    progress = TrialHooks(on_phase=hooks.on_phase, on_batch=hooks.on_batch)
+
+    def train(model, masks: dict[str, torch.Tensor], epochs: int):
+        holder = MaskHolder(model.matrices(), masks) if masks else None
+        with _threads(dense_threads(spec) if ctx.device.type == "cpu" else None):
+            return ctx.train_phase(model, "lottery", epochs, spec.training.seed, progress, holder, plan.train_variance)
+    return train
 
 
 def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, np.ndarray],
@@ -259,8 +304,11 @@ def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | in
     if spec.training.clip_grad_norm is not None:
         # A number or absent, never a word: one type per key in W&B's config and parallel coordinates.
         params["clip_grad_norm"] = spec.training.clip_grad_norm
-    for option in mask_method(plan.mask_method).options:  # the masks.* settings the method reads
+    method = mask_method(plan.mask_method)
+    for option in method.options:  # the masks.* settings the method reads
         params[option] = getattr(spec.masks, option)
+    if method.start == "init":  # the trial's shape differs: said with it, in every tracker
+        params["mask_at"] = "initialisation"
     return params
 
 
@@ -279,9 +327,13 @@ class PreparedTrial:
     metrics: dict[str, float]
     dense_trained: bool
     dense_meta: dict
-    dense_file: Path
+    dense_file: Path | None  # None when the method starts at initialisation
     started: float
     dense_seconds: float
+    # What the trial trains with its masks held: `training.finetune_epochs` from the trained dense
+    # model, or (a method that starts at initialisation) the epochs of `training.epochs` left.
+    train_epochs: int = 0
+    train_seed: int = 0
     # Set by a batched group (trial_group.py): (history, accuracies, packed hits), or its error.
     outcome: Any = None
 
@@ -292,7 +344,11 @@ def prepare_trial(ctx: SweepContext, plan: TrialPlan, hooks: TrialHooks,
     metadata and file, when the caller already has it) -> masks -> spectra at mask time."""
     spec = ctx.spec.for_trial(plan.seed, plan.mask_method)
     started = time.perf_counter()
-    if dense is None:
+    at_init = mask_method(plan.mask_method).start == "init"
+    if at_init:  # pruning at initialisation: no dense model
+        model, dense_trained, dense_meta, dense_file = ctx.new_model(spec.training.seed), False, {}, None
+        dense_seconds = 0.0
+    elif dense is None:
         model, dense_trained, dense_meta, dense_file = ctx.dense_model(spec, plan.train_variance, hooks)
         dense_seconds = time.perf_counter() - started
     else:
@@ -301,7 +357,7 @@ def prepare_trial(ctx: SweepContext, plan: TrialPlan, hooks: TrialHooks,
         model = ctx.new_model(spec.training.seed)
         model.load_state_dict(state)
     metrics = {f"dense/{k}": v for k, v in dense_meta.get("accuracy", {}).items()}
-    masks = _masks_for(spec, model, plan)
+    masks, trained_epochs = _masks_for(ctx, spec, model, plan, hooks)
     holder = MaskHolder(model.matrices(), masks)  # zeroes the masked weights now
     masks_np = {n: m.cpu().numpy().astype(np.uint8) for n, m in masks.items()}
     # The weighted graphs as they were when the mask was chosen; the layer and step graphs only
@@ -309,8 +365,12 @@ def prepare_trial(ctx: SweepContext, plan: TrialPlan, hooks: TrialHooks,
     at_mask = _spectra(spec, masks_np, _recurrent_weights(model), ctx.seq_len, weighted_only=True, unrolled=False)
     for name, mask in masks_np.items():
         metrics[kept_key(name)] = float(mask.mean())
+    if at_init:
+        train_epochs, train_seed = spec.training.epochs - trained_epochs, spec.training.seed
+    else:
+        train_epochs, train_seed = spec.training.finetune_epochs, spec.training.seed + 1
     return PreparedTrial(plan, spec, model, masks, holder, masks_np, at_mask, metrics, dense_trained,
-                         dense_meta, dense_file, started, dense_seconds)
+                         dense_meta, dense_file, started, dense_seconds, train_epochs, train_seed)
 
 
 def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialHooks | None = None) -> TrialResult:
@@ -318,9 +378,8 @@ def run_trial(ctx: SweepContext, plan: TrialPlan, trial_dir: Path, hooks: TrialH
     hooks = hooks or TrialHooks()
     prepared = prepare_trial(ctx, plan, hooks)
     prepared.metrics.update(ctx.test_accuracies(prepared.model, prefix="masked/"))
-    spec = prepared.spec
     tuning = time.perf_counter()
-    history = ctx.train_phase(prepared.model, "finetune", spec.training.finetune_epochs, spec.training.seed + 1,
+    history = ctx.train_phase(prepared.model, "finetune", prepared.train_epochs, prepared.train_seed,
                               hooks, prepared.holder, plan.train_variance)
     finishing = time.perf_counter()
     accuracies, correct = ctx.test_predictions(prepared.model)
@@ -363,8 +422,9 @@ def finish_trial(ctx: SweepContext, prepared: PreparedTrial, history: list[Epoch
         "spectra": str(trial_dir / "spectra.json"),
         "history": str(trial_dir / "history.json"),
         "example": str(trial_dir / "example.npy"),
-        "dense_checkpoint": str(prepared.dense_file),  # lineage, not uploaded per trial
     }
+    if prepared.dense_file is not None:
+        files["dense_checkpoint"] = str(prepared.dense_file)  # lineage, not uploaded per trial
     np.savez_compressed(files["masks"], **masks_np)
     for name, mask in masks_np.items():
         # A picture of each mask (rows = outputs, black = kept edge), for trackers and eyes.

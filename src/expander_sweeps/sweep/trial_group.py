@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..pruning.mask_methods import mask_method
 from ..reporting.claim_stats import pack_correct
 from ..results import accuracy_key
 from ..spec import SweepSpec
@@ -78,8 +79,11 @@ def choose_engine(spec: SweepSpec, device: torch.device, point_given: bool) -> E
                                    f"{spec.training.group_size} at a time (training.engine: {asked})")
 
 
-def group_key(plan: TrialPlan) -> tuple:
-    """Trials with equal keys share a dense model and every fine-tuning setting."""
+def group_key(plan: TrialPlan) -> tuple | None:
+    """Trials with equal keys share a dense model and every fine-tuning setting; None for a trial
+    that starts at initialisation (it trains alone: its method may train a chain of its own)."""
+    if mask_method(plan.mask_method).start != "trained":
+        return None
     return (plan.seed, plan.train_variance)
 
 
