@@ -60,6 +60,12 @@ def _next_mask(weight: torch.Tensor, previous: torch.Tensor, fraction: float) ->
     return mask.reshape(weight.shape)
 
 
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict's own tensors: the model's are trained on in place after this (on a CPU a
+    cache's `.cpu()` would share their storage)."""
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
 def _level_key(request, fractions: list[dict[str, float]]) -> str:
     what = {"dense": request.cache_key, "rewind_epoch": request.options.rewind_epoch,
             "epochs": request.epochs, "levels": fractions, "format": 1}
@@ -82,7 +88,7 @@ def lottery_ticket(request) -> tuple[dict[str, torch.Tensor], int]:
 
     def rewind_point() -> tuple[dict, dict]:
         request.train(model, {}, rewind)
-        return model.state_dict(), {"trained_epochs": rewind}
+        return _copy(model.state_dict()), {"trained_epochs": rewind}
 
     key = _level_key(request, [])
     rewound = cache.get_or_train("rewind-" + key, {"level": "rewind", "key": key}, rewind_point).state_dict
@@ -93,7 +99,7 @@ def lottery_ticket(request) -> tuple[dict[str, torch.Tensor], int]:
         def train() -> tuple[dict, dict]:
             model.load_state_dict(rewound)
             request.train(model, level_masks, epochs - rewind)
-            state = model.state_dict()
+            state = _copy(model.state_dict())
             state.update({MASK_PREFIX + n: m.cpu() for n, m in level_masks.items()})
             return state, {"fractions": levels[:index]}
         level = _level_key(request, levels[:index])
