@@ -15,7 +15,9 @@ from expander_sweeps.graphs.measures import (
     cheeger_sweep,
     cheeger_upper,
     gap_ratio,
+    imdb,
     normalised_laplacian_gap,
+    sampled_expansion,
 )
 
 
@@ -99,6 +101,47 @@ def test_hand_computed_cases():
         assert f(7.5 * w) == pytest.approx(f(w))
     # Undefined is NaN, never a convenient number.
     assert math.isnan(gap_ratio(np.zeros((3, 3)))) and math.isnan(normalised_laplacian_gap(np.zeros((3, 3))))
+
+
+def _vertex_expansion_brute_force(biadjacency: np.ndarray) -> float:
+    """min |N(S)| / |S| over every set S of at most half the (non-isolated) inputs."""
+    support = biadjacency != 0
+    support = support[support.any(axis=1)][:, support.any(axis=0)]
+    inputs = support.shape[1]
+    return min(support[:, list(s)].any(axis=1).sum() / len(s)
+               for size in range(1, inputs // 2 + 1) for s in itertools.combinations(range(inputs), size))
+
+
+@pytest.mark.parametrize("graph", [g for g in _random_graphs(40, seed=1) if g.shape[1] >= 2][:20],
+                         ids=lambda g: f"{g.shape[0]}x{g.shape[1]}")
+def test_sampled_vertex_expansion_bounds_the_brute_force_minimum_and_finds_it(graph):
+    exact = _vertex_expansion_brute_force(graph)
+    few, few_se = sampled_expansion(graph, samples=3, seed=5)
+    assert few >= exact - 1e-12 and few_se >= 0.0  # a sample's minimum is never below the true one
+    # Inputs <= 11: at most 462 sets of one size; 20,000 draws see every one of them.
+    many, _ = sampled_expansion(graph, samples=20_000)
+    assert many == pytest.approx(exact, abs=1e-12)
+
+
+def test_imdb_by_hand_groups_too_small_and_an_independent_weighted_block():
+    b = np.zeros((12, 10))
+    b[0:3, 0:3] = 1.0  # inputs 0-2, degree 3: K_{3,3} (lambda_2 = 0), bound 2 sqrt(2)
+    b[3:7, 3:7] = 1.0  # inputs 3-6, degree 4: K_{4,4}, bound 2 sqrt(3)
+    b[7:12, 7] = 1.0  # input 7, degree 5: a group of one, left out
+    b[0:2, 8], b[5:7, 9] = 1.0, 1.0  # inputs 8 and 9, degree 2 (< 3): left out
+    assert imdb(b) == pytest.approx((2 * math.sqrt(2) + 2 * math.sqrt(3)) / 2, rel=1e-12)
+    assert math.isnan(imdb(b[:, 7:]))  # no group counts: undefined, not 0
+    assert math.isnan(imdb(np.eye(5)))  # degree 1 everywhere
+    # A weighted graph with one group of 3 inputs of degree 3: lambda_2 from the whole bipartite
+    # adjacency's eigenvalues (dense symmetric solver), the degrees from the weights.
+    rng = np.random.default_rng(2)
+    w = np.zeros((5, 3))
+    for col in range(3):
+        w[rng.choice(5, 3, replace=False), col] = rng.uniform(0.5, 2.0, 3)
+    eigenvalues = np.sort(np.linalg.eigvalsh(_adjacency(w)))[::-1]
+    rows = (w > 0).any(axis=1).sum()
+    expected = math.sqrt(w.sum() / 3 - 1) + math.sqrt(w.sum() / rows - 1) - eigenvalues[1]
+    assert imdb(w) == pytest.approx(expected, rel=1e-10)
 
 
 def test_a_spec_asks_for_measures_and_expansion_table_takes_them(tmp_path):

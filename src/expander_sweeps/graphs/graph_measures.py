@@ -150,3 +150,13 @@ register_quantity(GraphQuantity("cheeger_lower", "Cheeger lower side", "nl_gap /
                                 _from_measures("cheeger_lower"), opt_in=True))
 register_quantity(GraphQuantity("cheeger_upper", "Cheeger upper side", "h <= sqrt(2 nl_gap) (Cheeger-Buser)",
                                 _from_measures("cheeger_upper"), opt_in=True))
+register_quantity(GraphQuantity("imdb", "IMDB", "the mean over groups of inputs of equal degree (>= 3, at least 2 "
+                                "inputs) of the biregular bound sqrt(d_in - 1) + sqrt(d_out - 1) - lambda_2 of the "
+                                "sub-graph they span (Hoang et al., ICLR 2023)", _from_measures("imdb"), opt_in=True))
+register_quantity(GraphQuantity("vertex_expansion", "vertex expansion (sampled)", "min |N(S)| / |S| over 2,000 "
+                                "sampled input sets S of at most half the inputs: an upper bound on the vertex "
+                                "expansion (Stewart et al., CVPRW 2023)", _from_measures("vertex_expansion"),
+                                opt_in=True))
+register_quantity(GraphQuantity("vertex_expansion_se", "vertex expansion sampling error", "bootstrap standard "
+                                "deviation of the sampled vertex expansion (200 resamples of the drawn sets)",
+                                _from_measures("vertex_expansion_se"), opt_in=True))
