@@ -23,10 +23,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sweeps", type=int, default=2000)
     parser.add_argument("--permutations", type=int, default=500)
+    parser.add_argument("--only", default="", help="the designs whose label starts with this (e.g. '6 methods')")
     args = parser.parse_args()
     designs = {"2 methods x 3 seeds x 5 fractions": Design(),
                "1 method x 4 seeds x 8 fractions": Design(methods=1, seeds=4,
-                                                         fractions=(0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05))}
+                                                         fractions=(0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05)),
+               # sweeps/methods_vs_expansion.yaml: six methods, three seeds, four fractions
+               "6 methods x 3 seeds x 4 fractions": Design(methods=6, seeds=3, fractions=(0.5, 0.25, 0.125, 0.0625))}
+    if args.only:
+        designs = {k: v for k, v in designs.items() if k.startswith(args.only)}
     started = time.perf_counter()
     for label, design in designs.items():
         print(f"\n{label}, {args.sweeps} synthetic sweeps each, one look at level {ALPHA:g}")

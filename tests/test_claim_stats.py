@@ -180,3 +180,41 @@ def test_the_report_pairs_each_trial_with_the_dense_trial_of_its_seed():
     assert points.loc[0.8, "dropped"] and points["dropped"].sum() == 1
     row = claim_rows(frame, spec).iloc[0]
     assert row["drop_crossing_pct"] is None and row["verdict"] == "the bound crossed, accuracy never dropped"
+
+
+def test_every_asked_measure_is_tested_beyond_density_and_shown_side_by_side():
+    # Two methods x 6 seeds x 4 fractions. At equal fraction and method, nl_gap's deviations drive
+    # the drop (a larger gap, a smaller drop); gap_ratio and delta_r follow density alone, with
+    # deviations of their own that the drop never reads.
+    from expander_sweeps.reporting.markdown import _measures_side_by_side
+
+    rng = np.random.default_rng(4)
+    fractions = [0.5, 0.25, 0.1, 0.05]
+    spec = SweepSpec(name="s", masks={"method": ["magnitude", "random"], "layers": ["W_hh"],
+                                      "remaining": [1.0, *fractions]},
+                     noise={"variances": []}, report={"bounds": ["delta_r"]},
+                     spectral={"measures": ["nl_gap", "gap_ratio", "vertex_expansion_se"]})
+    rows = []
+    for seed in range(6):
+        rows.append({"remaining_W_hh": 1.0, "mask_method": "magnitude", "seed": seed, "acc/clean": 0.95,
+                     "W_hh/kept_fraction": 1.0, "W_hh/binary/delta_r": math.inf, "W_hh/binary/nl_gap": 1.0,
+                     "W_hh/binary/gap_ratio": 1.0, "W_hh/binary/vertex_expansion_se": 0.0})
+        for method in ("magnitude", "random"):
+            for f in fractions:
+                signal = rng.normal(0, 0.3)
+                rows.append({"remaining_W_hh": f, "mask_method": method, "seed": seed,
+                             "acc/clean": 0.95 - (0.3 * (1 - f) - 0.1 * signal + rng.normal(0, 0.002)),
+                             "W_hh/kept_fraction": f, "W_hh/binary/nl_gap": math.log(f) + signal,
+                             "W_hh/binary/gap_ratio": math.log(f) + rng.normal(0, 0.3),
+                             "W_hh/binary/delta_r": math.log(f) + rng.normal(0, 0.3),
+                             "W_hh/binary/vertex_expansion_se": rng.random()})
+    frame = pd.DataFrame(rows).assign(trial=lambda f: range(len(f)), train_noise_variance=0.0, n_test=2000.0)
+    table = expansion_test_rows(frame, spec)
+    verdicts = dict(zip(table["measure"], table["verdict"], strict=True))
+    assert verdicts == {"delta_r": "inconclusive", "nl_gap": "supported", "gap_ratio": "inconclusive"}
+    assert (table["looks"] == 3).all()  # one Holm family: the sampling error is not a measure
+    assert table.set_index("measure").loc["nl_gap", "partial_r_methods_pooled"] < -0.5
+    section = "\n".join(_measures_side_by_side(table))
+    assert "## Which measure predicts the drop beyond density?" in section
+    assert "| W_hh | W_hh | normalised-Laplacian gap | supported (-" in section
+    assert "| W_hh | W_hh | spectral gap ratio | inconclusive (" in section and "r, methods pooled" in section

@@ -32,13 +32,14 @@ def _expansion_test_markdown(table: pd.DataFrame) -> list[str]:
              "trials share a dense model and a test set). r is the partial correlation of the drop and the "
              "bound (binary layer graph) left after both effects; p comes from permuting the drop's residuals "
              f"within cells ({PERMUTATIONS} permutations, Freedman-Lane, fixed random seed). "
-             f"This table takes **{looks} looks** (layers x noise levels x bounds with a test); their p-values "
+             f"This table takes **{looks} looks** (layers x noise levels x measures with a test: the report's "
+             "bounds and the opt-in measures the spec asks for); their p-values "
              f"are **Holm-adjusted** over all of them. Rule fixed in advance: **supported** when the adjusted "
              f"p < {ALPHA:g} and r < 0, **contradicted** when the adjusted p < {ALPHA:g} and r > 0, "
              "**inconclusive** otherwise, and always when no two trials share a fraction and mask method "
              "(one seed: no comparison at equal density). Measured false-verdict rate on synthetic sweeps "
              f"with no effect of the bound (five null shapes): {CALIBRATION_NOTE}.", "",
-             "| pruned | noise | graph | bound | n (cells) | partial r | p (Holm) | verdict |",
+             "| pruned | noise | graph | measure | n (cells) | partial r | p (Holm) | verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, row in table.iterrows():
         where = row["pruned"] + (f", train var {row['train_noise_variance']:g}" if row["train_noise_variance"] else "")
@@ -46,6 +47,44 @@ def _expansion_test_markdown(table: pd.DataFrame) -> list[str]:
         p = "n/a" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g} ({row['p_holm']:.3g})"
         lines.append(f"| {_cell(where)} | {row['noise']} | {_cell(row['graph'])} | {row['bound']} "
                      f"| {row['n']} ({row['cells']}) | {r} | {p} | **{row['verdict']}**: {_cell(row['why'])} |")
+    return lines + [""]
+
+
+def _measures_side_by_side(table: pd.DataFrame) -> list[str]:
+    """The test above turned around: one row per measure, its verdict at each noise level side by
+    side, so a reader sees which measure carries information beyond density and which is density
+    in disguise (shown only when several measures were tested)."""
+    if table.empty or table["bound"].nunique() < 2:
+        return []
+    noises = list(dict.fromkeys(table["noise"]))
+    pooled = "partial_r_methods_pooled" in table and table["partial_r_methods_pooled"].notna().any()
+    lines = ["## Which measure predicts the drop beyond density?", "",
+             "The verdicts of the table above (same rule, same Holm family), one row per measure. Each cell: "
+             "verdict (partial r at equal fraction and mask method). A measure that is *inconclusive* "
+             "everywhere while the trials span several seeds carries no information the kept fraction does "
+             "not: density in disguise, in this sweep."
+             + (" *r, methods pooled*: the same partial r with every mask method in one cell per fraction "
+                "(clean accuracy): graphs of different methods at equal density compared directly. It is "
+                "descriptive, not a verdict: a method's own effect on accuracy (a better method for reasons "
+                "other than its graph) is not separated from the measure's." if pooled else ""), "",
+             "| pruned | graph | measure | " + " | ".join(noises) + (" | r, methods pooled |" if pooled else " |"),
+             "| --- " * (3 + len(noises) + (1 if pooled else 0)) + "|"]
+    for (pruned, graph, measure), group in table.groupby(["pruned", "graph", "bound"], sort=False):
+        cells = []
+        for noise in noises:
+            row = group[group["noise"] == noise]
+            if not len(row):
+                cells.append("-")
+                continue
+            row = row.iloc[0]
+            r = "n/a" if pd.isna(row["partial_r"]) else f"{row['partial_r']:+.2f}"
+            cells.append(f"{row['verdict']} ({r})")
+        line = f"| {_cell(pruned)} | {_cell(graph)} | {measure} | " + " | ".join(cells)
+        if pooled:
+            clean = group[group["noise"] == noises[0]]
+            value = clean["partial_r_methods_pooled"].iloc[0] if len(clean) else math.nan
+            line += " | " + ("n/a" if pd.isna(value) else f"{value:+.2f}")
+        lines.append(line + " |")
     return lines + [""]
 
 
@@ -259,6 +298,7 @@ def _markdown(spec: SweepSpec, frame: pd.DataFrame, crossings: pd.DataFrame, cla
     lines.append("")
     lines += _claim_markdown(spec, claim)
     lines += _expansion_test_markdown(expansion)
+    lines += _measures_side_by_side(expansion)
     lines += _methods_markdown(spec, panels)
     lines += render_sections(spec, frame, crossings)  # plug-ins' sections (report_sections.py)
     lines += ["## Test accuracy (%) against remaining edges", "",
