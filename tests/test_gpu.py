@@ -69,3 +69,25 @@ def test_batched_engine_on_cuda_matches_cudnn_trained_one_by_one(cell):
         for key, value in model.state_dict().items():
             assert torch.allclose(state[key], value, atol=2e-3), (cell, n, key)
         assert torch.count_nonzero(state["recurrent.weight_hh_l0"][~mask]) == 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_scores_at_initialisation_on_cuda_match_the_cpu(cell):
+    """SNIP and GraSP on CUDA (GraSP's double backward runs without cuDNN's kernels) give the CPU's
+    scores to float rounding; SynFlow's masks are computed on the CPU from the CUDA model's weights."""
+    from expander_sweeps.pruning.scores import grasp_scores, snip_scores, synflow_masks
+
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 12, 8), torch.randint(0, 10, (64,))
+    cpu = build_model(ModelSpec(cell=cell, hidden=32), 8, 10, seed=0)
+    gpu = build_model(ModelSpec(cell=cell, hidden=32), 8, 10, seed=0).cuda()
+    for score in (snip_scores, grasp_scores):
+        on_cpu = score(cpu, (x, y))
+        on_gpu = score(gpu, (x.cuda(), y.cuda()))
+        for name, value in on_cpu.items():
+            torch.testing.assert_close(on_gpu[name].cpu(), value, rtol=2e-3, atol=1e-6)
+    masks = synflow_masks(gpu, {"W_hh": 0.2}, rounds=10, steps=12)
+    assert masks["W_hh"].device.type == "cuda"
+    assert torch.equal(masks["W_hh"].cpu(), synflow_masks(cpu, {"W_hh": 0.2}, rounds=10, steps=12)["W_hh"])
