@@ -420,6 +420,21 @@ BoundName = Annotated[str, AfterValidator(_registered_bound)]
 MeasureName = Annotated[str, AfterValidator(_registered_measure)]
 
 
+def _matrix_name(name: str) -> str:
+    if not re.fullmatch(r"W_(xh|hh)(_l[1-7])?", name):
+        raise ValueError(f"got {_short_name(name)}; a recurrent matrix is W_xh or W_hh (the first layer) or "
+                         "W_xh_l1, W_hh_l1, ... (deeper layers, up to W_hh_l7)")
+    return name
+
+
+def matrix_depth(name: str) -> int:
+    """The recurrent layer a matrix belongs to: W_hh -> 0, W_hh_l2 -> 2."""
+    return int(name.rsplit("_l", 1)[1]) if "_l" in name else 0
+
+
+MatrixName = Annotated[str, AfterValidator(_matrix_name)]
+
+
 class MaskSpec(_Strict):
     method: MaskMethodName | list[MaskMethodName] = Field(
         "magnitude",
@@ -447,10 +462,13 @@ class MaskSpec(_Strict):
     rewind_epoch: int = Field(
         1, ge=0, le=100_000, description="`lottery`: epoch of dense training the weights are rewound to "
         "before each retraining (0: the initial weights, as in the first lottery-ticket paper).")
-    layers: list[Literal["W_xh", "W_hh"]] = Field(
+    layers: list[MatrixName] = Field(
         default_factory=lambda: ["W_xh", "W_hh"],
         min_length=1,
-        description="Layers to prune. W_hy (output) always stays dense.",
+        description="Matrices to prune: W_xh and W_hh of the first recurrent layer, W_xh_l1 and W_hh_l1 "
+        "of the second (its input is the first layer's hidden state), and so on up to model.layers. "
+        "W_hy (output) always stays dense.",
+        json_schema_extra={"examples": [["W_xh", "W_hh"], ["W_hh", "W_hh_l1"]]},
     )
     schedule: Literal["each", "tied", "independent"] = Field(
         "each",
@@ -711,6 +729,14 @@ class SweepSpec(_Strict):
             )
         if self.noise.at_training and not self.noise.variances:
             raise ValueError("noise.at_training needs at least one value in noise.variances")
+        deep = [n for n in self.masks.layers if matrix_depth(n) >= self.model.layers]
+        if deep:
+            raise ValueError(f"masks.layers names {deep}, but model.layers is {self.model.layers} (layers 0 to "
+                             f"{self.model.layers - 1}: W_xh_l{{i}}, W_hh_l{{i}} for i >= 1); raise model.layers "
+                             "or prune the layers the model has")
+        if "synflow" in self.masks.methods and any(matrix_depth(n) for n in self.masks.layers):
+            raise ValueError("masks.method synflow scores the first recurrent layer's graph (W_xh, W_hh) only; "
+                             "prune deeper layers with another method")
         if "lottery" in self.masks.methods and self.masks.rewind_epoch > self.training.epochs:
             raise ValueError(
                 f"masks.rewind_epoch ({self.masks.rewind_epoch}) is past training.epochs "

@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 from ..graphs.crossings import CrossingStatus, crossing_text, find_crossing
 from ..graphs.graph_measures import bound_names
 from ..results import CORRECT_ATTR, GATES, accuracy_key, bound_label
-from ..spec import SweepSpec
+from ..spec import SweepSpec, matrix_depth
 from .claim_stats import (
     drop_onset,
     equal_density_test,
@@ -232,12 +232,18 @@ def _panel_graphs(panel: Panel, spec: SweepSpec) -> list[str]:
     """The graphs a panel reports: its layer(s), their gate blocks (LSTM/GRU), the step and unrolled graphs."""
     layers = spec.masks.layers if panel.pruned.endswith("(tied)") else [panel.layer]
     gates = GATES[spec.model.cell] if len(GATES[spec.model.cell]) > 1 else ()
-    return [g for layer in layers for g in (layer, *(f"{layer}.{gate}" for gate in gates))] + ["step", "unrolled"]
+    # A deeper layer's panel shows its own step graph (step_l1: [W_xh_l1 | W_hh_l1] -> h^1_t).
+    steps = list(dict.fromkeys("step" if matrix_depth(layer) == 0 else f"step_l{matrix_depth(layer)}"
+                               for layer in layers))
+    return [g for layer in layers for g in (layer, *(f"{layer}.{gate}" for gate in gates))] + [*steps, "unrolled"]
 
 
 def _graph_label(graph: str, spec: SweepSpec, frame: pd.DataFrame) -> str:
     if graph == "step":
         return "step [W_xh | W_hh] -> h_t"
+    if graph.startswith("step_l"):
+        depth = graph[len("step_l"):]
+        return f"step [W_xh_l{depth} | W_hh_l{depth}] -> h^{depth}_t"
     if graph == "unrolled":
         steps = frame["unrolled/binary/steps"].dropna() if "unrolled/binary/steps" in frame else pd.Series(dtype=float)
         return f"unrolled over k = {int(steps.iloc[0])} steps" if len(steps) else "unrolled over k steps"

@@ -25,7 +25,7 @@ from ..pruning.mask_methods import MaskChoice, MaskRequest, ModelMaskRequest, ma
 from ..pruning.masks import MaskHolder
 from ..reporting.claim_stats import pack_correct
 from ..results import GATES, accuracy_key, kept_key, save_checkpoint
-from ..spec import SweepSpec
+from ..spec import SweepSpec, matrix_depth
 from ..training.dense_cache import DenseCache, dense_key
 from ..training.factories import check_forward
 from ..training.train import EpochStats, accuracy, correct_predictions, fit, resolve_device
@@ -236,6 +236,16 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
             spectral.step_biadjacency(np.abs(weights["W_xh"]) * full["W_xh"],
                                       np.abs(weights["W_hh"]) * full["W_hh"]),
         )
+        # A deeper layer with a pruned matrix has its own step graph [W_xh_l | W_hh_l] -> h^l_t,
+        # its inputs being the layer below's hidden units.
+        for depth in sorted({matrix_depth(n) for n in masks} - {0}):
+            xh, hh = f"W_xh_l{depth}", f"W_hh_l{depth}"
+            mask_xh = masks.get(xh, np.ones_like(weights[xh], dtype=np.uint8))
+            mask_hh = masks.get(hh, np.ones_like(weights[hh], dtype=np.uint8))
+            graphs[f"step_l{depth}"] = (
+                spectral.step_biadjacency(mask_xh, mask_hh),
+                spectral.step_biadjacency(np.abs(weights[xh]) * mask_xh, np.abs(weights[hh]) * mask_hh),
+            )
     gates = GATES[spec.model.cell]
     if spec.spectral.gates and len(gates) > 1:
         # PyTorch stacks the gate blocks (LSTM: i, f, g, o) as rows; each block is a graph too.
@@ -277,7 +287,8 @@ def _with_status(spectrum: spectral.LayerSpectrum) -> dict:
 
 
 def _recurrent_weights(model: SequenceClassifier) -> dict[str, np.ndarray]:
-    return {n: w.detach().cpu().numpy().copy() for n, w in model.matrices().items() if n in ("W_xh", "W_hh")}
+    """Every recurrent layer's W_xh and W_hh (W_xh_l1, W_hh_l1, ... for deeper ones), not W_hy."""
+    return {n: w.detach().cpu().numpy().copy() for n, w in model.matrices().items() if n != "W_hy"}
 
 
 def trial_params(spec: SweepSpec, plan: TrialPlan) -> dict[str, str | float | int]:
