@@ -106,3 +106,80 @@ def test_bad_shapes_are_refused_with_the_shapes():
         unrolled_spectrum(np.ones((4, 2)), np.ones((3, 3)), 4)
     with pytest.raises(ValueError, match="at least one step"):
         unrolled_spectrum(np.ones((3, 2)), np.ones((3, 3)), 0)
+
+
+# ----------------------------------------------------------------------------- stacked layers
+def _stacked_by_hand(layers, steps):
+    """The stacked unrolled graph built edge by edge (networkx-free, loops only): an independent
+    check of unrolled_stack's vectorised construction. Vertex names -> dense adjacency."""
+    hidden, inputs = layers[0][1].shape[0], layers[0][0].shape[1]
+    names = [("h", level, t, i) for t in range(steps + 1) for level in range(len(layers)) for i in range(hidden)]
+    names += [("x", 0, t, j) for t in range(1, steps + 1) for j in range(inputs)]
+    index = {name: n for n, name in enumerate(names)}
+    a = np.zeros((len(names), len(names)))
+
+    def edge(u, v, w):
+        a[index[u], index[v]] += w
+        a[index[v], index[u]] += w
+
+    for t in range(1, steps + 1):
+        for level, (m_xh, m_hh) in enumerate(layers):
+            for i, j in zip(*np.nonzero(m_hh), strict=True):
+                edge(("h", level, t, i), ("h", level, t - 1, j), m_hh[i, j])
+            for i, j in zip(*np.nonzero(m_xh), strict=True):
+                source = ("x", 0, t, j) if level == 0 else ("h", level - 1, t, j)
+                edge(("h", level, t, i), source, m_xh[i, j])
+    colour = np.array([(t + level) % 2 if kind == "h" else (t + 1) % 2 for kind, level, t, _ in names])
+    return a, colour
+
+
+def _stacked_layers(rng, hidden, inputs, depth, density=0.3):
+    layers = [((rng.random((hidden, inputs)) < density) * rng.uniform(0.2, 2, (hidden, inputs)),
+               (rng.random((hidden, hidden)) < density) * rng.uniform(0.2, 2, (hidden, hidden)))]
+    for _ in range(1, depth):
+        layers.append(((rng.random((hidden, hidden)) < density) * 1.0, (rng.random((hidden, hidden)) < density) * 1.0))
+    return layers
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_the_stacked_unrolled_graph_is_the_network_built_edge_by_edge_and_bipartite(depth):
+    from expander_sweeps.graphs.unrolled_stack import (
+        stacked_unrolled_adjacency,
+        stacked_unrolled_spectrum,
+    )
+
+    layers = _stacked_layers(np.random.default_rng(depth), 5, 3, depth)
+    by_hand, colour = _stacked_by_hand(layers, 4)
+    np.testing.assert_allclose(stacked_unrolled_adjacency(layers, 4).toarray(), by_hand, atol=0)
+    assert not by_hand[np.ix_(colour == 0, colour == 0)].any() and not by_hand[np.ix_(colour == 1, colour == 1)].any()
+    spectrum = stacked_unrolled_spectrum(layers, 4, remove_isolated=False)
+    assert (spectrum.rows, spectrum.cols) == (int((colour == 0).sum()), int((colour == 1).sum()))
+    eigenvalues = np.sort(np.linalg.eigvalsh(by_hand / (by_hand.sum() / np.count_nonzero(by_hand))))[::-1]
+    assert spectrum.lambda_1 == pytest.approx(eigenvalues[0], rel=1e-10)
+    assert spectrum.lambda_2 == pytest.approx(eigenvalues[1], rel=1e-10)
+
+
+def test_one_stacked_layer_is_the_single_layer_unrolled_graph():
+    from expander_sweeps.graphs.unrolled_stack import stacked_unrolled_spectrum
+
+    rng = np.random.default_rng(7)
+    m_xh, m_hh = (rng.random((6, 4)) < 0.5) * 1.0, (rng.random((6, 6)) < 0.3) * 1.0
+    assert stacked_unrolled_spectrum([(m_xh, m_hh)], 5) == unrolled_spectrum(m_xh, m_hh, 5)
+
+
+@pytest.mark.parametrize("disconnected", [False, True])
+def test_the_stacked_shift_invert_solver_matches_a_dense_solver_past_its_limit(disconnected):
+    from expander_sweeps.graphs.unrolled_stack import (
+        stacked_unrolled_adjacency,
+        stacked_unrolled_top_eigenvalues,
+    )
+
+    layers = _stacked_layers(np.random.default_rng(11), 16, 6, 2, density=0.25)
+    if disconnected:  # no input and no edge between the layers, the same W_hh in both: two equal
+        # components, so lambda_1 is repeated (a Krylov solver sees one copy; the deflation finds both)
+        layers = [(np.zeros((16, 6)), layers[0][1]), (np.zeros((16, 16)), layers[0][1].copy())]
+    dense = np.sort(np.linalg.eigvalsh(stacked_unrolled_adjacency(layers, 25).toarray()))[::-1]
+    lambda_1, lambda_2 = stacked_unrolled_top_eigenvalues(layers, 25, dense_limit=10)
+    assert lambda_1 == pytest.approx(dense[0], rel=1e-9) and lambda_2 == pytest.approx(dense[1], rel=1e-9)
+    if disconnected:
+        assert lambda_2 == pytest.approx(lambda_1, rel=1e-9)  # the two layers' identical recurrences

@@ -246,7 +246,8 @@ def _graph_label(graph: str, spec: SweepSpec, frame: pd.DataFrame) -> str:
         return f"step [W_xh_l{depth} | W_hh_l{depth}] -> h^{depth}_t"
     if graph == "unrolled":
         steps = frame["unrolled/binary/steps"].dropna() if "unrolled/binary/steps" in frame else pd.Series(dtype=float)
-        return f"unrolled over k = {int(steps.iloc[0])} steps" if len(steps) else "unrolled over k steps"
+        depth = f", {spec.model.layers} layers" if spec.model.layers > 1 else ""
+        return (f"unrolled over k = {int(steps.iloc[0])} steps" if len(steps) else "unrolled over k steps") + depth
     return graph
 
 

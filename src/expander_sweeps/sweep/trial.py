@@ -20,6 +20,7 @@ import torch
 from ..data import SequenceDataset, load_dataset, noisy_test_sets
 from ..graphs import spectral
 from ..graphs.graph_measures import measure_added
+from ..graphs.unrolled_stack import stacked_unrolled_spectrum
 from ..models import SequenceClassifier, build_model
 from ..pruning.mask_methods import MaskChoice, MaskRequest, ModelMaskRequest, mask_method
 from ..pruning.masks import MaskHolder
@@ -267,17 +268,30 @@ def _spectra(spec: SweepSpec, masks: dict[str, np.ndarray], weights: dict[str, n
     if unrolled and "unrolled" in spec.spectral.graphs:
         k = spec.spectral.unrolled_steps or steps
         weightings = ["binary", "weighted"] if spec.spectral.weighted else ["binary"]
+        # Every recurrent layer (a stacked network's unrolled graph holds them all: unrolled_stack.py).
+        depths = sorted({matrix_depth(n) for n in weights})
         for weighting in [w for w in weightings if not (weighted_only and w == "binary")]:
-            xh, hh = full["W_xh"].astype(np.float64), full["W_hh"].astype(np.float64)
-            if weighting == "weighted":
-                xh, hh = np.abs(weights["W_xh"]) * xh, np.abs(weights["W_hh"]) * hh
-            if len(gates) > 1:
-                # One vertex per hidden unit: a gate's edge is an edge of the unit. Merging sums
-                # the gates; a binary graph keeps only whether any gate has the edge.
-                xh, hh = spectral.merge_gates(xh, len(gates)), spectral.merge_gates(hh, len(gates))
-                if weighting == "binary":
-                    xh, hh = (xh > 0).astype(np.float64), (hh > 0).astype(np.float64)
-            result[f"unrolled/{weighting}"] = {**_with_status(spectral.unrolled_spectrum(xh, hh, k, remove)), "steps": k}
+            layers = []
+            for depth in depths:
+                suffix = f"_l{depth}" if depth else ""
+                pair = []
+                for kind in ("W_xh", "W_hh"):
+                    name = kind + suffix
+                    matrix = masks.get(name, np.ones_like(weights[name], dtype=np.uint8)).astype(np.float64)
+                    if weighting == "weighted":
+                        matrix = np.abs(weights[name]) * matrix
+                    if len(gates) > 1:
+                        # One vertex per hidden unit: a gate's edge is an edge of the unit. Merging
+                        # sums the gates; a binary graph keeps only whether any gate has the edge.
+                        matrix = spectral.merge_gates(matrix, len(gates))
+                        if weighting == "binary":
+                            matrix = (matrix > 0).astype(np.float64)
+                    pair.append(matrix)
+                layers.append(tuple(pair))
+            spectrum = (spectral.unrolled_spectrum(*layers[0], k, remove) if len(layers) == 1
+                        else stacked_unrolled_spectrum(layers, k, remove))
+            result[f"unrolled/{weighting}"] = {**_with_status(spectrum), "steps": k,
+                                               **({"layers": len(layers)} if len(layers) > 1 else {})}
     return result
 
 
