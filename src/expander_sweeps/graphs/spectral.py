@@ -54,6 +54,8 @@ from threadpoolctl import ThreadpoolController
 from expander_sweeps.graphs.scratch import buffer
 from expander_sweeps.graphs.top_eigen import certified_top_two
 
+from .unrolled_solver import shift_invert_top_two
+
 __all__ = [
     "LayerSpectrum",
     "layer_spectrum",
@@ -435,16 +437,9 @@ _DENSE_LIMIT = 1500
 
 
 def unrolled_top_eigenvalues(m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> tuple[float, float]:
-    """lambda_1 and lambda_2 of the unrolled graph's adjacency, to about 1e-12 relative.
-
-    The top of this spectrum is tightly clustered (the time axis is a path of k steps: relative
-    gaps ~ 1/k^2, about 1e-4 at k = 400), where plain Lanczos needs thousands of products. So
-    it runs on the shift-inverted operator (sigma I - A)^-1 with sigma just above lambda_1,
-    which spreads the top eigenvalues apart. sigma I - A is applied through an exact block
-    factorisation along time: the x_t vertices are eliminated in closed form, leaving a block
-    tridiagonal system in h_0..h_k with H x H blocks (one Cholesky factor per step). A failing
-    Cholesky factor proves sigma <= lambda_1 and moves sigma up.
-    """
+    """lambda_1 and lambda_2 of the unrolled graph's adjacency, to about 1e-12 relative: below
+    _DENSE_LIMIT vertices a dense symmetric solver, above it Lanczos on the shift-inverted
+    operator through an exact block factorisation along time (unrolled_solver.py)."""
     m_xh, m_hh = _check_unrolled(m_xh, m_hh, steps)
     adjacency = unrolled_adjacency(m_xh, m_hh, steps)
     size = adjacency.shape[0]
@@ -454,93 +449,7 @@ def unrolled_top_eigenvalues(m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> 
         if size <= _DENSE_LIMIT:
             values = scipy.linalg.eigvalsh(adjacency.toarray(), subset_by_index=[size - 2, size - 1])
             return float(values[1]), float(values[0])
-        return _shift_invert_top_two(adjacency, m_xh, m_hh, steps)
-
-
-def _shift_invert_top_two(adjacency, m_xh: np.ndarray, m_hh: np.ndarray, steps: int) -> tuple[float, float]:
-    hidden, inputs = m_xh.shape
-    size = adjacency.shape[0]
-    h_count = (steps + 1) * hidden
-    # Ritz values never exceed lambda_1: a loose Lanczos estimate is a lower bound to shift from.
-    # Seeded start vectors: the same graph gives the same digits every time.
-    start = np.random.default_rng(1).standard_normal(size)
-    estimate = float(scipy.sparse.linalg.eigsh(adjacency, k=1, which="LA", tol=1e-3, ncv=20, v0=start,
-                                               return_eigenvectors=False)[0])
-    gram = m_xh @ m_xh.T
-    for attempt in range(40):
-        sigma = estimate * (1.0 + 1e-4 * 4.0**attempt) + 1e-12
-        factors = _block_factors(gram, m_hh, steps, sigma)
-        if factors is not None:
-            break
-    else:  # pragma: no cover - sigma grows geometrically past any finite lambda_1
-        raise RuntimeError("no shift above lambda_1 was found for the unrolled graph")
-
-    inverses, couplings = factors
-
-    def solve(b: np.ndarray) -> np.ndarray:
-        """(sigma I - A)^-1 b by block forward and back substitution along time."""
-        b = np.asarray(b, dtype=np.float64).ravel()
-        b_h = b[:h_count].reshape(steps + 1, hidden)
-        b_x = b[h_count:].reshape(steps, inputs)
-        r = b_h.copy()
-        r[1:] += (b_x @ m_xh.T) / sigma  # x_t = (b_x + M_xh^T h_t) / sigma, eliminated
-        y = r  # forward: y_t = r_t + M_hh N_{t-1}^-1 y_{t-1}
-        for t in range(1, steps + 1):
-            y[t] += couplings[t] @ y[t - 1]
-        h = np.einsum("tij,tj->ti", inverses, y)  # back: h_t = N_t^-1 y_t + N_t^-1 M_hh^T h_{t+1}
-        for t in range(steps - 1, -1, -1):
-            h[t] += couplings[t + 1].T @ h[t + 1]
-        x = (b_x + h[1:] @ m_xh) / sigma
-        return np.concatenate([h.ravel(), x.ravel()])
-
-    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=solve, dtype=np.float64)
-    # mu = 1 / (sigma - lambda): the largest mu are the largest lambda. A Krylov solver started
-    # from one vector sees one copy of a repeated eigenvalue (a disconnected graph repeats
-    # lambda_1), so lambda_2 is the top of the operator deflated by the first eigenvector,
-    # started from a fresh random vector: a second copy of lambda_1 is found there.
-    rng = np.random.default_rng(0)
-    mu_1, vectors = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", tol=1e-13, ncv=24,
-                                              v0=rng.standard_normal(size))
-    first = vectors[:, 0]
-
-    def deflated(b: np.ndarray) -> np.ndarray:
-        b = np.asarray(b, dtype=np.float64).ravel()
-        b = b - first * (first @ b)
-        out = solve(b)
-        return out - first * (first @ out)
-
-    rest = scipy.sparse.linalg.LinearOperator((size, size), matvec=deflated, dtype=np.float64)
-    # A second value keeps the top one from converging against an unresolved neighbour.
-    mu_rest = scipy.sparse.linalg.eigsh(rest, k=2, which="LA", tol=1e-13, ncv=24,
-                                        v0=rng.standard_normal(size), return_eigenvectors=False)
-    return float(sigma - 1.0 / mu_1[0]), float(sigma - 1.0 / max(mu_rest))
-
-
-def _block_factors(gram: np.ndarray, m_hh: np.ndarray, steps: int,
-                   sigma: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Inverses of the block pivots N_t of sigma I - A (x eliminated) and the couplings
-    C_t = M_hh N_{t-1}^-1, or None when a pivot is not positive definite, which happens exactly
-    when sigma <= lambda_1.  N_0 = sigma I;  N_t = sigma I - M_xh M_xh^T / sigma - C_t M_hh^T."""
-    hidden = m_hh.shape[0]
-    identity = np.eye(hidden)
-    base = sigma * identity - gram / sigma
-    inverses = np.empty((steps + 1, hidden, hidden))
-    pivot = sigma * identity
-    factor = None
-    for t in range(steps + 1):
-        if t:
-            # M_hh N^-1 M_hh^T = Y^T Y with Y = R^-T M_hh^T, where N = R^T R.
-            y = scipy.linalg.solve_triangular(factor, m_hh.T, trans="T", check_finite=False)
-            pivot = base - y.T @ y
-        try:
-            factor = scipy.linalg.cholesky(pivot, check_finite=False)
-        except np.linalg.LinAlgError:
-            return None
-        factor_inverse = scipy.linalg.solve_triangular(factor, identity, check_finite=False)
-        inverses[t] = factor_inverse @ factor_inverse.T
-    couplings = np.empty_like(inverses)
-    couplings[1:] = m_hh @ inverses[:-1]  # couplings[0] is never used
-    return inverses, couplings
+        return shift_invert_top_two(adjacency, [(m_xh, m_hh)], steps)
 
 
 def unrolled_spectrum(m_xh: np.ndarray, m_hh: np.ndarray, steps: int, remove_isolated: bool = True) -> LayerSpectrum:

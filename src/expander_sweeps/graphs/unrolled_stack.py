@@ -7,13 +7,8 @@ h^{l-1}_t - h^l_t (M_xh_l: layer l's input is layer l-1's hidden state) and h^l_
 h^l_t by the parity of t + l and x_t by the opposite of t's, so the same quantities apply with
 the two colour classes as the two sides.
 
-lambda_1 and lambda_2 are found as spectral.unrolled_top_eigenvalues finds them for one layer:
-below a size a dense symmetric solver; above it, Lanczos on the shift-inverted operator
-(sigma I - A)^-1 applied through an exact block factorisation along time. The x_t are eliminated
-in closed form; what is left is block tridiagonal in time with blocks of L H: the diagonal block
-sigma I - S - E (S: the within-step edges between layers, E: M_xh M_xh^T / sigma on layer 0's
-block, none at t = 0) and the coupling blockdiag(M_hh_l) between steps. A Cholesky factor that
-fails proves sigma <= lambda_1 and moves sigma up.
+lambda_1 and lambda_2 are found as for one layer: below DENSE_LIMIT vertices by a dense symmetric
+solver, above it by unrolled_solver.py's shift-invert Lanczos (blocks of L x H along time).
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ import scipy.sparse.csgraph
 import scipy.sparse.linalg
 
 from .spectral import ZERO_TOL, LayerSpectrum, _bounds, _one_blas_thread
+from .unrolled_solver import shift_invert_top_two, within_step
 
 __all__ = ["stacked_unrolled_adjacency", "stacked_unrolled_top_eigenvalues", "stacked_unrolled_spectrum"]
 
@@ -50,17 +46,6 @@ def _checked(layers: list[tuple[np.ndarray, np.ndarray]], steps: int) -> list[tu
     return out
 
 
-def _within_step(layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """S: the symmetric (L H x L H) adjacency of one step's edges between consecutive layers."""
-    hidden, depth = layers[0][1].shape[0], len(layers)
-    within = np.zeros((depth * hidden, depth * hidden))
-    for level in range(1, depth):
-        rows, cols = slice(level * hidden, (level + 1) * hidden), slice((level - 1) * hidden, level * hidden)
-        within[rows, cols] = layers[level][0]
-        within[cols, rows] = layers[level][0].T
-    return within
-
-
 def stacked_unrolled_adjacency(layers: list[tuple[np.ndarray, np.ndarray]], steps: int) -> scipy.sparse.csr_matrix:
     """Symmetric sparse adjacency; vertices H_0..H_k (H_t = h^0_t..h^{L-1}_t, L H each), then x_1..x_k."""
     layers = _checked(layers, steps)
@@ -68,7 +53,7 @@ def stacked_unrolled_adjacency(layers: list[tuple[np.ndarray, np.ndarray]], step
     block = depth * hidden
     h_count = (steps + 1) * block
     recurrent = scipy.sparse.coo_matrix(scipy.linalg.block_diag(*[m_hh for _, m_hh in layers]))
-    within = scipy.sparse.coo_matrix(np.tril(_within_step(layers)))  # each edge once (row: the deeper layer)
+    within = scipy.sparse.coo_matrix(np.tril(within_step(layers)))  # each edge once (row: the deeper layer)
     xh = scipy.sparse.coo_matrix(layers[0][0])
     t = np.arange(1, steps + 1)[:, None]
     rows = np.concatenate([(t * block + recurrent.row).ravel(), (t * block + within.row).ravel(),
@@ -93,87 +78,7 @@ def stacked_unrolled_top_eigenvalues(layers: list[tuple[np.ndarray, np.ndarray]]
         if size <= dense_limit:
             values = scipy.linalg.eigvalsh(adjacency.toarray(), subset_by_index=[size - 2, size - 1])
             return float(values[1]), float(values[0])
-        return _shift_invert_top_two(adjacency, layers, steps)
-
-
-def _block_factors(layers, steps: int, sigma: float):
-    """Inverses of the block pivots N_t of sigma I - A (x eliminated) and the couplings
-    C_t = M N_{t-1}^-1 (M = blockdiag(M_hh_l)), or None when a pivot is not positive definite
-    (exactly when sigma <= lambda_1). N_0 = sigma I (initial states: no within-step edges);
-    N_t = sigma I - S - E - C_t M^T."""
-    hidden, depth = layers[0][1].shape[0], len(layers)
-    block = depth * hidden
-    identity = np.eye(block)
-    recurrent = scipy.linalg.block_diag(*[m_hh for _, m_hh in layers])
-    base = sigma * identity - _within_step(layers)
-    base[:hidden, :hidden] -= layers[0][0] @ layers[0][0].T / sigma
-    inverses = np.empty((steps + 1, block, block))
-    pivot, factor = sigma * identity, None
-    for t in range(steps + 1):
-        if t:
-            # M N^-1 M^T = Y^T Y with Y = R^-T M^T, where N = R^T R.
-            y = scipy.linalg.solve_triangular(factor, recurrent.T, trans="T", check_finite=False)
-            pivot = base - y.T @ y
-        try:
-            factor = scipy.linalg.cholesky(pivot, check_finite=False)
-        except np.linalg.LinAlgError:
-            return None
-        factor_inverse = scipy.linalg.solve_triangular(factor, identity, check_finite=False)
-        inverses[t] = factor_inverse @ factor_inverse.T
-    couplings = np.empty_like(inverses)
-    couplings[1:] = recurrent @ inverses[:-1]  # couplings[0] is never used
-    return inverses, couplings
-
-
-def _shift_invert_top_two(adjacency, layers, steps: int) -> tuple[float, float]:
-    m_xh = layers[0][0]
-    hidden, inputs = m_xh.shape
-    block = len(layers) * hidden
-    size, h_count = adjacency.shape[0], (steps + 1) * block
-    start = np.random.default_rng(1).standard_normal(size)  # seeded: the same graph, the same digits
-    # A Ritz value never exceeds lambda_1: a loose Lanczos estimate is a lower bound to shift from.
-    estimate = float(scipy.sparse.linalg.eigsh(adjacency, k=1, which="LA", tol=1e-3, ncv=20, v0=start,
-                                               return_eigenvectors=False)[0])
-    for attempt in range(40):
-        sigma = estimate * (1.0 + 1e-4 * 4.0**attempt) + 1e-12
-        factors = _block_factors(layers, steps, sigma)
-        if factors is not None:
-            break
-    else:  # pragma: no cover - sigma grows geometrically past any finite lambda_1
-        raise RuntimeError("no shift above lambda_1 was found for the stacked unrolled graph")
-    inverses, couplings = factors
-
-    def solve(b: np.ndarray) -> np.ndarray:
-        """(sigma I - A)^-1 b: x eliminated, block forward and back substitution along time."""
-        b = np.asarray(b, dtype=np.float64).ravel()
-        b_h = b[:h_count].reshape(steps + 1, block)
-        b_x = b[h_count:].reshape(steps, inputs)
-        y = b_h.copy()
-        y[1:, :hidden] += (b_x @ m_xh.T) / sigma  # x_t = (b_x + M_xh^T h^0_t) / sigma
-        for t in range(1, steps + 1):
-            y[t] += couplings[t] @ y[t - 1]
-        h = np.einsum("tij,tj->ti", inverses, y)
-        for t in range(steps - 1, -1, -1):
-            h[t] += couplings[t + 1].T @ h[t + 1]
-        x = (b_x + h[1:, :hidden] @ m_xh) / sigma
-        return np.concatenate([h.ravel(), x.ravel()])
-
-    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=solve, dtype=np.float64)
-    rng = np.random.default_rng(0)
-    mu_1, vectors = scipy.sparse.linalg.eigsh(operator, k=1, which="LA", tol=1e-13, ncv=24,
-                                              v0=rng.standard_normal(size))
-    first = vectors[:, 0]
-
-    def deflated(b: np.ndarray) -> np.ndarray:  # a repeated lambda_1 (disconnected) is found here
-        b = np.asarray(b, dtype=np.float64).ravel()
-        b = b - first * (first @ b)
-        out = solve(b)
-        return out - first * (first @ out)
-
-    rest = scipy.sparse.linalg.LinearOperator((size, size), matvec=deflated, dtype=np.float64)
-    mu_rest = scipy.sparse.linalg.eigsh(rest, k=2, which="LA", tol=1e-13, ncv=24,
-                                        v0=rng.standard_normal(size), return_eigenvectors=False)
-    return float(sigma - 1.0 / mu_1[0]), float(sigma - 1.0 / max(mu_rest))
+        return shift_invert_top_two(adjacency, layers, steps)
 
 
 def stacked_unrolled_spectrum(layers: list[tuple[np.ndarray, np.ndarray]], steps: int,
