@@ -252,3 +252,12 @@ def test_methods_at_initialisation_run_through_the_cli_with_their_own_dense_tria
     assert len(list(lottery.glob("dense-level-*.pt"))) == 3 and len(list(lottery.glob("dense-rewind-*.pt"))) == 1
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "masks chosen at initialisation (snip, lottery)" in report and "Lee, Ajanthan, Torr" in report
+
+
+def test_a_spec_whose_rewind_point_is_past_training_is_one_clear_error():
+    from expander_sweeps.spec import SpecError, spec_from_dict
+
+    with pytest.raises(SpecError, match=r"masks.rewind_epoch \(5\) is past training.epochs \(3\)"):
+        spec_from_dict({"name": "x", "training": {"epochs": 3},
+                        "masks": {"method": ["magnitude", "lottery"], "rewind_epoch": 5}})
+    assert spec_from_dict({"name": "x", "training": {"epochs": 3}, "masks": {"rewind_epoch": 5}})  # no lottery: unread
