@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -79,7 +80,10 @@ STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 
 def study_trials(study_name: str, url: str, states=None):
     """The study's trials, or none while no worker has created the study (or its tables) yet.
-    The poller never creates tables itself: that would race the workers creating them."""
+    The poller never creates tables itself: that would race the workers creating them. Read with
+    Optuna's own storages, not the tool's."""
+    if url.startswith(("journal://", "redis://")):
+        return journal_trials(study_name, url, states)
     try:
         storage = STORAGES.get(url) or STORAGES.setdefault(
             url, optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True))
@@ -87,6 +91,71 @@ def study_trials(study_name: str, url: str, states=None):
     except (KeyError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
         return []
 
+
+
+def journal_trials(study_name: str, url: str, states=None):
+    """The trials of a journal:// or redis:// study, read by a plain Optuna JournalStorage."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+    from expander_sweeps.sweep.storages import journal_file, redis_address
+
+    log = journal_file(url)
+    if log is not None and not log.exists():
+        return []
+    if log is not None:
+        backend = JournalFileBackend(str(log))
+    else:
+        address, prefix = redis_address(url)
+        backend = JournalRedisBackend(address, prefix=prefix)
+    try:
+        return optuna.load_study(study_name=study_name, storage=JournalStorage(backend)).get_trials(states=states)
+    except KeyError:
+        return []
+
+
+PG_ADMIN = os.environ.get("EXPANDER_SWEEPS_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("EXPANDER_SWEEPS_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def postgres_url():
+    """A database of this test's own on the PostgreSQL server at 127.0.0.1, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        pytest.skip(f"no PostgreSQL server at {PG_ADMIN}: {err}")
+    name = f"es_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        for url in [u for u in STORAGES if u.endswith(f"/{name}")]:
+            STORAGES.pop(url).engine.dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def redis_url():
+    """A journal of this test's own in the Redis server at 127.0.0.1 (keys under a prefix of its
+    own), deleted afterwards."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as err:
+        pytest.skip(f"no Redis server at {REDIS}: {err}")
+    prefix = f"es_test_{uuid.uuid4().hex[:10]}:"
+    try:
+        yield f"{REDIS}?prefix={prefix}"
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 @pytest.fixture

@@ -8,40 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from optuna.trial import TrialState
 
 import expander_sweeps
-from conftest import CLI, STORAGES, grid_spec, study_trials, tiny_spec_dict, wait_for
+from conftest import CLI, grid_spec, study_trials, tiny_spec_dict, wait_for
 from expander_sweeps.spec import spec_from_dict
 from expander_sweeps.sweep import trial as trial_module
 
 pytestmark = pytest.mark.slow
-
-PG_ADMIN = os.environ.get("EXPANDER_SWEEPS_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-@pytest.fixture
-def postgres_url():
-    """A database of this test's own on the PostgreSQL server at 127.0.0.1, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as err:
-        pytest.skip(f"no PostgreSQL server at {PG_ADMIN}: {err}")
-    name = f"es_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        for url in [u for u in STORAGES if u.endswith(f"/{name}")]:
-            STORAGES.pop(url).engine.dispose()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
 
 def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_dir, postgres_url):
     fractions = [round(1.0 - i * 0.1, 2) for i in range(6)]  # 6 grid points, 1.0 .. 0.5

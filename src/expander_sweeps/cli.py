@@ -499,10 +499,11 @@ def _ended_trials(spec: SweepSpec, study=None) -> set[int]:
 
 def _print_next_steps(spec: SweepSpec) -> None:
     """What to open next, with the commands (URLs without their passwords)."""
+    from .sweep.storages import dashboard_argument
     from .sweep.study import artifact_dir
 
     lines = [f"report:          {spec.run_path / 'report' / 'report.html'} (and report.md)",
-             f"optuna-dashboard {redact_url(spec.storage_url)} --artifact-dir {artifact_dir(spec.run_path)}"]
+             f"optuna-dashboard {dashboard_argument(spec.storage_url)} --artifact-dir {artifact_dir(spec.run_path)}"]
     for backend in enabled_backends(spec):
         lines += backend.open_next(spec) if backend.open_next else []
     if VERBOSITY.quiet:

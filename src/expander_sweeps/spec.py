@@ -82,9 +82,11 @@ class StudySpec(_Strict):
     storage: str | None = Field(
         None,
         min_length=1,
-        description="Optuna storage, any SQLAlchemy URL. Default: $EXPANDER_SWEEPS_STORAGE, else "
-        "sqlite:///<run_dir>/optuna.db. Use postgresql+psycopg://user@host/db to share one study "
-        "between workers on several machines.",
+        description="Optuna storage: a SQLAlchemy URL, journal:///path/study.log (Optuna's journal "
+        "file: no server, a shared filesystem for several machines) or redis://host:6379/0 (the "
+        "journal in Redis). Default: $EXPANDER_SWEEPS_STORAGE, else sqlite:///<run_dir>/optuna.db. "
+        "Use postgresql+psycopg://user@host/db or a journal to share one study between workers on "
+        "several machines.",
     )
     seed: Seed = Field(0, description="Seed of the sampler.")
     n_trials: int | None = Field(

@@ -279,7 +279,7 @@ def _claim_partners(study: optuna.Study, spec: SweepSpec, ctx: SweepContext, tri
     for frozen in partners:
         if len(claimed) >= limit - 1:
             break
-        member = claim_trial(study, frozen)
+        member = claim_trial(study, frozen._trial_id)
         if member is not None:
             claimed.append(member)
     return claimed

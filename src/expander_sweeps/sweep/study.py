@@ -10,20 +10,16 @@ sees them, so a tracker that is down loses nothing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
-from filelock import FileLock
 from optuna.trial import TrialState
 
-from ..spec import SweepSpec, redact_url, sqlite_file
+from ..spec import SweepSpec
 from .fingerprint import (
     SpecMismatch,
     differences,
@@ -33,55 +29,29 @@ from .fingerprint import (
     search_space,
 )
 from .space import grid_plans, params_of, point_key
+from .storages import (
+    StorageError,
+    _heartbeats_allowed,
+    claim_order,
+    fail_stale_trials,
+    make_storage,
+    set_running,
+    set_trial_user_attrs,
+    storage_lock,
+    waiting_trial_ids,
+)
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
            "enqueue_grid", "claim_waiting", "claim_trial", "waiting_trials", "trial_point", "heartbeat", "fail_stale", "running_trials", "record_result",
            "read_result", "store_trial_artifacts", "artifact_dir", "fractions_on_log_scale", "recorded_method_choices", "check_methods", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
-@contextlib.contextmanager
-def _heartbeats_allowed():
-    """Heartbeats are marked experimental in Optuna; they are what makes crash recovery work here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
 def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
-    """Open (or create) the spec's study in its storage (any SQLAlchemy URL)."""
-    url = spec.storage_url
-    engine_kwargs = {}
-    database = sqlite_file(url)
-    if database is not None:
-        if not create and not database.exists():
-            raise KeyError(spec.name)  # no study there; opening it would create an empty database
-        database.parent.mkdir(parents=True, exist_ok=True)
-        # Several local workers write to one SQLite file: wait for the lock instead of failing.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    attempts = 5
-    for attempt in range(1, attempts + 1):
-        try:
-            with _heartbeats_allowed():
-                storage = optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=spec.study.heartbeat_seconds,
-                    grace_period=spec.study.grace_seconds,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=spec.study.retries
-                    ),
-                )
-            break
-        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
-            # Workers starting together on an empty database race to create its tables; the
-            # loser's next attempt finds them there. A server that is down fails every attempt.
-            if attempt == attempts:
-                raise StorageError.about(url, err) from None
-            time.sleep(0.5 * attempt)
-        except (ImportError, ValueError) as err:  # a missing driver, a malformed URL
-            raise StorageError.about(url, err) from None
-    if url.startswith("sqlite:///"):
-        _cheap_sqlite_commits(storage.engine)
+    """Open (or create) the spec's study in its storage (storages.py: a SQLAlchemy URL, a journal
+    file or Redis)."""
+    study_settings = spec.study
+    storage = make_storage(spec.storage_url, study_settings.heartbeat_seconds, study_settings.grace_seconds,
+                           study_settings.retries, create)
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
@@ -95,44 +65,6 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)
     return study
-
-
-def _cheap_sqlite_commits(engine: sqlalchemy.engine.Engine) -> None:
-    """Write-ahead log, synced at checkpoints: a trial writes ~100 results, each its own commit,
-    and SQLite's default (two fsyncs a commit) made that 0.7 s a trial. A killed process still
-    loses nothing committed; only a power cut can lose the last commits (their trials rerun)."""
-
-    @sqlalchemy.event.listens_for(engine, "connect")
-    def _pragmas(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    engine.dispose()  # connections opened before the hook get the pragmas when reopened
-
-
-class StorageError(RuntimeError):
-    """The study's storage cannot be opened; the message says which URL and what to check."""
-
-    @classmethod
-    def about(cls, url: str, err: Exception) -> StorageError:
-        reason = str(err).splitlines()[0] if str(err) else ""
-        file = sqlite_file(url)
-        if file is not None:  # a file on this machine: no server to check
-            return cls(
-                f"cannot open the Optuna study file {file}: {type(err).__name__}: {reason}. "
-                + ("It is damaged (truncated or overwritten): restore it from a copy, or move it aside "
-                   f"(mv {file} {file}.damaged) and launch again to rerun every trial"
-                   if "malformed" in reason or "not a database" in reason else
-                   "Check that its folder exists and is writable, and that the disk is not full")
-            )
-        return cls(
-            f"cannot open the Optuna storage {redact_url(url)}: {type(err).__name__}: {reason}. "
-            "Check study.storage (a SQLAlchemy URL such as postgresql+psycopg://user@host/db), "
-            "that the server is reachable and the database exists"
-        )
-
 
 
 def _sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -196,26 +128,7 @@ def trials_left(spec: SweepSpec) -> int:
 def sweep_lock(study: optuna.Study, spec: SweepSpec):
     """One process at a time enqueues the grid and sets up the trackers' shared state, so that
     several workers starting together neither enqueue a point twice nor make two parent runs."""
-    url = spec.storage_url
-    database = sqlite_file(url)
-    if database is not None:
-        with FileLock(str(database) + ".enqueue.lock"):
-            yield
-    elif url.startswith("postgresql"):
-        key = int(hashlib.sha256(f"expander-sweeps:{spec.name}".encode()).hexdigest()[:15], 16)
-        # A session-level advisory lock, on a connection of its own, released on exit (or when
-        # the connection drops, if this process dies while holding it).
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-                try:
-                    yield
-                finally:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        finally:
-            engine.dispose()
-    else:  # other databases: start one worker first, then the rest
+    with storage_lock(spec.storage_url, spec.name):
         yield
 
 
@@ -352,27 +265,38 @@ class StudyState:
 # ----------------------------------------------------------------------------- claims and heartbeats
 def claim_waiting(study: optuna.Study, spec: SweepSpec, only: dict[str, Any] | None = None) -> optuna.Trial | None:
     """Take one WAITING trial (with the point `only`, if given) for this process."""
-    wanted = point_key(only, spec) if only is not None else None
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if wanted is not None and point_key(trial_point(frozen), spec) != wanted:
-            continue
-        trial = claim_trial(study, frozen)
-        if trial is not None:
-            return trial
+    if only is not None:
+        wanted = point_key(only, spec)
+        for frozen in waiting_trials(study):
+            if point_key(trial_point(frozen), spec) == wanted:
+                trial = claim_trial(study, frozen._trial_id)
+                if trial is not None:
+                    return trial
+        return None
+    # The ids alone, then a claim: reading the waiting trials themselves costs a read of every
+    # one of them (storages.waiting_trial_ids). Lost races are retried on a fresh list.
+    for _ in range(1000):  # rounds of lost races; each round's list is fresh
+        ids = waiting_trial_ids(study)
+        if not ids:
+            return None
+        for trial_id in claim_order(ids):
+            trial = claim_trial(study, trial_id)
+            if trial is not None:
+                return trial
     return None
 
 
-def claim_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.Trial | None:
-    """Take the WAITING trial `frozen` for this process, or None when another took it first. The
-    storage's conditional update makes the claim atomic: of several workers reaching for the
+def claim_trial(study: optuna.Study, trial_id: int) -> optuna.Trial | None:
+    """Take the WAITING trial `trial_id` for this process, or None when another took it first.
+    The storage's conditional update makes the claim atomic: of several workers reaching for the
     same trial, exactly one gets it."""
     # Heartbeat first, claim second: a worker killed between the two leaves a WAITING trial,
     # never a RUNNING one without a heartbeat (which no one would ever find stale).
     with contextlib.suppress(Exception):  # two workers racing to insert the same heartbeat row
-        study._storage.record_heartbeat(frozen._trial_id)
+        study._storage.record_heartbeat(trial_id)
     try:
-        if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-            return optuna.Trial(study, frozen._trial_id)
+        if set_running(study, trial_id):
+            return optuna.Trial(study, trial_id)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
     return None
@@ -408,7 +332,7 @@ def heartbeat(study: optuna.Study, trial_id: int, interval: float):
 
 def fail_stale(study: optuna.Study) -> None:
     with _heartbeats_allowed():
-        optuna.storages.fail_stale_trials(study)  # and re-enqueue them, up to study.retries times
+        fail_stale_trials(study)  # and re-enqueue them, up to study.retries times
 
 
 def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -435,17 +359,13 @@ def record_result(trial: optuna.Trial, params: dict[str, Any], metrics: dict[str
     that list (6,000 characters) made each trial's page in optuna-dashboard 8,500 px wide. Files
     inside the run folder are stored relative to it, so a moved or copied run folder (or one
     opened from another working folder) still finds them."""
-    storage, trial_id = trial.study._storage, trial._trial_id
     files = {key: _relative_to(path, run_dir) for key, path in files.items()}
-    for key, value in {**params, **metrics}.items():
-        storage.set_trial_user_attr(trial_id, key, value)
-    storage.set_trial_user_attr(trial_id, "param_names", sorted(params))
-    storage.set_trial_user_attr(trial_id, "files", files)
-    storage.set_trial_user_attr(trial_id, "dense_trained", dense_trained)
-    storage.set_trial_user_attr(trial_id, "seconds", round(seconds, 3))
+    attrs = {**params, **metrics, "param_names": sorted(params), "files": files,
+             "dense_trained": dense_trained, "seconds": round(seconds, 3)}
     fingerprint = study_fingerprint(trial.study)
     if fingerprint:
-        storage.set_trial_user_attr(trial_id, _FINGERPRINT, fingerprint)
+        attrs[_FINGERPRINT] = fingerprint
+    set_trial_user_attrs(trial.study, trial._trial_id, attrs)  # at once: one transaction
 
 
 # Files optuna-dashboard shows on a trial's page (pictures and text it can preview).
