@@ -79,9 +79,7 @@ def work(url: str, points: int, run_dir: str, baseline: bool, start: threading.B
     import optuna
     from optuna.trial import TrialState
 
-    from expander_sweeps.results import CORRECT_ATTR, PHASE_SECONDS_ATTR
     from expander_sweeps.sweep import study as study_module
-    from expander_sweeps.sweep.space import suggest_plan
 
     spec = spec_for(url, points, run_dir)
     study = study_module.open_study(spec)
@@ -106,20 +104,33 @@ def work(url: str, points: int, run_dir: str, baseline: bool, start: threading.B
             trial = study_module.claim_waiting(study, spec)
         if trial is None:
             return
-        with study_module.heartbeat(study, trial._trial_id, spec.study.heartbeat_seconds):
-            trial.set_user_attr("worker", f"{os.getpid()}:{threading.get_ident()}")
-            plan = suggest_plan(trial, spec, *encoding)
-            params, metrics, files = trial_record(trial.number)
-            if baseline:
-                for key, value in {**params, **metrics, "files": files, "param_names": sorted(params),
-                                   "dense_trained": False, "seconds": 1.0}.items():
-                    study._storage.set_trial_user_attr(trial._trial_id, key, value)
-            else:
-                study_module.record_result(trial, params, metrics, files, False, 1.0, Path(run_dir))
-            trial.set_user_attr(CORRECT_ATTR, {"acc/clean": "3/" * 170, "acc/noise_0.3": "7/" * 170})
-            trial.set_user_attr(PHASE_SECONDS_ATTR, {"dense": 7.0, "prepare": 0.05, "finetune": 19.7, "finish": 0.3})
-            study.tell(trial, [metrics["acc/clean"]])
-        out.append((trial.number, plan.remaining["W_hh"], time.perf_counter() - began, time.thread_time() - cpu))
+        try:
+            told = record(study, spec, trial, encoding, run_dir, baseline) is not None
+        except optuna.exceptions.UpdateFinishedTrialError:  # claimed twice: another worker told it
+            told = False
+        out.append((trial.number, told, time.perf_counter() - began, time.thread_time() - cpu))
+
+
+def record(study, spec, trial, encoding, run_dir: str, baseline: bool):
+    """What a finished trial writes (loop._record_success), with a heartbeat running; its plan."""
+    from expander_sweeps.results import CORRECT_ATTR, PHASE_SECONDS_ATTR
+    from expander_sweeps.sweep import study as study_module
+    from expander_sweeps.sweep.space import suggest_plan
+
+    with study_module.heartbeat(study, trial._trial_id, spec.study.heartbeat_seconds):
+        trial.set_user_attr("worker", f"{os.getpid()}:{threading.get_ident()}")
+        plan = suggest_plan(trial, spec, *encoding)
+        params, metrics, files = trial_record(trial.number)
+        if baseline:
+            for key, value in {**params, **metrics, "files": files, "param_names": sorted(params),
+                               "dense_trained": False, "seconds": 1.0}.items():
+                study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        else:
+            study_module.record_result(trial, params, metrics, files, False, 1.0, Path(run_dir))
+        trial.set_user_attr(CORRECT_ATTR, {"acc/clean": "3/" * 170, "acc/noise_0.3": "7/" * 170})
+        trial.set_user_attr(PHASE_SECONDS_ATTR, {"dense": 7.0, "prepare": 0.05, "finetune": 19.7, "finish": 0.3})
+        study.tell(trial, [metrics["acc/clean"]])
+    return plan
 
 
 def worker_process(url, points, run_dir, baseline, threads, ready, go, results) -> None:
@@ -198,6 +209,15 @@ def measure(kind: str, workers: int, points: int, processes: int, baseline: bool
     from expander_sweeps.sweep import study as study_module
     from expander_sweeps.sweep.space import point_key
 
+    if kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN) as admin:
+            allowed = int(admin.execute("SHOW max_connections").fetchone()[0])
+        if allowed < 2 * workers + 20:  # each worker: a connection, and its heartbeat thread's
+            sys.exit(f"PostgreSQL allows {allowed} connections; {workers} workers need about {2 * workers + 20}: "
+                     f"ALTER SYSTEM SET max_connections = {2 * workers + 100}; then restart the server "
+                     "(a cluster puts PgBouncer in front instead)")
     with tempfile.TemporaryDirectory() as tmp, storage_of(kind, Path(tmp)) as url:
         spec = spec_for(url, points, tmp)
         study = study_module.open_study(spec)

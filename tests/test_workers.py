@@ -19,9 +19,18 @@ from expander_sweeps.sweep import trial as trial_module
 
 pytestmark = pytest.mark.slow
 
-def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_dir, postgres_url):
+
+@pytest.fixture(params=["postgres", "journal", "redis"])
+def shared_study(request, tmp_path):
+    """A study every worker shares: PostgreSQL, a journal file, a journal in Redis."""
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'shared' / 'study.log'}"
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_three_workers_on_a_shared_study_survive_a_sigkilled_worker(tmp_path, mnist_dir, shared_study):
     fractions = [round(1.0 - i * 0.1, 2) for i in range(6)]  # 6 grid points, 1.0 .. 0.5
-    spec = grid_spec(tmp_path, mnist_dir, postgres_url, fractions)
+    spec = grid_spec(tmp_path, mnist_dir, shared_study, fractions)
     started = time.monotonic()
     # One thread each, as `launch --workers` gives its workers and as the README tells users who
     # start several by hand on one CPU: three workers of torch's one-thread-per-core on 2 cores
@@ -33,7 +42,7 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
 
     def victim_mid_trial():
         # Once the dense model exists (a trial completed), catch the victim inside a trial.
-        trials = study_trials("tiny", postgres_url)
+        trials = study_trials("tiny", shared_study)
         if not any(t.state == TrialState.COMPLETE for t in trials):
             return None
         # Its point known: a worker marks a claimed trial as its own just before suggesting the point.
@@ -52,7 +61,7 @@ def test_three_workers_on_postgres_survive_a_sigkilled_worker(tmp_path, mnist_di
     assert all(w.returncode == 0 for w in workers[1:]), outputs
     elapsed = time.monotonic() - started
 
-    trials = study_trials("tiny", postgres_url)
+    trials = study_trials("tiny", shared_study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 6, "\n".join(
         f"{t.number} {t.state.name} {t.params} {t.system_attrs.get('failed_trial')} {t.user_attrs.get('worker')}"
@@ -102,6 +111,37 @@ def test_killed_launch_is_continued_by_the_next_launch(tmp_path, mnist_dir):
     assert any(k.startswith("crossing_pct/magnitude/W_xh_W_hh/") for k in parent.data.metrics), parent.data.metrics
     print(f"MLflow runs after a SIGKILL and a relaunch: {sorted(statuses)}")
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_a_sigterm_mid_trial_queues_the_trial_again_and_the_next_launch_runs_it_once(tmp_path, mnist_dir):
+    # A scheduler's cancel, preemption or time limit: SIGTERM. Here on a journal-file study.
+    journal = f"journal://{tmp_path / 'shared' / 'study.log'}"
+    fractions = [1.0, 0.6, 0.3, 0.1]
+    spec = grid_spec(tmp_path, mnist_dir, journal, fractions)
+    worker = subprocess.Popen([*CLI, "worker", str(spec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def mid_trial():
+        trials = study_trials("tiny", journal)
+        return any(t.state == TrialState.COMPLETE for t in trials) and next(
+            (t for t in trials if t.state == TrialState.RUNNING and t.params), None)
+
+    stopped = wait_for(mid_trial, 180, "the worker to be inside its second trial")
+    worker.send_signal(signal.SIGTERM)
+    output = worker.communicate(timeout=60)[0]
+    assert worker.returncode == 130 and "queued again" in output, output
+    trials = study_trials("tiny", journal)
+    failed = next(t for t in trials if t.number == stopped.number)
+    assert failed.state == TrialState.FAIL and failed.user_attrs["error"].startswith("interrupted"), failed.user_attrs
+    (copy,) = [t for t in trials if t.system_attrs.get("failed_trial") == stopped.number]
+    assert copy.state == TrialState.WAITING and "error" not in copy.user_attrs
+
+    again = subprocess.run([*CLI, "launch", str(spec), "--no-report"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    trials = study_trials("tiny", journal)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["remaining"] for t in complete) == sorted(fractions)  # each point once
+    assert next(t for t in trials if t.number == copy.number).state == TrialState.COMPLETE
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
 def test_a_nan_in_one_trial_fails_it_with_the_reason_and_the_report_lists_it(tmp_path, mnist_dir, monkeypatch):

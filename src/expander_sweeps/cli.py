@@ -382,7 +382,7 @@ def _run_here(spec: SweepSpec, label: str = "", extend: bool = False):
             _fail(str(err))
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current one "
-                              "is marked failed; launch the same spec again to continue.")
+                              "is marked failed and queued again: other workers, or the next launch of the same spec, run it.")
             sys.exit(130)
 
 
@@ -465,7 +465,7 @@ def _run_workers(spec_path: str, spec: SweepSpec, overrides: tuple[str, ...], wo
                             lag_file=lag_file, why=why)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished trials are in the study, the current ones "
-                          "are marked failed; launch the same spec again to continue.")
+                          "are marked failed and queued again: the next launch of the same spec runs them.")
         if relay is not None:
             relay.close(watched.get("study"))
         sys.exit(130)

@@ -48,6 +48,7 @@ from .study import (
     open_study,
     record_result,
     recorded_method_choices,
+    retry_trial,
     running_trials,
     store_trial_artifacts,
     sweep_lock,
@@ -260,7 +261,7 @@ def _run_one(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers: 
         _record_failure(trial, trackers, events, plan, err)
         return False
     except KeyboardInterrupt:
-        _record_interrupt(trial)
+        _record_interrupt(trial, spec)
         trackers.end_trial("KILLED")
         raise
     _record_success(trial, spec, ctx, trackers, events, plan, result, "per_trial", 1, started)
@@ -313,7 +314,7 @@ def _run_group(trials: list[optuna.Trial], spec: SweepSpec, ctx: SweepContext, t
         outcomes = [err] * len(members)
     except KeyboardInterrupt:
         for index in members:
-            _record_interrupt(trials[index])
+            _record_interrupt(trials[index], spec)
         raise
     size = len(members)
     for index, outcome in zip(members, outcomes, strict=True):
@@ -365,9 +366,12 @@ def _record_failure(trial: optuna.Trial, trackers: TrackerCalls, events: SweepEv
     events.trial_failed(trial.number, plan, err)
 
 
-def _record_interrupt(trial: optuna.Trial) -> None:
-    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); rerun at the next launch")
+def _record_interrupt(trial: optuna.Trial, spec: SweepSpec) -> None:
+    """Ctrl-C, or SIGTERM (a scheduler's cancel, preemption, time limit): the trial fails and a
+    copy of it waits for the study's other workers (or the next launch), up to `study.retries`."""
+    trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); retried by another worker or the next launch")
     trial.study.tell(trial, state=TrialState.FAIL)
+    retry_trial(trial.study, trial._trial_id, spec.study.retries)
 
 
 def _record_success(trial: optuna.Trial, spec: SweepSpec, ctx: SweepContext, trackers: TrackerCalls, events: SweepEvents,

@@ -162,8 +162,43 @@ class HeartbeatJournal(JournalStorage, BaseHeartbeat):
             self._sync_with_backend()
 
 
+def _redis_journal_class():
+    from optuna.storages.journal import JournalRedisBackend
+
+    class BatchedRedisJournal(JournalRedisBackend):
+        """Optuna's Redis journal, read and appended in batches: its own backend reads each log
+        entry with a GET of its own and appends each with a script call of its own, and every
+        worker reads every entry (a trial writes ~270): at 64 workers, ~17,000 round trips per
+        trial. The keys and values are Optuna's (`<prefix>:log_number`, `<prefix>:log:<n>`), so
+        Optuna's own backend, optuna-dashboard and the `optuna` CLI read the same journal."""
+
+        # Numbered from 0, as Optuna's backend numbers them (it starts the counter at -1).
+        _APPEND = ("redis.call('setnx', ARGV[1] .. ':log_number', -1) "
+                   "local n = 0 for i = 2, #ARGV do n = redis.call('incr', ARGV[1] .. ':log_number') "
+                   "redis.call('set', ARGV[1] .. ':log:' .. n, ARGV[i]) end return n")
+        _CHUNK = 1000
+
+        def read_logs(self, log_number_from: int):
+            last = self._redis.get(f"{self._prefix}:log_number")
+            if last is None:
+                return
+            last = int(last)
+            for first in range(log_number_from, last + 1, self._CHUNK):
+                numbers = range(first, min(first + self._CHUNK, last + 1))
+                for log in self._redis.mget([self._key_log_id(n) for n in numbers]):
+                    if log is None:  # numbered but not yet written (cannot happen: one script writes both)
+                        return
+                    yield json.loads(log)
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            # One script: the entries numbered and written together, atomically, in order.
+            self._redis.eval(self._APPEND, 0, self._prefix, *[json.dumps(log) for log in logs])
+
+    return BatchedRedisJournal
+
+
 def _journal_backend(url: str, create: bool):
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalRedisBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     log = journal_file(url)
     if log is not None:
@@ -174,7 +209,7 @@ def _journal_backend(url: str, create: bool):
         return JournalFileBackend(str(log), lock_obj=JournalFileOpenLock(str(log)))
     address, prefix = redis_address(url)
     with _heartbeats_allowed():  # Optuna marks its Redis journal experimental, as it does heartbeats
-        return JournalRedisBackend(address, prefix=prefix)
+        return _redis_journal_class()(address, prefix=prefix)
 
 
 def redis_address(url: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ sees them, so a tracker that is down loses nothing.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from .storages import (
 )
 
 __all__ = ["StorageError", "StudyState", "TrialResults", "open_study", "sweep_lock", "enqueue_points",
-           "enqueue_grid", "claim_waiting", "claim_trial", "waiting_trials", "trial_point", "heartbeat", "fail_stale", "running_trials", "record_result",
+           "enqueue_grid", "claim_waiting", "claim_trial", "waiting_trials", "trial_point", "heartbeat", "fail_stale", "retry_trial", "running_trials", "record_result",
            "read_result", "store_trial_artifacts", "artifact_dir", "fractions_on_log_scale", "recorded_method_choices", "check_methods", "point_key", "bind_spec", "check_spec", "SpecMismatch"]
 
 
@@ -333,6 +334,16 @@ def heartbeat(study: optuna.Study, trial_id: int, interval: float):
 def fail_stale(study: optuna.Study) -> None:
     with _heartbeats_allowed():
         fail_stale_trials(study)  # and re-enqueue them, up to study.retries times
+
+
+def retry_trial(study: optuna.Study, trial_id: int, retries: int) -> None:
+    """Enqueue a WAITING copy of the failed trial `trial_id` (its point, its place in the retry
+    history), unless it has been retried `retries` times: what a dead worker's trial gets from the
+    heartbeat, for a trial whose worker was told to stop. The copy does not carry the reason."""
+    failed = copy.deepcopy(study._storage.get_trial(trial_id))
+    failed.user_attrs = {k: v for k, v in failed.user_attrs.items() if k not in ("error", "traceback", "worker")}
+    with _heartbeats_allowed():
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, failed)
 
 
 def running_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
