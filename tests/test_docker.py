@@ -43,7 +43,7 @@ def test_dockerfile_installs_like_ci():
     dockerfile = (DOCKER / "Dockerfile").read_text()
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert "-m venv" in dockerfile and "-m venv" in ci
-    assert 'pip install ".[postgres]"' in dockerfile and '-e ".[dev]"' in ci
+    assert 'pip install ".[postgres,redis]"' in dockerfile and '-e ".[dev]"' in ci
 
 
 @needs_compose

@@ -43,7 +43,21 @@ def test_differences_name_each_field_with_both_values(tmp_path):
     assert fingerprint_of(before) == fingerprint_of(result_settings(_spec(tmp_path)))
 
 
-def test_the_study_refuses_changed_settings_and_takes_a_grown_space_only_when_asked(tmp_path):
+@pytest.fixture(params=["sqlite", "journal", "redis"])
+def storage(request, tmp_path):
+    """The default SQLite study, a journal file, a journal in Redis: the settings live in the study."""
+    if request.param == "sqlite":
+        return None
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'study.log'}"
+    return request.getfixturevalue("redis_url")
+
+
+def test_the_study_refuses_changed_settings_and_takes_a_grown_space_only_when_asked(tmp_path, storage):
+    def _spec(tmp_path, **sections):  # every spec of this test on the same study
+        return spec_from_dict(tiny_spec_dict(tmp_path / "run", tmp_path / "data", study={"storage": storage},
+                                             **sections))
+
     spec = _spec(tmp_path)
     study = open_study(spec)
     assert bind_spec(study, spec) is None  # the first launch records

@@ -162,3 +162,19 @@ def test_storage_urls_are_told_apart_and_shown_as_optuna_dashboard_takes_them():
     assert storages.dashboard_argument("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert storages.redis_address("redis://h:6379/1?prefix=lab:&socket_timeout=5") == (
         "redis://h:6379/1?socket_timeout=5", "lab:")
+
+
+@pytest.mark.parametrize(("storage", "says"), [
+    ("journal://", "names no file"),
+    ("journal:/shared/study.log", "is not a journal URL"),
+    ("/shared/study.log", "is not a storage URL"),
+])
+def test_a_storage_url_of_the_wrong_shape_is_one_spec_error_that_says_how_to_write_it(write_spec, tmp_path, storage, says):
+    import subprocess
+
+    from conftest import CLI
+
+    spec = write_spec(tiny_spec_dict(tmp_path / "run", tmp_path, study={"storage": storage}))
+    result = subprocess.run([*CLI, "validate", str(spec)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert says in result.stderr and "study.storage" in result.stderr and "Traceback" not in result.stderr

@@ -117,6 +117,22 @@ class StudySpec(_Strict):
         "minimised) for a multi-objective study.",
     )
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value.startswith("journal:") and not value.removeprefix("journal://").strip("/ ").strip():
+            raise ValueError(f"{value!r} names no file: write journal:///shared/folder/study.log "
+                             "(three slashes before an absolute path)")
+        if value.startswith("journal:") and not value.startswith("journal://"):
+            raise ValueError(f"{value!r} is not a journal URL: write journal:///absolute/path/study.log "
+                             "or journal://relative/path/study.log")
+        if "://" not in value:
+            raise ValueError(f"{value!r} is not a storage URL: a SQLAlchemy URL (sqlite:///path/optuna.db, "
+                             "postgresql+psycopg://user@host/db), journal:///path/study.log or redis://host:6379/0")
+        return value
+
     @field_validator("objectives")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
