@@ -178,3 +178,25 @@ def test_a_storage_url_of_the_wrong_shape_is_one_spec_error_that_says_how_to_wri
     result = subprocess.run([*CLI, "validate", str(spec)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert says in result.stderr and "study.storage" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_optuna_cli_reads_a_journal_the_tool_wrote(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "shared" / "study.log"
+    spec = spec_for(tmp_path, f"journal://{log}")
+    study = enqueued_study(spec, 2)
+    trial = study_module.claim_waiting(study, spec)
+    study_module.record_result(trial, {"remaining_W_hh": 0.5}, {"acc/clean": 0.91, "W_hh/binary/delta_r": 0.25},
+                               {}, False, 1.5, tmp_path)
+    study.tell(trial, [0.91])
+    optuna_cli = Path(sys.executable).parent / "optuna"
+    result = subprocess.run([str(optuna_cli), "trials", "--storage", str(log), "--storage-class", "JournalFileBackend",
+                             "--study-name", "tiny", "-f", "json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (told,) = [t for t in json.loads(result.stdout) if t["state"] == "COMPLETE"]
+    assert told["user_attrs"]["acc/clean"] == 0.91 and told["user_attrs"]["W_hh/binary/delta_r"] == 0.25
+    assert told["user_attrs"]["remaining_W_hh"] == 0.5 and told["user_attrs"]["param_names"] == ["remaining_W_hh"]
