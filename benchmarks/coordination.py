@@ -75,7 +75,8 @@ def trial_record(number: int) -> tuple[dict, dict, dict]:
 
 
 # ----------------------------------------------------------------------------- one worker
-def work(url: str, points: int, run_dir: str, baseline: bool, start: threading.Barrier, go, out: list) -> None:
+def work(url: str, points: int, run_dir: str, baseline: bool, start: threading.Barrier, go, out: list,
+         arrive=lambda: None) -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -84,6 +85,7 @@ def work(url: str, points: int, run_dir: str, baseline: bool, start: threading.B
     spec = spec_for(url, points, run_dir)
     study = study_module.open_study(spec)
     encoding = (study_module.fractions_on_log_scale(study), study_module.recorded_method_choices(study))
+    arrive()
     start.wait()  # this worker's storage is open
     go.wait()  # every worker of every process is ready: the clock starts
     while True:
@@ -136,15 +138,26 @@ def record(study, spec, trial, encoding, run_dir: str, baseline: bool):
 def worker_process(url, points, run_dir, baseline, threads, ready, go, results) -> None:
     barrier = threading.Barrier(threads + 1)
     outs = [[] for _ in range(threads)]
-    pool = [threading.Thread(target=work, args=(url, points, run_dir, baseline, barrier, go, outs[i]))
-            for i in range(threads)]
+    failures = []
+
+    arrived = [False] * threads
+
+    def guarded(index: int) -> None:
+        try:
+            work(url, points, run_dir, baseline, barrier, go, outs[index], lambda: arrived.__setitem__(index, True))
+        except Exception as err:  # a worker that fails is counted, and the first reason printed
+            failures.append(f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            if not arrived[index]:
+                barrier.wait()  # failed before the start: the others must not wait for it
+
+    pool = [threading.Thread(target=guarded, args=(i,)) for i in range(threads)]
     for thread in pool:
         thread.start()
     barrier.wait()  # every worker has opened its storage
     ready.put(os.getpid())
     for thread in pool:
         thread.join()
-    results.put([row for out in outs for row in out])
+    results.put(([row for out in outs for row in out], failures))
 
 
 # ----------------------------------------------------------------------------- the server's CPU
@@ -235,7 +248,11 @@ def measure(kind: str, workers: int, points: int, processes: int, baseline: bool
             ready.get()
         cpu_before, began = server_cpu(kind), time.perf_counter()
         go.set()
-        rows = [row for _ in children for row in results.get()]
+        rows, failures = [], []
+        for _ in children:
+            done, failed = results.get()
+            rows += done
+            failures += failed
         elapsed = time.perf_counter() - began
         cpu_after = server_cpu(kind)
         for child in children:
@@ -254,7 +271,7 @@ def measure(kind: str, workers: int, points: int, processes: int, baseline: bool
         "client_cpu_ms": 1000 * sum(row[3] for row in rows) / max(1, len(rows)),
         "server_cpu_ms": server,
         "duplicates": sum(n - 1 for n in keys.values() if n > 1) + sum(n - 1 for n in claims.values() if n > 1),
-        "lost": len(grid) - len(keys),
+        "lost": len(grid) - len(keys), "failed_workers": len(failures), "first_failure": failures[:1],
     }
 
 
@@ -270,8 +287,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"{args.points} grid points; {os.cpu_count()} cores; client and server CPU per trial in ms")
     print("| storage | path | workers | trials/s | wall/trial median (p95) ms | client CPU ms | server CPU ms "
-          "| duplicates | lost |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| duplicates | lost | workers failed |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = []
     for kind in args.storages:
         for workers in args.workers:
@@ -281,14 +298,16 @@ def main() -> None:
                 server = "-" if row["server_cpu_ms"] is None else f"{row['server_cpu_ms']:.1f}"
                 print(f"| {kind} | {row['path']} | {workers} | {row['per_s']:.1f} | {row['wall_ms_median']:.0f} "
                       f"({row['wall_ms_p95']:.0f}) | {row['client_cpu_ms']:.1f} | {server} | {row['duplicates']} "
-                      f"| {row['lost']} |", flush=True)
+                      f"| {row['lost']} | {row['failed_workers']} |", flush=True)
+                if row["first_failure"]:
+                    print(f"  first worker failure: {row['first_failure'][0]}", flush=True)
     if args.baseline:
         for tool in (r for r in rows if r["path"] == "tool"):
             base = next(r for r in rows if r["path"] == "optuna" and r["storage"] == tool["storage"]
                         and r["workers"] == tool["workers"])
             print(f"{tool['storage']} x {tool['workers']}: trials/s {tool['per_s'] / base['per_s']:.2f}x Optuna's path, "
                   f"client CPU per trial {base['client_cpu_ms'] / tool['client_cpu_ms']:.2f}x less")
-    if any(r["duplicates"] or r["lost"] for r in rows):
+    if any(r["duplicates"] or r["lost"] or r["failed_workers"] for r in rows):
         sys.exit(1)
 
 

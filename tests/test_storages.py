@@ -200,3 +200,4 @@ def test_the_optuna_cli_reads_a_journal_the_tool_wrote(tmp_path):
     (told,) = [t for t in json.loads(result.stdout) if t["state"] == "COMPLETE"]
     assert told["user_attrs"]["acc/clean"] == 0.91 and told["user_attrs"]["W_hh/binary/delta_r"] == 0.25
     assert told["user_attrs"]["remaining_W_hh"] == 0.5 and told["user_attrs"]["param_names"] == ["remaining_W_hh"]
+

@@ -56,10 +56,13 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
     directions = ["maximize" if o == "accuracy" else "minimize" for o in spec.study.objectives]
     if not create:
         return optuna.load_study(study_name=spec.name, storage=storage)
-    study = optuna.create_study(
-        study_name=spec.name, storage=storage, sampler=_sampler(spec),
-        directions=directions, load_if_exists=True,
-    )
+    try:  # read first: creating writes, and on SQLite workers starting together lock one another out
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=_sampler(spec))
+    except KeyError:
+        study = optuna.create_study(
+            study_name=spec.name, storage=storage, sampler=_sampler(spec),
+            directions=directions, load_if_exists=True,
+        )
     if study.metric_names is None:  # optuna-dashboard and `optuna` show the objectives by name
         names = ["acc/clean" if o == "accuracy" else "remaining_edges" for o in spec.study.objectives]
         with warnings.catch_warnings():
