@@ -117,9 +117,10 @@ def test_a_job_array_with_a_task_cancelled_mid_trial_does_every_point_once(tmp_p
     def victim_mid_trial():
         text = victim_log.read_text() if victim_log.exists() else ""
         pids = [line.split()[1] for line in text.splitlines() if line.startswith("worker ") and " on " in line]
-        if not pids:
-            return None
-        return next((t for t in study_trials("tiny", f"journal://{journal}") if t.state == TrialState.RUNNING
+        trials = study_trials("tiny", f"journal://{journal}")
+        if not pids or not any(t.state == TrialState.COMPLETE for t in trials):
+            return None  # past the first trial (the dense model's), as the SIGKILL test waits
+        return next((t for t in trials if t.state == TrialState.RUNNING
                      and t.params and t.user_attrs.get("worker", "").endswith(f":{pids[0]}")), None)
 
     try:
@@ -128,6 +129,10 @@ def test_a_job_array_with_a_task_cancelled_mid_trial_does_every_point_once(tmp_p
         queue = subprocess.run([_find("squeue"), "-o", "%i %T %r"], env=env, capture_output=True, text=True).stdout
         logs = "\n".join(p.read_text()[-2000:] for p in tmp_path.glob("expander-sweeps-*.out"))
         raise AssertionError(f"task 0 never ran a trial; squeue:\n{queue}\n{logs}") from None
+    # SIGTERM to the task's batch shell (the exec'd worker), as Slurm's preemption and time-limit
+    # warnings send it (--signal=B:TERM); then the cancel itself. In one CI run a plain `scancel`
+    # alone left the worker running to the end (the job marked CANCELLED, the worker never signalled).
+    subprocess.run([_find("scancel"), "--full", "--signal=TERM", f"{array}_0"], env=env, check=True, timeout=30)
     subprocess.run([_find("scancel"), f"{array}_0"], env=env, check=True, timeout=30)
 
     def everything_ended():
