@@ -146,7 +146,10 @@ def test_a_job_array_with_a_task_cancelled_mid_trial_does_every_point_once(tmp_p
     assert sorted(t.params["remaining"] for t in complete) == sorted(fractions), outputs  # each point once
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], outputs
     dead = next(t for t in trials if t.number == cancelled.number)
-    assert dead.state == TrialState.FAIL and "interrupted" in dead.user_attrs["error"], outputs
+    # Failed by its own worker on SIGTERM ("interrupted"), or, when Slurm's kill came first, by
+    # the other task once its heartbeat was stale: either way failed once and retried once.
+    assert dead.state == TrialState.FAIL, outputs
+    assert "interrupted" in dead.user_attrs.get("error", "interrupted"), outputs
     retry = [t for t in complete if t.system_attrs.get("failed_trial") == cancelled.number]
     assert len(retry) == 1 and retry[0].params == cancelled.params and "error" not in retry[0].user_attrs
     assert "task 0 of job" in victim_log.read_text() and "task 1 of job" in outputs

@@ -369,6 +369,10 @@ def _record_failure(trial: optuna.Trial, trackers: TrackerCalls, events: SweepEv
 def _record_interrupt(trial: optuna.Trial, spec: SweepSpec) -> None:
     """Ctrl-C, or SIGTERM (a scheduler's cancel, preemption, time limit): the trial fails and a
     copy of it waits for the study's other workers (or the next launch), up to `study.retries`."""
+    if threading.current_thread() is threading.main_thread():
+        # A second SIGTERM (scancel sends one more, a user cancels twice) must not cut this short
+        # between the failure and the copy: the point would be lost until the next launch.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM); retried by another worker or the next launch")
     trial.study.tell(trial, state=TrialState.FAIL)
     retry_trial(trial.study, trial._trial_id, spec.study.retries)
@@ -414,6 +418,9 @@ def _terminate_as_interrupt():
         return
 
     def interrupt(signum, frame):
+        # The first SIGTERM stops the trial; later ones (scancel sends more) are ignored, so that
+        # the failure and the trial's queued copy are written whole.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
